@@ -1,0 +1,90 @@
+"""Privacy rules (DESIGN §6): entry-id hashing and scrubbing of free text.
+
+Free text (exception messages, summaries) can carry URLs with tokens or
+credentials — ``requests`` puts the URL in its errors — so every such string
+passes :func:`scrub_text` before it reaches a log line, status or alert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+from .paths import PRIVATE_FILE_MODE
+
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://[^\s'\"<>]+")
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _scrub_url(match: re.Match) -> str:
+    url = match.group(0)
+    scheme = match.group(1).lower()
+    rest = url.split("://", 1)[1]
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    # Loopback http(s) URLs without credentials are harmless and useful in errors;
+    # anything else (webhooks carry tokens in their paths) keeps only scheme and host.
+    if scheme in ("http", "https") and "@" not in rest.split("/", 1)[0] and host.split(":")[0] in _LOOPBACK_HOSTS:
+        return scheme + "://" + rest.split("?", 1)[0]
+    if scheme in ("http", "https"):
+        return f"{scheme}://{host}/<redacted>"
+    return f"{scheme}://<redacted>"
+
+
+def scrub_text(text: str) -> str:
+    """Return ``text`` with URLs reduced to scheme and host and e-mail addresses masked."""
+    if not text:
+        return text
+    text = _URL.sub(_scrub_url, text)
+    return _EMAIL.sub("<email>", text)
+
+
+def mask_email(address: str) -> str:
+    """``alice@example.org`` -> ``a***@example.org``."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "<email>"
+
+
+class EntryIdHasher:
+    """HMAC-SHA256 of an entry id with a random per-install key, first 16 hex digits.
+
+    A plain hash of a small integer id is reversed by trying every id; the
+    secret key (kept 0600 in the state folder) makes that impossible while the
+    same id still gives the same tag, so log lines can be correlated.
+    """
+
+    def __init__(self, key: bytes):
+        self._key = key
+
+    @classmethod
+    def from_file(cls, path: Path) -> "EntryIdHasher":
+        """Load the key at ``path``, creating it (0600, atomically) on first use."""
+        try:
+            key = path.read_bytes()
+            if len(key) >= 32:
+                return cls(key)
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = secrets.token_bytes(32)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            # link() fails if another process created the key first: use theirs.
+            os.link(tmp, path)
+        except FileExistsError:
+            key = path.read_bytes()
+        finally:
+            os.unlink(tmp)
+        return cls(key)
+
+    def __call__(self, entry_id: object) -> str:
+        return hmac.new(self._key, str(entry_id).encode(), hashlib.sha256).hexdigest()[:16]
