@@ -1,0 +1,208 @@
+"""The ``pmjobsd`` command line (DESIGN §4)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__, control
+from .context import Status
+from .daemon import Daemon, resolve_paths, run_summary
+from .history import RunHistory
+from .joblog import setup_logging
+from .lock import AlreadyRunning, holder_pid
+from .paths import AppPaths
+from .privacy import EntryIdHasher
+from .runner import RunRequest, Runner
+from .settings import describe, load_settings, settings_schema
+from .status import build_status, daemon_offline, exit_code, render_text
+
+EXIT_USAGE = 2
+# The seed blueprint's spellings (`password-manager --jobs status`, `--doctor`, `--logs bundle`).
+ALIASES = {"--jobs": [], "--doctor": ["doctor"], "--logs": ["logs"]}
+FOLDER_FLAGS = ("data_dir", "config_dir", "cache_dir", "log_dir", "settings")
+
+
+def _add_folder_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("folders (default: the app's XDG folders)")
+    group.add_argument("--data-dir", default=default, help="the app's data folder (vault, backups, logs)")
+    group.add_argument("--config-dir", default=default, help="the app's config folder (settings.json)")
+    group.add_argument("--cache-dir", default=default, help="the app's cache folder (breach_cache.json)")
+    group.add_argument("--log-dir", default=default, help="folder of jobs.log (default: <data dir>/logs)")
+    group.add_argument("--settings", default=default, metavar="PATH", help="another settings.json of the same shape")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pmjobsd", description="Background job daemon of Secure Password Manager.")
+    parser.add_argument("--version", action="version", version=f"pmjobsd {__version__}")
+    _add_folder_flags(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _add_folder_flags(sub, suppress=True)
+        return sub
+
+    run = command("run", "run the daemon (in the foreground unless --detach)")
+    run.add_argument("--detach", action="store_true", help="detach from the terminal (where no service manager runs)")
+    run.add_argument("--pidfile", type=Path, help="pid file to lock when detached")
+    console = run.add_mutually_exclusive_group()
+    console.add_argument("--console", dest="console", action="store_const", const=True, default=None,
+                         help="human-readable log lines on stderr (default: when stderr is a terminal)")
+    console.add_argument("--no-console", dest="console", action="store_const", const=False)
+
+    status = command("status", "show each job's state; exit 0 OK, 1 WARN, 2 FAIL")
+    status.add_argument("--json", action="store_true", help="the status document as JSON")
+
+    run_now = command("run-now", "run one job now (through the running daemon when there is one)")
+    run_now.add_argument("job")
+    run_now.add_argument("--wait", action="store_true", help="wait for the run to finish; exit with its status")
+    run_now.add_argument("--json", action="store_true")
+
+    config = command("config", "validate, show or describe the settings")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    validate = config_commands.add_parser("validate", help="check a settings file; exit 1 when invalid")
+    validate.add_argument("path", nargs="?", type=Path)
+    config_commands.add_parser("show", help="the effective settings (secrets redacted)")
+    config_commands.add_parser("schema", help="JSON Schema of the \"jobs\" key")
+    return parser
+
+
+def _expand_aliases(argv: list[str]) -> list[str]:
+    for index, arg in enumerate(argv):
+        if arg in ALIASES:
+            return argv[:index] + ALIASES[arg] + argv[index + 1:]
+        if not arg.startswith("-"):
+            break
+    return argv
+
+
+def _paths(args: argparse.Namespace) -> tuple[AppPaths, dict[str, Any]]:
+    values = {key: getattr(args, key, None) for key in FOLDER_FLAGS}
+    base = AppPaths.resolve(**values)
+    return base, {key: values[key] for key in ("data_dir", "cache_dir", "log_dir")}
+
+
+def _effective_paths(args: argparse.Namespace):
+    base, overrides = _paths(args)
+    loaded = load_settings(base.settings_path)
+    return resolve_paths(base, loaded, overrides), loaded
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    base, overrides = _paths(args)
+    daemon = Daemon(base, cli_overrides=overrides, console=args.console)
+    try:
+        return daemon.run()
+    except AlreadyRunning as exc:
+        print(f"pmjobsd: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    paths, loaded = _effective_paths(args)
+    try:
+        document = control.request(paths.control_socket_path, {"cmd": "status"})["status"]
+    except control.ControlError:
+        pid = holder_pid(paths.lock_path)
+        with RunHistory(paths.history_path, create=False) as history:
+            daemon = daemon_offline(pid)
+            if pid is not None:  # the lock is held, but nobody answers: wedged
+                daemon.update(running=True, responding=False)
+            document = build_status(loaded, history, daemon=daemon)
+        if pid is not None:
+            document["status"] = "FAIL"
+    code = 2 if document["daemon"].get("responding") is False else exit_code(document)
+    if args.json:
+        _print_json(document)
+    else:
+        print(render_text(document))
+    return code
+
+
+def cmd_run_now(args: argparse.Namespace) -> int:
+    paths, loaded = _effective_paths(args)
+    try:
+        response = control.request(paths.control_socket_path, {"cmd": "run-now", "job": args.job, "wait": args.wait},
+                                   timeout=None if args.wait else 10.0)
+    except control.ControlError:
+        response = _run_in_process(paths, loaded, args.job)
+    if args.json:
+        _print_json(response)
+    if not response.get("ok"):
+        if not args.json:
+            print(f"pmjobsd: {response.get('error')}", file=sys.stderr)
+        return EXIT_USAGE if "unknown job" in str(response.get("error")) else 2
+    run = response.get("run")
+    if not args.json:
+        if run:
+            print(f"{run['job']}: {run['status']} in {run['duration_ms']} ms — {run['summary'] or run.get('error') or ''}")
+        else:
+            print(f"{response['job']}: started (run_id {response['run_id']})")
+    return Status(run["status"]).severity if run else 0
+
+
+def _run_in_process(paths: AppPaths, loaded, name: str) -> dict[str, Any]:
+    """No daemon: run the job here, recorded in the history and jobs.log like any run."""
+    job = loaded.jobs.get(name)
+    if job is None:
+        if name in loaded.job_errors:
+            return {"ok": False, "error": "; ".join(str(issue) for issue in loaded.job_errors[name])}
+        return {"ok": False, "error": f"unknown job {name!r}; known jobs: {', '.join(sorted(loaded.jobs))}"}
+    setup_logging(paths.jobs_log_path, console=False)
+    with RunHistory(paths.history_path) as history:
+        runner = Runner(max_workers=1, history=history, paths=paths,
+                        hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
+                        app_settings=lambda: dict(loaded.app_settings))
+        request = RunRequest(job, "manual")
+        runner.offer(request, "allow")
+        deadline = time.monotonic() + job.definition.timeout
+        while not request.done.wait(max(0.0, min(1.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                runner.expire_overdue()
+        runner.shutdown(0)
+    return {"ok": True, "job": name, "run_id": request.run_id, "run": run_summary(request.record), "daemon": False}
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    base, _ = _paths(args)
+    if args.config_command == "schema":
+        _print_json(settings_schema())
+        return 0
+    path = getattr(args, "path", None) or base.settings_path
+    loaded = load_settings(path)
+    if args.config_command == "show":
+        _print_json(describe(loaded))
+        for issue in loaded.issues:
+            print(f"warning: {issue}", file=sys.stderr)
+        return 0 if loaded.ok else 1
+    if not Path(path).exists():
+        print(f"{path}: no such file; every job runs with its defaults")
+        return 0
+    if loaded.ok:
+        print(f"{path}: valid ({len(loaded.jobs)} jobs)")
+        return 0
+    for issue in loaded.issues:
+        print(f"{path}: {issue}", file=sys.stderr)
+    return 1
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(_expand_aliases(list(sys.argv[1:] if argv is None else argv)))
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

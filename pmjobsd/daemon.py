@@ -1,0 +1,349 @@
+"""The daemon: one main loop that sleeps until there is work.
+
+The loop waits in ``select()`` on a wake-up pipe until the next fire time,
+the next run deadline or ``wake_interval`` (whichever is first).  Signals
+(through ``signal.set_wakeup_fd``), finished runs and control requests write
+to that pipe.  Signal handlers only record the signal; stopping, reloading
+and logging happen here in the loop (as gunicorn's arbiter does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from . import __version__, control
+from .history import RunHistory
+from .joblog import EventLogger, setup_logging
+from .lock import InstanceLock
+from .paths import AppPaths, ensure_private_dir
+from .privacy import EntryIdHasher
+from .runner import RunRequest, Runner
+from .scheduler import Clock, Scheduler
+from .settings import LoadedSettings, ResolvedJob, load_settings
+from .status import build_status, iso
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
+
+
+class ServiceNotifier:
+    """The service manager interface (sd_notify); this default tells nobody."""
+
+    def ready(self) -> None: ...
+    def status(self, text: str) -> None: ...
+    def reloading(self) -> None: ...
+    def stopping(self) -> None: ...
+    def watchdog(self) -> None: ...
+    def watchdog_interval(self) -> float | None:
+        return None
+
+
+def resolve_paths(base: AppPaths, loaded: LoadedSettings, cli_overrides: dict[str, str | None]) -> AppPaths:
+    """Folders from settings ``jobs.paths``, then the command line on top (it wins)."""
+    from_settings = loaded.settings.paths.model_dump()
+    merged = {key: cli_overrides.get(key) or from_settings.get(key) for key in ("data_dir", "cache_dir", "log_dir")}
+    return base.with_overrides(**merged)
+
+
+class Daemon:
+    """Owns the scheduler, the runner, the history and the control socket for one state folder."""
+
+    def __init__(
+        self,
+        paths: AppPaths,
+        *,
+        cli_overrides: dict[str, str | None] | None = None,
+        console: bool | None = None,
+        clock: Clock | None = None,
+        notifier: ServiceNotifier | None = None,
+        extra_log_handlers: list | None = None,
+    ):
+        self.base_paths = paths
+        self.cli_overrides = cli_overrides or {}
+        self.console = console
+        self.clock = clock or Clock()
+        self.notifier = notifier or ServiceNotifier()
+        self.extra_log_handlers = extra_log_handlers or []
+        self.log = EventLogger("daemon")
+        self.started_at: float | None = None
+        self.heartbeat = time.monotonic()
+        self._signals: deque[int] = deque()
+        self._sched_lock = threading.RLock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.exit_code = EXIT_OK
+
+    # --- wake-ups -----------------------------------------------------------------
+    def wake(self) -> None:
+        """Make the main loop look at its work now (safe from any thread)."""
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop will wake anyway
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)
+
+    def _wait(self, timeout: float) -> None:
+        readable, _, _ = select.select([self._wake_r], [], [], max(0.0, timeout))
+        if readable:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    # --- start ------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the process exit code."""
+        os.umask(0o077)
+        self.loaded = load_settings(self.base_paths.settings_path)
+        self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
+        ensure_private_dir(self.paths.state_dir)
+        self.lock = InstanceLock(self.paths.lock_path)
+        self.lock.acquire()  # raises AlreadyRunning
+        try:
+            return self._run_locked()
+        finally:
+            self.lock.release()
+
+    def _run_locked(self) -> int:
+        settings = self.loaded.settings
+        setup_logging(self.paths.jobs_log_path, console=self.console, level=getattr(logging, settings.log_level),
+                      extra_handlers=self.extra_log_handlers)
+        self.started_at = time.time()
+        self.log.info("daemon.started", pid=os.getpid(), version=__version__, settings=str(self.paths.settings_path))
+        self._log_config("config.loaded", self.loaded)
+        self.history = RunHistory(self.paths.history_path)
+        interrupted = self.history.mark_interrupted()
+        if interrupted:
+            self.log.warning("history.interrupted_runs", count=interrupted)
+        self.hasher = EntryIdHasher.from_file(self.paths.id_key_path)
+        self.observers = self._build_observers()
+        self.runner = Runner(
+            max_workers=settings.max_workers, history=self.history, paths=self.paths,
+            hash_entry_id=self.hasher, observers=self.observers, wake=self.wake,
+            app_settings=lambda: dict(self.loaded.app_settings),
+        )
+        self.scheduler = Scheduler(self.clock)
+        self.jobs = dict(self.loaded.jobs)
+        with self._sched_lock:
+            caught_up = self.scheduler.load(self.jobs, self.history.last_slots())
+        for item in caught_up:
+            self.log.info("job.caught_up", job=item.job, missed_slot=item.missed_slot.isoformat() if item.missed_slot else None,
+                          last_slot=item.last_slot.isoformat() if item.last_slot else None,
+                          reason="missed" if item.last_slot else "never_run")
+        self.control = control.ControlServer(self.paths.control_socket_path, self._handle_request)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        try:
+            enabled = sum(1 for job in self.jobs.values() if job.definition.enabled)
+            self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.paths.control_socket_path))
+            self.notifier.ready()
+            self.notifier.status(f"{enabled} jobs scheduled")
+            self._loop()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._shutdown()
+        return self.exit_code
+
+    def _build_observers(self) -> list:
+        """Metrics and alerts plug in here (each one a RunObserver)."""
+        return []
+
+    def _log_config(self, event: str, loaded: LoadedSettings) -> None:
+        if loaded.fatal:
+            self.log.error("config.invalid", path=str(loaded.source), using="defaults",
+                           errors=[str(issue) for issue in loaded.issues])
+            return
+        for name, issues in loaded.job_errors.items():
+            self.log.error("config.invalid", path=str(loaded.source), job=name, using="job disabled",
+                           errors=[str(issue) for issue in issues])
+        self.log.info(event, path=str(loaded.source), jobs=sorted(loaded.jobs))
+
+    # --- the loop ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            if self._take_signals():
+                return
+            if self._settings_changed():
+                self.reload()
+            self.runner.expire_overdue()
+            self._schedule_retries()
+            self._dispatch_due()
+            if self.runner.abandoned_count() > self.loaded.settings.max_abandoned_threads:
+                self.log.error("daemon.restart_required", abandoned_threads=self.runner.abandoned_count(),
+                               limit=self.loaded.settings.max_abandoned_threads, exit_code=EXIT_RESTART)
+                self.exit_code = EXIT_RESTART
+                return
+            self.notifier.watchdog()
+            self._wait(self._sleep_seconds())
+
+    def _sleep_seconds(self) -> float:
+        cap = self.loaded.settings.wake_interval
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            cap = min(cap, interval / 2)
+        with self._sched_lock:
+            next_wake = self.scheduler.next_wake()
+        candidates = [cap]
+        if next_wake is not None:
+            candidates.append(next_wake - self.clock.now().timestamp())
+        deadline = self.runner.next_deadline()
+        if deadline is not None:
+            candidates.append(deadline - time.monotonic() + 0.01)
+        return max(0.0, min(candidates))
+
+    def _take_signals(self) -> bool:
+        """Act on queued signals; return True when the daemon must stop."""
+        stop = False
+        while self._signals:
+            signum = self._signals.popleft()
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.log.info("daemon.stopping", signal=signal.Signals(signum).name)
+                stop = True
+            elif signum == signal.SIGHUP:
+                self.reload(reason="SIGHUP")
+        return stop
+
+    def _settings_changed(self) -> bool:
+        try:
+            mtime = self.base_paths.settings_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        return mtime != self.loaded.mtime_ns
+
+    def reload(self, reason: str = "settings file changed") -> None:
+        """Re-read the settings; keep the last good ones where the new ones are invalid."""
+        self.notifier.reloading()
+        new = load_settings(self.base_paths.settings_path)
+        if new.fatal:
+            # Keep running the last good settings, but show the new file's problems in status.
+            self.loaded = replace(self.loaded, mtime_ns=new.mtime_ns, issues=new.issues)
+            self.log.error("config.invalid", path=str(new.source), using="last good settings", reason=reason,
+                           errors=[str(issue) for issue in new.issues])
+            self.notifier.ready()
+            return
+        jobs = dict(new.jobs)
+        for name in new.job_errors:
+            if name in self.jobs:  # a job broken by the edit keeps its last good definition
+                jobs[name] = self.jobs[name]
+        self.loaded, self.jobs = new, jobs
+        self.runner.resize(new.settings.max_workers)
+        with self._sched_lock:
+            self.scheduler.load(jobs, catch_up=False)
+        for observer in self.observers:
+            reconfigure = getattr(observer, "reconfigure", None)
+            if reconfigure:
+                reconfigure(new.settings)
+        self._log_config("config.reloaded", new)
+        self.notifier.ready()
+
+    def _schedule_retries(self) -> None:
+        for record in self.runner.take_completed():
+            job = self.jobs.get(record.job)
+            if record.final or job is None or not job.definition.enabled:
+                continue
+            delay = job.definition.backoff.delay(record.attempt) * random.uniform(1.0, 1.2)
+            with self._sched_lock:
+                when = self.scheduler.add_retry(record.job, record.run_id, record.attempt + 1, record.slot, delay)
+            self.log.info("job.retry_scheduled", job=record.job, run_id=record.run_id, attempt=record.attempt + 1,
+                          delay_s=round(delay, 3), at=iso(when))
+
+    def _dispatch_due(self) -> None:
+        with self._sched_lock:
+            due = self.scheduler.pop_due()
+        for item in due:
+            job = self.jobs.get(item.job)
+            if job is None or not job.definition.enabled:
+                continue
+            request = RunRequest(job, item.trigger, item.slot, item.attempt)
+            if item.run_id:
+                request.run_id = item.run_id
+            reason = None
+            if item.trigger != "retry" and job.definition.overlap == "skip" and self.scheduler.pending_retries(item.job):
+                reason = "a retry of the previous run is pending (overlap=skip)"
+            reason = reason or self.runner.offer(request, job.definition.overlap)
+            if reason:
+                self.log.info("job.skipped", job=item.job, trigger=item.trigger, reason=reason,
+                              slot=item.slot.isoformat() if item.slot else None)
+
+    # --- control requests (from the control socket's threads) ----------------------------
+    def status_document(self) -> dict[str, Any]:
+        daemon = {
+            "running": True, "pid": os.getpid(), "version": __version__, "started_at": iso(self.started_at),
+            "abandoned_threads": self.runner.abandoned_count(),
+            "heartbeat_age_s": round(time.monotonic() - self.heartbeat, 3),
+            "host": socket.gethostname(),
+        }
+        with self._sched_lock:
+            return build_status(self.loaded, self.history, daemon=daemon, scheduler=self.scheduler,
+                                runner=self.runner, now=self.clock.now())
+
+    def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        job: ResolvedJob | None = self.jobs.get(name)
+        if job is None:
+            known = ", ".join(sorted(self.jobs))
+            return {"ok": False, "error": f"unknown job {name!r}; known jobs: {known}"}
+        request = RunRequest(job, "manual")
+        reason = self.runner.offer(request, job.definition.overlap)
+        if reason:
+            return {"ok": False, "error": f"{name} not started: {reason}"}
+        response: dict[str, Any] = {"ok": True, "job": name, "run_id": request.run_id, "started": True}
+        if wait:
+            limit = timeout if timeout is not None else job.definition.timeout + 5
+            if request.done.wait(limit) and request.record is not None:
+                response["run"] = run_summary(request.record)
+            else:
+                response["ok"], response["error"] = False, "gave up waiting for the run to finish"
+        return response
+
+    def _handle_request(self, message: dict[str, Any]) -> dict[str, Any]:
+        command = message.get("cmd")
+        if command == "status":
+            return {"ok": True, "status": self.status_document()}
+        if command == "run-now":
+            return self.run_now(str(message.get("job")), bool(message.get("wait")), message.get("timeout"))
+        if command == "reload":
+            self._signals.append(signal.SIGHUP)
+            self.wake()
+            return {"ok": True}
+        if command == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    # --- stop --------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.control.close()
+        cut_off = self.runner.shutdown(self.loaded.settings.shutdown_grace)
+        for observer in self.observers:
+            try:
+                observer.close()
+            except Exception as exc:
+                self.log.error("observer.failed", observer=type(observer).__name__, error=str(exc))
+        self.history.close()
+        self.log.info("daemon.stopped", interrupted_runs=cut_off, exit_code=self.exit_code)
+
+
+def run_summary(record) -> dict[str, Any]:
+    return {
+        "run_id": record.run_id, "job": record.job, "status": record.status.value, "attempt": record.attempt,
+        "started_at": iso(record.started_at), "finished_at": iso(record.finished_at),
+        "duration_ms": record.duration_ms, "summary": record.summary, "error": record.error,
+    }

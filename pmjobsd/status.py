@@ -1,0 +1,164 @@
+"""The status document (DESIGN §4) and its exit code.
+
+Built by the daemon (with live next-run times and running attempts) or, when
+no daemon runs, by the CLI straight from the settings and the run history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping
+
+from . import __version__
+from .context import Status
+from .history import RunHistory
+from .settings import LoadedSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import Runner
+    from .scheduler import Scheduler
+
+SEVERITY = {"OK": 0, "RUNNING": 0, "NEVER_RUN": 0, "DISABLED": 0, "WARN": 1, "FAIL": 2}
+EXIT_NAMES = {0: "OK", 1: "WARN", 2: "FAIL"}
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (``2026-11-28T09:00:00.123+00:00``)."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _job_status(enabled: bool, running: bool, last: Mapping[str, Any] | None) -> str:
+    if not enabled:
+        return "DISABLED"
+    if running:
+        return "RUNNING"
+    if last is None:
+        return "NEVER_RUN"
+    status = last["status"]
+    if status in (Status.FAIL.value, Status.TIMEOUT.value):
+        # A failed attempt with a retry still to come is a warning, not yet a failure.
+        return "FAIL" if last["final"] else "WARN"
+    if status == Status.INTERRUPTED.value:
+        return "WARN"
+    if status == Status.RUNNING.value:  # written by another live process (a run-now)
+        return "RUNNING"
+    return status
+
+
+def _last_run(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "run_id": row["run_id"],
+        "status": row["status"],
+        "trigger": row["trigger"],
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
+        "duration_ms": row["duration_ms"],
+        "attempt": row["attempt"],
+        "summary": row["summary"],
+    }
+
+
+def build_status(
+    loaded: LoadedSettings,
+    history: RunHistory,
+    *,
+    daemon: Mapping[str, Any],
+    scheduler: "Scheduler | None" = None,
+    runner: "Runner | None" = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The status document; ``scheduler``/``runner`` are given by a live daemon."""
+    now = now or datetime.now(timezone.utc)
+    last_runs = history.last_runs()
+    running = {active.record.job: active for active in runner.running()} if runner else {}
+    jobs = []
+    for name in sorted(set(loaded.jobs) | set(loaded.job_errors)):
+        job = loaded.jobs.get(name)
+        if job is None:
+            jobs.append({
+                "name": name, "enabled": False, "cron": None, "status": "FAIL", "next_run": None,
+                "last_run": _last_run(last_runs.get(name)), "consecutive_failures": history.consecutive_failures(name),
+                "config_errors": [str(issue) for issue in loaded.job_errors[name]],
+            })
+            continue
+        enabled = job.definition.enabled
+        next_run = None
+        if enabled:
+            if scheduler is not None:
+                next_run = scheduler.next_run(name)
+            elif not daemon.get("running"):
+                next_run = job.schedule.next_after(now)
+        entry: dict[str, Any] = {
+            "name": name,
+            "enabled": enabled,
+            "cron": job.definition.cron,
+            "status": _job_status(enabled, name in running, last_runs.get(name)),
+            "next_run": next_run.astimezone(job.schedule.tz).isoformat() if next_run else None,
+            "last_run": _last_run(last_runs.get(name)),
+            "consecutive_failures": history.consecutive_failures(name),
+            "description": job.description,
+        }
+        if name in running:
+            fraction, message = running[name].progress or (None, "")
+            entry["running"] = {"run_id": running[name].record.run_id, "attempt": running[name].record.attempt,
+                                "started_at": iso(running[name].record.started_at),
+                                "progress": fraction, "progress_message": message}
+        if runner is not None and runner.abandoned_count(name):
+            entry["abandoned_threads"] = runner.abandoned_count(name)
+        jobs.append(entry)
+    document = {
+        "generated_at": now.isoformat(timespec="seconds"),
+        "daemon": dict(daemon),
+        "settings": {
+            "path": str(loaded.source),
+            "valid": loaded.ok,
+            "issues": [str(issue) for issue in loaded.issues],
+        },
+        "jobs": jobs,
+    }
+    document["status"] = EXIT_NAMES[exit_code(document)]
+    return document
+
+
+def exit_code(document: Mapping[str, Any]) -> int:
+    """0 when all is OK, 1 on any WARN, 2 on any FAIL (monitoring-plugin convention)."""
+    worst = max((SEVERITY.get(job["status"], 2) for job in document["jobs"]), default=0)
+    daemon = document["daemon"]
+    if not daemon.get("running") or daemon.get("abandoned_threads"):
+        worst = max(worst, 1)
+    if not document["settings"]["valid"]:
+        worst = max(worst, 1)
+    return worst
+
+
+def daemon_offline(pid: int | None = None) -> dict[str, Any]:
+    return {"running": False, "pid": pid, "version": __version__, "started_at": None}
+
+
+def render_text(document: Mapping[str, Any]) -> str:
+    """A table for people: one line per job, then the daemon and settings state."""
+    daemon = document["daemon"]
+    lines = []
+    if daemon.get("running"):
+        lines.append(f"pmjobsd {daemon.get('version')} running, pid {daemon.get('pid')}, since {daemon.get('started_at')}")
+    else:
+        lines.append("pmjobsd is not running (status from the run history)")
+    if daemon.get("abandoned_threads"):
+        lines.append(f"WARNING: {daemon['abandoned_threads']} timed-out job thread(s) still running")
+    header = f"{'JOB':<26} {'STATUS':<9} {'LAST RUN':<25} {'NEXT RUN':<25} SUMMARY"
+    lines += ["", header]
+    for job in document["jobs"]:
+        last = job.get("last_run") or {}
+        summary = "; ".join(job.get("config_errors", [])) or last.get("summary") or ""
+        lines.append(
+            f"{job['name']:<26} {job['status']:<9} {(last.get('started_at') or '-')[:19]:<25} "
+            f"{(job.get('next_run') or '-')[:25]:<25} {summary}"
+        )
+    for issue in document["settings"]["issues"]:
+        lines.append(f"settings: {issue}")
+    lines.append(f"\noverall: {document['status']}")
+    return "\n".join(lines)
