@@ -22,6 +22,10 @@ from typing import Iterable, Mapping
 
 from .settings import ResolvedJob
 
+# An item due within this many seconds counts as due: timers may return a hair
+# early and datetimes keep only microseconds; better than a zero-length sleep.
+EARLY_TOLERANCE = 0.001
+
 
 class Clock:
     """Wall time (for cron) and monotonic time (for deadlines); tests inject their own."""
@@ -130,7 +134,7 @@ class Scheduler:
     def pop_due(self) -> list[DueItem]:
         """Remove and return the items due now; reschedule each job from its slot or now, whichever is later."""
         now = self.clock.now()
-        now_ts = now.timestamp()
+        now_ts = now.timestamp() + EARLY_TOLERANCE
         due: list[DueItem] = []
         while self._heap and self._heap[0].when <= now_ts:
             item = heapq.heappop(self._heap)
