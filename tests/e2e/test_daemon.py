@@ -1,0 +1,214 @@
+"""End to end: the real `pmjobsd run` process on a temporary HOME, real signals, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import stat
+import time
+
+from tests.conftest import wait_for
+
+TICK = {"cron": "* * * * * *", "callable": "tests.sample_jobs:ok"}
+
+
+def rows(home, job=None):
+    with sqlite3.connect(home.history_path) as conn:
+        conn.row_factory = sqlite3.Row
+        sql = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY started_at"
+        return [dict(row) for row in conn.execute(sql, (job,) if job else ())]
+
+
+def test_runs_jobs_records_them_and_reports_status(home, daemon_factory):
+    home.write_settings({"definitions": {"tick": TICK}})
+    daemon = daemon_factory()
+    wait_for(lambda: len(home.events("job.succeeded", job="tick")) >= 2, message="two runs of tick")
+
+    line = home.events("job.succeeded", job="tick")[0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+    assert {"level": "INFO", "component": "runner", "status": "OK"}.items() <= line.items()
+    assert len(line["run_id"]) == 32 and line["attempt"] == 1 and isinstance(line["duration_ms"], int)
+    started = home.events("job.started", run_id=line["run_id"])
+    assert started and started[0]["job"] == "tick"
+    assert stat.S_IMODE(home.jobs_log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.history_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.history_path.parent.stat().st_mode) == 0o700
+    assert all(row["status"] in ("OK", "RUNNING") for row in rows(home, "tick"))
+
+    code, document = home.status()
+    assert code == 0, document
+    assert document["daemon"]["running"] is True and document["daemon"]["pid"] == daemon.pid
+    (tick,) = [job for job in document["jobs"] if job["name"] == "tick"]
+    assert tick["status"] in ("OK", "RUNNING") and tick["cron"] == "* * * * * *" and tick["enabled"] is True
+    assert tick["next_run"] and tick["last_run"]["run_id"] and tick["consecutive_failures"] == 0
+    disabled = [job for job in document["jobs"] if not job["enabled"]]
+    assert all(job["status"] == "DISABLED" for job in disabled)
+
+    result = home.cli("run-now", "tick", "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["run"]["status"] == "OK" and answer["run"]["summary"] == "all good"
+    assert rows(home, "tick")[-1]["trigger"] in ("manual", "schedule")
+    assert any(row["trigger"] == "manual" for row in rows(home, "tick"))
+
+    unknown = home.cli("run-now", "no_such_job")
+    assert unknown.returncode == 2 and "unknown job 'no_such_job'" in unknown.stderr
+
+    assert daemon.stop() == 0
+    assert home.events("daemon.stopped")
+
+
+def test_second_instance_is_refused(home, daemon_factory):
+    home.write_settings({"definitions": {}})
+    first = daemon_factory()
+    second = home.cli("run", "--no-console", timeout=30)
+    assert second.returncode == 1
+    assert f"already runs (pid {first.pid})" in second.stderr
+
+
+def test_reload_on_sighup_and_on_file_change_keeps_last_good_settings(home, daemon_factory):
+    home.write_settings({"definitions": {"tick": TICK}})
+    daemon = daemon_factory()
+    home.write_settings({"definitions": {"tick": TICK, "tock": {**TICK, "callable": "tests.sample_jobs:warn"}}})
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: home.events("job.succeeded", job="tock"), message="tock after reload")
+    assert home.events("config.reloaded")
+
+    # A broken file: the daemon says why and keeps running the last good jobs.
+    home.settings_path.write_text('{"jobs": {"max_workers": "many"')
+    wait_for(lambda: home.events("config.invalid"), message="config.invalid")
+    invalid = home.events("config.invalid")[-1]
+    assert invalid["using"] == "last good settings" and "not valid JSON" in invalid["errors"][0]
+    count = len(home.events("job.succeeded", job="tick"))
+    wait_for(lambda: len(home.events("job.succeeded", job="tick")) > count + 1, message="tick still runs")
+    code, document = home.status()
+    assert code == 1 and document["settings"]["valid"] is False
+
+    # One bad job in an otherwise good file: that job keeps its last good definition.
+    home.write_settings({"definitions": {"tick": {**TICK, "cron": "99 * * * *"}, "tock": TICK}})
+    wait_for(lambda: any(e.get("job") == "tick" for e in home.events("config.invalid")), message="job error")
+    count = len(home.events("job.succeeded", job="tick"))
+    wait_for(lambda: len(home.events("job.succeeded", job="tick")) > count, message="tick kept")
+    assert daemon.stop() == 0
+
+
+def test_sigterm_drains_running_jobs_and_closes_history(home, daemon_factory):
+    home.write_settings({"shutdown_grace": "10s", "definitions": {
+        "sleepy": {"cron": "@yearly", "callable": "tests.sample_jobs:sleepy", "catch_up": True,
+                   "options": {"seconds": 60}, "timeout": "2m"}}})
+    daemon = daemon_factory()
+    wait_for(lambda: home.events("job.started", job="sleepy"), message="sleepy started")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 10  # the job honoured its cancel flag well inside the grace period
+    (row,) = rows(home, "sleepy")
+    assert row["status"] == "INTERRUPTED" and row["finished_at"]
+    stopping = [e["event"] for e in home.events() if e["event"].startswith("daemon.")]
+    assert stopping[-2:] == ["daemon.stopping", "daemon.stopped"]
+
+
+def test_kill_9_leaves_an_interrupted_run_never_a_stuck_one(home, daemon_factory):
+    home.write_settings({"definitions": {
+        "stubborn": {"cron": "@yearly", "callable": "tests.sample_jobs:stubborn", "options": {"seconds": 60},
+                     "timeout": "5m"}}})
+    daemon = daemon_factory()
+    wait_for(lambda: home.events("job.started", job="stubborn"), message="stubborn started")
+    daemon.kill()
+    code, document = home.status()  # no daemon: read straight from the history
+    (job,) = [j for j in document["jobs"] if j["name"] == "stubborn"]
+    assert job["last_run"]["status"] == "INTERRUPTED" and document["daemon"]["running"] is False
+    assert code == 1
+    daemon_factory()
+    assert home.events("history.interrupted_runs")[-1]["count"] == 1
+    assert rows(home, "stubborn")[0]["status"] == "INTERRUPTED"
+
+
+def test_hanging_job_times_out_and_is_not_piled_up(home, daemon_factory):
+    home.write_settings({"definitions": {
+        "hang": {"cron": "* * * * * *", "callable": "tests.sample_jobs:stubborn", "timeout": "1s",
+                 "options": {"seconds": 4}}}})
+    daemon_factory()
+    wait_for(lambda: home.events("job.timeout", job="hang"), message="job.timeout")
+    timeout = home.events("job.timeout", job="hang")[0]
+    assert timeout["status"] == "TIMEOUT" and 900 <= timeout["duration_ms"] < 4000
+    code, document = home.status()
+    (job,) = [j for j in document["jobs"] if j["name"] == "hang"]
+    assert job["status"] == "FAIL" and code == 2
+    wait_for(lambda: any("timed-out run" in e["reason"] for e in home.events("job.skipped", job="hang")),
+             message="skips while the abandoned thread lives")
+    wait_for(lambda: home.events("job.abandoned_thread_exited", job="hang"), timeout=10, message="thread exit")
+
+
+def test_failing_job_is_retried_with_backoff(home, daemon_factory):
+    home.write_settings({"definitions": {
+        "flaky": {"cron": "@yearly", "callable": "tests.sample_jobs:flaky", "retries": 3,
+                  "backoff": {"initial": 0.3, "factor": 3}, "options": {"succeed_on": 3}}}})
+    daemon_factory()
+    wait_for(lambda: home.events("job.succeeded", job="flaky"), message="flaky succeeded")
+    retries = home.events("job.retry_scheduled", job="flaky")
+    assert [r["attempt"] for r in retries] == [2, 3]
+    assert retries[1]["delay_s"] > retries[0]["delay_s"] * 2  # exponential: 0.3 s then 0.9 s (+ jitter)
+    runs = rows(home, "flaky")
+    assert [(r["attempt"], r["status"]) for r in runs] == [(1, "FAIL"), (2, "FAIL"), (3, "OK")]
+    assert len({r["run_id"] for r in runs}) == 1  # one run, three attempts
+    assert [r["final"] for r in runs] == [0, 0, 1]
+
+
+def test_overlap_skip(home, daemon_factory):
+    home.write_settings({"definitions": {
+        "slow": {"cron": "* * * * * *", "callable": "tests.sample_jobs:sleepy", "options": {"seconds": 2.5},
+                 "catch_up": False}}})
+    daemon_factory()
+    wait_for(lambda: home.events("job.skipped", job="slow"), message="a skipped slot")
+    assert "overlap=skip" in home.events("job.skipped", job="slow")[0]["reason"]
+    wait_for(lambda: home.events("job.succeeded", job="slow"), message="the slow run finishing")
+    assert all(r["status"] != "RUNNING" or r is rows(home, "slow")[-1] for r in rows(home, "slow"))
+
+
+def test_catch_up_after_the_daemon_was_down_across_a_slot(home, daemon_factory):
+    home.write_settings({"definitions": {"every3": {"cron": "*/3 * * * * *", "callable": "tests.sample_jobs:ok"}}})
+    daemon = daemon_factory()
+    wait_for(lambda: home.events("job.succeeded", job="every3", status="OK"), message="first run")
+    assert home.events("job.caught_up", job="every3")[0]["reason"] == "never_run"
+    daemon.stop()
+    time.sleep(3.2)  # at least one */3 slot passes while nothing runs
+    daemon_factory()
+    wait_for(lambda: len(home.events("job.caught_up", job="every3")) == 2, message="catch-up")
+    caught = home.events("job.caught_up", job="every3")[-1]
+    assert caught["reason"] == "missed" and caught["missed_slot"] > caught["last_slot"]
+    wait_for(lambda: any(r["trigger"] == "catch_up" for r in rows(home, "every3")[1:]), message="catch-up run")
+
+
+def test_run_now_without_a_daemon_runs_in_process_and_is_recorded(home):
+    home.write_settings({"definitions": {"tick": TICK, "boom": {**TICK, "callable": "tests.sample_jobs:fail"}}})
+    result = home.cli("run-now", "tick", "--wait")
+    assert result.returncode == 0 and "tick: OK" in result.stdout
+    failed = home.cli("run-now", "boom")
+    assert failed.returncode == 2 and "boom: FAIL" in failed.stdout
+    assert [r["trigger"] for r in rows(home)] == ["manual", "manual"]
+    assert home.events("job.failed", job="boom")
+    # A token-bearing URL in an exception never reaches the log.
+    assert "T0KEN" not in home.jobs_log.read_text()
+
+
+def test_job_log_handler_survives_rotation(home, daemon_factory):
+    home.write_settings({"definitions": {"tick": TICK}})
+    daemon_factory()
+    wait_for(lambda: home.events("job.succeeded", job="tick"), message="a run")
+    rotated = home.jobs_log.with_name("jobs.log.1")
+    os.rename(home.jobs_log, rotated)
+    wait_for(lambda: home.jobs_log.exists() and home.events("job.succeeded", job="tick"), message="new jobs.log")
+    assert stat.S_IMODE(home.jobs_log.stat().st_mode) == 0o600
+
+
+def test_aliases_and_bad_flags(home):
+    result = home.cli("--jobs", "status", "--json")
+    assert result.returncode in (0, 1) and json.loads(result.stdout)["daemon"]["running"] is False
+    bad = home.cli("status", "--colour")
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
+    home.settings_path.write_text('{"jobs": {"definitions": {"x": {"cron": "1 2 3", "callable": "tests.sample_jobs:ok"}}}}')
+    invalid = home.cli("config", "validate")
+    assert invalid.returncode == 1 and "jobs.definitions.x.cron" in invalid.stderr
