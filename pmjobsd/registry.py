@@ -18,7 +18,9 @@ from .context import JobContext, JobResult
 JobFunction = Callable[[JobContext], "JobResult | None"]
 
 # name -> module that defines ``JOB``.  Add a line here when a job lands.
-BUILTIN_JOBS: dict[str, str] = {}
+BUILTIN_JOBS: dict[str, str] = {
+    "browser_bridge_health": "pmjobsd.jobs.browser_bridge_health",
+}
 
 
 class RegistryError(Exception):

@@ -1,0 +1,205 @@
+"""AlertManager: the run observer that turns run outcomes and notices into messages.
+
+Rules (per job, across daemon restarts through :class:`AlertState`):
+
+* a *final* FAIL or TIMEOUT of a job not yet announced: an ``alert`` to the
+  primary sinks (desktop and ``alerts.targets``);
+* while it keeps failing: nothing, unless ``alerts.repeat_after`` has passed
+  since the last announcement (then a ``repeat``);
+* once ``consecutive_failures >= escalate_after``: one ``escalation`` to
+  ``alerts.escalation_targets``;
+* the first final run that is not FAIL/TIMEOUT after an announced failure:
+  one ``resolved`` to whoever was told about the failure;
+* ``notice(...)``: a job's user-facing message to the primary sinks.
+
+Messages carry job, status, summary, run_id, host and time only (DESIGN §6):
+never the run's error text, and the summary passes ``scrub_text``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from ..context import Notice, Status
+from ..joblog import EventLogger
+from ..observers import NullObserver, RunRecord
+from ..paths import AppPaths
+from ..privacy import scrub_text
+from ..settings import Alerts
+from .base import Message, Sink
+from .delivery import SinkWorker, log_result
+from .state import FILE_NAME, AlertState
+from .targets import SinkPlan, build_sinks
+
+FAILING = frozenset({Status.FAIL, Status.TIMEOUT})
+# Outcomes that say nothing about the job's health (the daemon stopped it, it still runs).
+NEUTRAL = frozenset({Status.INTERRUPTED, Status.RUNNING})
+MAX_SUMMARY = 300
+
+
+def _status(value: Any) -> Status:
+    try:
+        return Status(getattr(value, "value", value))
+    except ValueError:
+        return Status.FAIL
+
+
+class AlertManager(NullObserver):
+    """Implements :class:`pmjobsd.observers.RunObserver`; every method returns at once."""
+
+    def __init__(
+        self,
+        alerts: Alerts,
+        paths: AppPaths,
+        log: EventLogger,
+        host: str | None = None,
+        on_delivery: Callable[[str, str], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sinks: SinkPlan | None = None,
+        sink_timeout: float = 10.0,
+        queue_size: int = 32,
+        attempts: int = 3,
+        retry_delay: float = 2.0,
+    ):
+        self._alerts = alerts
+        self._log = log
+        self._host = host or socket.gethostname()
+        self._on_delivery = on_delivery
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = AlertState(paths.state_dir / FILE_NAME)
+        if self._state.problem:
+            log.warning("alert.state_invalid", error=self._state.problem)
+        plan = sinks if sinks is not None else build_sinks(alerts, timeout=sink_timeout)
+        self._report_plan(plan)
+        self._log_result = log_result(log)
+        options = {"queue_size": queue_size, "attempts": attempts, "retry_delay": retry_delay}
+        self._primary = [SinkWorker(sink, self._result, **options) for sink in plan.primary]
+        self._escalation = [SinkWorker(sink, self._result, **options) for sink in plan.escalation]
+
+    # --- start-up report ---------------------------------------------------
+    def _report_plan(self, plan: SinkPlan) -> None:
+        if plan.remote_disabled:
+            self._log.warning(
+                "alert.remote_disabled",
+                targets=plan.remote_disabled,
+                reason="remote alert targets are configured but alerts.allow_remote is false",
+            )
+        for problem in plan.problems:
+            self._log.warning("alert.target_invalid", setting=problem.setting, scheme=problem.scheme, error=problem.reason)
+        if plan.desktop_unavailable and self._alerts.desktop:
+            self._log.info("alert.desktop_unavailable", reason=plan.desktop_unavailable)
+        self._log.info(
+            "alert.configured",
+            sinks=[sink.kind for sink in plan.primary],
+            escalation_sinks=[sink.kind for sink in plan.escalation],
+        )
+
+    @property
+    def sink_kinds(self) -> list[str]:
+        """Kinds of the active primary sinks (for ``doctor`` and status)."""
+        return [worker.sink.kind for worker in self._primary]
+
+    # --- RunObserver -------------------------------------------------------
+    def run_finished(self, record: RunRecord) -> None:
+        """Queue whatever this final outcome calls for; never raises into the runner."""
+        try:
+            self._on_finished(record)
+        except Exception as exc:  # noqa: BLE001 - alerts must never break a run
+            self._log.error("alert.error", job=record.job, run_id=record.run_id, error=f"{type(exc).__name__}: {exc}")
+
+    def notice(self, job: str, run_id: str, notice: Notice) -> None:
+        """Deliver a job's notice to the primary sinks (desktop gets ``private_body``)."""
+        fields = self._base_fields(job, run_id)
+        message = Message(
+            "notice", notice.title, notice.body, fields, private_body=notice.private_body, urgency=notice.urgency
+        )
+        self._submit(self._primary, message)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush queued messages for up to ``timeout`` seconds, then stop (threads are daemons)."""
+        deadline = time.monotonic() + timeout
+        for worker in self._primary + self._escalation:
+            if not worker.close(deadline):
+                self._log.warning("alert.close_timeout", sink=worker.sink.kind)
+
+    # --- rules --------------------------------------------------------------
+    def _on_finished(self, record: RunRecord) -> None:
+        status = _status(record.status)
+        if not record.final or status in NEUTRAL:
+            return
+        now = self._clock()
+        with self._lock:
+            announced = self._state.get(record.job)
+            if status in FAILING:
+                self._on_failure(record, status, announced, now)
+            elif announced is not None:
+                self._state.drop(record.job)
+                message = self._message("resolved", record, status, now, previous=announced.get("status"))
+                self._submit(self._primary, message)
+                if announced.get("escalated"):
+                    self._submit(self._escalation, message)
+
+    def _on_failure(self, record: RunRecord, status: Status, announced: dict | None, now: float) -> None:
+        escalate = record.consecutive_failures >= self._alerts.escalate_after
+        repeat_after = self._alerts.repeat_after
+        if announced is None:
+            self._submit(self._primary, self._message("alert", record, status, now))
+            entry = {"status": status.value, "run_id": record.run_id, "announced_at": now, "escalated": False}
+        else:
+            entry = dict(announced, status=status.value)
+            if repeat_after is not None and now - float(announced.get("announced_at", 0)) >= repeat_after:
+                repeat = self._message("repeat", record, status, now)
+                self._submit(self._primary, repeat)
+                if announced.get("escalated"):
+                    self._submit(self._escalation, repeat)
+                entry.update(run_id=record.run_id, announced_at=now)
+        if escalate and not entry.get("escalated"):
+            self._submit(self._escalation, self._message("escalation", record, status, now))
+            entry["escalated"] = True
+        if entry != announced:
+            self._state.put(record.job, entry)
+
+    # --- rendering ------------------------------------------------------------
+    def _base_fields(self, job: str, run_id: str, now: float | None = None) -> dict[str, Any]:
+        when = datetime.fromtimestamp(self._clock() if now is None else now, timezone.utc)
+        return {"job": job, "run_id": run_id, "host": self._host, "time": when.isoformat(timespec="seconds")}
+
+    def _message(self, kind: str, record: RunRecord, status: Status, now: float, previous: str | None = None) -> Message:
+        summary = scrub_text(record.summary or "")[:MAX_SUMMARY]
+        fields = {
+            **self._base_fields(record.job, record.run_id, now),
+            "status": status.value,
+            "summary": summary,
+            "consecutive_failures": record.consecutive_failures,
+        }
+        if previous:
+            fields["previous_status"] = previous
+        job, streak = record.job, record.consecutive_failures
+        titles = {
+            "alert": (f"pmjobsd: {job} {status.value}", "normal"),
+            "repeat": (f"pmjobsd: {job} still failing ({streak} in a row)", "normal"),
+            "escalation": (f"pmjobsd: {job} failed {streak} times in a row", "critical"),
+            "resolved": (f"pmjobsd: {job} recovered ({status.value})", "low"),
+        }
+        title, urgency = titles[kind]
+        body = f"{summary or status.value}\nrun {record.run_id} on {self._host} at {fields['time']}"
+        return Message(kind, title, body, fields, urgency=urgency)
+
+    # --- delivery ---------------------------------------------------------------
+    def _submit(self, workers: list[SinkWorker], message: Message) -> None:
+        for worker in workers:
+            worker.submit(message)
+
+    def _result(self, sink: Sink, message: Message, outcome: str, attempts: int, reason: str | None) -> None:
+        self._log_result(sink, message, outcome, attempts, reason)
+        if self._on_delivery is not None:
+            try:
+                self._on_delivery(sink.kind, outcome)
+            except Exception:  # noqa: BLE001 - a metrics hook must not kill a delivery thread
+                pass
