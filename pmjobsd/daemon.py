@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import __version__, control
+from .alerts.manager import AlertManager
 from .history import RunHistory
 from .joblog import EventLogger, setup_logging
 from .lock import InstanceLock
@@ -162,8 +163,18 @@ class Daemon:
         return self.exit_code
 
     def _build_observers(self) -> list:
-        """Metrics and alerts plug in here (each one a RunObserver)."""
-        return []
+        """The run observers: alerts (rebuilt when their settings change)."""
+        self.alerts = AlertManager(self.loaded.settings.alerts, self.paths, EventLogger("alerts"),
+                                   host=socket.gethostname())
+        return [self.alerts]
+
+    def _reconfigure_observers(self, old: LoadedSettings, new: LoadedSettings) -> None:
+        if new.settings.alerts != old.settings.alerts:
+            previous = self.alerts
+            self.alerts = AlertManager(new.settings.alerts, self.paths, EventLogger("alerts"), host=socket.gethostname())
+            self.observers[self.observers.index(previous)] = self.alerts
+            self.runner.observers = list(self.observers)
+            previous.close()
 
     def _log_config(self, event: str, loaded: LoadedSettings) -> None:
         if loaded.fatal:
@@ -243,14 +254,11 @@ class Daemon:
         for name in new.job_errors:
             if name in self.jobs:  # a job broken by the edit keeps its last good definition
                 jobs[name] = self.jobs[name]
-        self.loaded, self.jobs = new, jobs
+        old, self.loaded, self.jobs = self.loaded, new, jobs
         self.runner.resize(new.settings.max_workers)
         with self._sched_lock:
             self.scheduler.load(jobs, catch_up=False)
-        for observer in self.observers:
-            reconfigure = getattr(observer, "reconfigure", None)
-            if reconfigure:
-                reconfigure(new.settings)
+        self._reconfigure_observers(old, new)
         self._log_config("config.reloaded", new)
         self.notifier.ready()
 
