@@ -12,8 +12,11 @@ from typing import Any, Sequence
 from . import __version__, control
 from .context import Status
 from .daemon import Daemon, resolve_paths, run_summary
+from .detach import AlreadyRunning as DetachAlreadyRunning
+from .detach import detach
 from .history import RunHistory
 from .joblog import setup_logging
+from .journal import journal_handler
 from .lock import AlreadyRunning, holder_pid
 from .paths import AppPaths
 from .privacy import EntryIdHasher
@@ -70,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", nargs="?", type=Path)
     config_commands.add_parser("show", help="the effective settings (secrets redacted)")
     config_commands.add_parser("schema", help="JSON Schema of the \"jobs\" key")
+
+    service_parser = command("service", "install, remove or inspect the systemd unit / launchd agent")
+    service_parser.add_argument("action", choices=("install", "uninstall", "status"))
+    scope = service_parser.add_mutually_exclusive_group()
+    scope.add_argument("--user", dest="scope", action="store_const", const="user", default="user",
+                       help="a per-user service that starts at login (default)")
+    scope.add_argument("--system", dest="scope", action="store_const", const="system",
+                       help="a system service running as the vault's owner (headless servers)")
+    service_parser.add_argument("--user-name", help="the vault's owner for --system (default: $SUDO_USER)")
+    service_parser.add_argument("--dry-run", action="store_true", help="print the files and commands, change nothing")
     return parser
 
 
@@ -100,10 +113,19 @@ def _print_json(data: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     base, overrides = _paths(args)
-    daemon = Daemon(base, cli_overrides=overrides, console=args.console)
+    handler = journal_handler()
+    # Under journald, stderr *is* the journal: structured entries replace the console lines.
+    console = False if handler is not None else args.console
+    daemon = Daemon(base, cli_overrides=overrides, console=console, extra_log_handlers=[h for h in [handler] if h])
     try:
-        return daemon.run()
-    except AlreadyRunning as exc:
+        if not args.detach:
+            return daemon.run()
+        pidfile = args.pidfile or (resolve_paths(base, load_settings(base.settings_path), overrides).state_dir
+                                   / "detached.pid")
+        # Fork before any thread or lock exists; the daemon installs its own signal handlers.
+        with detach(pidfile, signal_map={}):
+            return daemon.run()
+    except (AlreadyRunning, DetachAlreadyRunning) as exc:
         print(f"pmjobsd: {exc}", file=sys.stderr)
         return 1
 
@@ -111,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     paths, loaded = _effective_paths(args)
     try:
-        document = control.request(paths.control_socket_path, {"cmd": "status"})["status"]
+        document = control.ask_daemon(paths.control_socket_candidates, {"cmd": "status"})["status"]
     except control.ControlError:
         pid = holder_pid(paths.lock_path)
         with RunHistory(paths.history_path, create=False) as history:
@@ -132,7 +154,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_run_now(args: argparse.Namespace) -> int:
     paths, loaded = _effective_paths(args)
     try:
-        response = control.request(paths.control_socket_path, {"cmd": "run-now", "job": args.job, "wait": args.wait},
+        response = control.ask_daemon(paths.control_socket_candidates, {"cmd": "run-now", "job": args.job, "wait": args.wait},
                                    timeout=None if args.wait else 10.0)
     except control.ControlError:
         response = _run_in_process(paths, loaded, args.job)
@@ -196,7 +218,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 1
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config}
+def cmd_service(args: argparse.Namespace) -> int:
+    from . import service
+
+    action = {"install": service.install, "uninstall": service.uninstall, "status": service.status}[args.action]
+    return action(args.scope, args.dry_run, sys.stdout, user_name=args.user_name)
+
+
+COMMANDS = {"service": cmd_service, "run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

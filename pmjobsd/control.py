@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .joblog import EventLogger
 from .paths import ensure_private_dir
@@ -93,6 +93,17 @@ def _read_line(conn: socket.socket) -> bytes:
         if len(data) > MAX_REQUEST:
             raise ValueError("request too large")
     return data.split(b"\n", 1)[0]
+
+
+def ask_daemon(paths: Sequence[Path], message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
+    """Send ``message`` to the first socket in ``paths`` with a daemon behind it; raise ControlError."""
+    error = ControlError("no daemon socket to try")
+    for path in paths:
+        try:
+            return request(path, message, timeout)
+        except ControlError as exc:
+            error = exc
+    raise error
 
 
 def request(path: Path, message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:

@@ -30,24 +30,13 @@ from .paths import AppPaths, ensure_private_dir
 from .privacy import EntryIdHasher
 from .runner import RunRequest, Runner
 from .scheduler import Clock, Scheduler
+from .sdnotify import Notifier
 from .settings import LoadedSettings, ResolvedJob, load_settings
 from .status import build_status, iso
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
-
-
-class ServiceNotifier:
-    """The service manager interface (sd_notify); this default tells nobody."""
-
-    def ready(self) -> None: ...
-    def status(self, text: str) -> None: ...
-    def reloading(self) -> None: ...
-    def stopping(self) -> None: ...
-    def watchdog(self) -> None: ...
-    def watchdog_interval(self) -> float | None:
-        return None
 
 
 def resolve_paths(base: AppPaths, loaded: LoadedSettings, cli_overrides: dict[str, str | None]) -> AppPaths:
@@ -67,23 +56,20 @@ class Daemon:
         cli_overrides: dict[str, str | None] | None = None,
         console: bool | None = None,
         clock: Clock | None = None,
-        notifier: ServiceNotifier | None = None,
+        notifier: Notifier | None = None,
         extra_log_handlers: list | None = None,
     ):
         self.base_paths = paths
         self.cli_overrides = cli_overrides or {}
         self.console = console
         self.clock = clock or Clock()
-        self.notifier = notifier or ServiceNotifier()
+        self.notifier = notifier or Notifier()
         self.extra_log_handlers = extra_log_handlers or []
         self.log = EventLogger("daemon")
         self.started_at: float | None = None
         self.heartbeat = time.monotonic()
         self._signals: deque[int] = deque()
         self._sched_lock = threading.RLock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
         self.exit_code = EXIT_OK
 
     # --- wake-ups -----------------------------------------------------------------
@@ -110,6 +96,10 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         os.umask(0o077)
+        # Made here, not in __init__: detaching closes every descriptor opened before it.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.loaded = load_settings(self.base_paths.settings_path)
         self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
         ensure_private_dir(self.paths.state_dir)
@@ -117,6 +107,10 @@ class Daemon:
         self.lock.acquire()  # raises AlreadyRunning
         try:
             return self._run_locked()
+        except Exception as exc:
+            # Detached or under a service manager nobody reads our stderr: say it in jobs.log.
+            self.log.error("daemon.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            raise
         finally:
             self.lock.release()
 
@@ -152,8 +146,7 @@ class Daemon:
         try:
             enabled = sum(1 for job in self.jobs.values() if job.definition.enabled)
             self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.paths.control_socket_path))
-            self.notifier.ready()
-            self.notifier.status(f"{enabled} jobs scheduled")
+            self.notifier.ready(status=f"{enabled} jobs scheduled")
             self._loop()
         finally:
             signal.set_wakeup_fd(old_wakeup)
@@ -263,7 +256,11 @@ class Daemon:
         self.notifier.ready()
 
     def _schedule_retries(self) -> None:
-        for record in self.runner.take_completed():
+        completed = self.runner.take_completed()
+        if completed:
+            last = completed[-1]
+            self.notifier.status(f"{len(self.jobs)} jobs; last run: {last.job} {last.status.value}")
+        for record in completed:
             job = self.jobs.get(record.job)
             if record.final or job is None or not job.definition.enabled:
                 continue

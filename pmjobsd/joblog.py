@@ -48,12 +48,13 @@ class EventLogger:
     def log(self, level: int, event: str, **fields: Any) -> None:
         if not self._logger.isEnabledFor(level):
             return
+        exc_info = fields.pop("exc_info", None)
         extra = {}
         for key, value in {**self._bound, **fields}.items():
             if value is None:
                 continue
             extra[f"field_{key}" if key in _RESERVED else key] = value
-        self._logger.log(level, event, extra=extra)
+        self._logger.log(level, event, extra=extra, exc_info=exc_info)
 
     def debug(self, event: str, **fields: Any) -> None:
         self.log(logging.DEBUG, event, **fields)
@@ -90,8 +91,8 @@ class JobsJsonFormatter(JsonFormatter):
         log_record["event"] = record.getMessage()
         for key, value in _record_fields(record).items():
             log_record.setdefault(key, value)
-        if record.exc_info and "error" not in log_record:
-            log_record["error"] = scrub_text(self.formatException(record.exc_info).splitlines()[-1])
+        if record.exc_info:
+            log_record["traceback"] = scrub_text(self.formatException(record.exc_info))
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -126,6 +126,17 @@ class AppPaths:
                 return candidate
         return self.state_dir / "control.sock"
 
+    @property
+    def control_socket_candidates(self) -> tuple[Path, ...]:
+        """Where clients look for the daemon: its own choice first, then the state folder.
+
+        A daemon started without XDG_RUNTIME_DIR (a system unit) binds in the
+        state folder, while an SSH session asking for status has the variable set.
+        """
+        fallback = self.state_dir / "control.sock"
+        preferred = self.control_socket_path
+        return (preferred,) if preferred == fallback else (preferred, fallback)
+
     def job_state_dir(self, job_name: str) -> Path:
         """A private folder for one job's own bookkeeping (ETags, hashes, ...)."""
         return self.state_dir / "state" / job_name
