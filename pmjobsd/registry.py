@@ -18,7 +18,10 @@ from .context import JobContext, JobResult
 JobFunction = Callable[[JobContext], "JobResult | None"]
 
 # name -> module that defines ``JOB``.  Add a line here when a job lands.
-BUILTIN_JOBS: dict[str, str] = {}
+BUILTIN_JOBS: dict[str, str] = {
+    "log_rotation": "pmjobsd.jobs.log_rotation",
+    "log_purge": "pmjobsd.jobs.log_purge",
+}
 
 
 class RegistryError(Exception):
