@@ -56,7 +56,7 @@ GZIP_LEVEL = 6
 _SUFFIX = r"\.(\d{8}-\d{6})(?:-(\d+))?"
 
 
-class RotationError(OSError):
+class RotationError(Exception):
     """A file that could not be rotated or compressed; the message names it."""
 
 
@@ -235,7 +235,7 @@ def rotate_file(
     except FileNotFoundError:
         return Rotation(live, "recovered" if recovered else "skipped", recovered, reason="missing")
     except OSError as exc:
-        raise RotationError(exc.errno, f"cannot rotate {live}: {exc.strerror}") from exc
+        raise RotationError(f"cannot rotate {live}: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(info.st_mode):
         raise RotationError(f"cannot rotate {live}: not a regular file")
     if info.st_size < max(1, min_size):
@@ -249,7 +249,7 @@ def rotate_file(
             return _rotate_by_rename(live, info, now, on_step)
         return _rotate_by_copytruncate(live, now, on_step)
     except OSError as exc:
-        raise RotationError(exc.errno, f"cannot rotate {live}: {exc.strerror or exc}") from exc
+        raise RotationError(f"cannot rotate {live}: {exc.strerror or exc}") from exc
 
 
 def _rotate_by_rename(live: Path, info: os.stat_result, now: datetime, on_step: StepHook) -> Rotation:
@@ -425,7 +425,7 @@ def compress_archive(archive: str | os.PathLike, *, on_step: StepHook = _noop, c
         _remove_plain(plain, on_step)
         return target
     except OSError as exc:
-        raise RotationError(exc.errno, f"cannot compress {plain}: {exc.strerror or exc}") from exc
+        raise RotationError(f"cannot compress {plain}: {exc.strerror or exc}") from exc
 
 
 def _remove_plain(plain: Path, on_step: StepHook) -> None:
