@@ -155,6 +155,24 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int) -> int:
         copied += len(data)
 
 
+def _copy_to_eof_then_truncate(src_fd: int, dst_fd: int, offset: int) -> int:
+    """Copy the last bytes and truncate ``src`` the moment a read finds EOF.
+
+    The lost-line window: bytes appended after that read and before the
+    ``ftruncate`` are lost.  Nothing but the loop test runs in between.
+    """
+    copied = 0
+    while True:
+        data = os.pread(src_fd, CHUNK, offset + copied)
+        if not data:
+            os.ftruncate(src_fd, 0)
+            return copied
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst_fd, view):]
+        copied += len(data)
+
+
 def _same_bytes(a_fd: int, b_fd: int, offset: int, length: int) -> bool:
     return os.pread(a_fd, length, offset) == os.pread(b_fd, length, offset)
 
@@ -301,10 +319,7 @@ def _rotate_by_copytruncate(live: Path, now: datetime, on_step: StepHook) -> Rot
                 if grown < SMALL_TAIL:
                     break
             on_step("tail_copied")
-            # The window: bytes appended after this read returns EOF and
-            # before the truncate are lost.  Nothing else runs in between.
-            copied += _copy_range(src_fd, dst_fd, copied)
-            os.ftruncate(src_fd, 0)
+            copied += _copy_to_eof_then_truncate(src_fd, dst_fd, copied)
             on_step("truncated")
             os.fsync(dst_fd)
         finally:

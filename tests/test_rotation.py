@@ -145,12 +145,19 @@ def test_copytruncate_with_a_writer_that_never_reopens_counts_every_line(tmp_pat
     assert [r.action for r in results] == ["copytruncated"] * len(results)  # /proc shows the writer
     counts, torn = numbers(read_everything(live))
     duplicates = [n for n, c in counts.items() if c > 1]
-    lost = total - len(counts)
-    print(f"\ncopy-truncate under load: {total} lines written, {len(results)} rotations, lost {lost}, torn {torn}, duplicated {len(duplicates)}")
+    missing = sorted(set(range(total)) - set(counts))
+    gaps = sum(1 for i, n in enumerate(missing) if i == 0 or missing[i - 1] != n - 1)
+    print(
+        f"\ncopy-truncate under load: {total} lines written, {len(results)} rotations, "
+        f"lost {len(missing)} in {gaps} gaps, torn {torn}, duplicated {len(duplicates)}"
+    )
     assert duplicates == []
     assert max(counts) == total - 1
-    assert torn <= len(results)  # at most a line cut by each truncate
-    assert lost <= total // 100  # the window is one read() + one ftruncate() per rotation
+    # Structure, not timing: each truncate may lose one run of consecutive lines
+    # (those written between its last read and the truncate, one maybe torn);
+    # how many depends on scheduling and is reported above.
+    assert gaps <= len(results)
+    assert torn <= len(results)
     assert leftovers(tmp_path) == ["stop"] or leftovers(tmp_path) == []
 
 
