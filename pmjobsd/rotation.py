@@ -319,6 +319,10 @@ def _rotate_by_copytruncate(live: Path, now: datetime, on_step: StepHook) -> Rot
                 if grown < SMALL_TAIL:
                     break
             on_step("tail_copied")
+            # Start the window on a fresh time slice: being preempted inside it
+            # is what makes it long (a busy machine, a writer spinning on a CPU).
+            if hasattr(os, "sched_yield"):
+                os.sched_yield()
             copied += _copy_to_eof_then_truncate(src_fd, dst_fd, copied)
             on_step("truncated")
             os.fsync(dst_fd)
