@@ -227,3 +227,25 @@ def test_purge_without_history_module_still_purges_archives(tmp_path):
         assert "skipped" in str(report)
     else:
         pytest.skip("pmjobsd.history exists: covered by test_purge_deletes_old_run_history")
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    result = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True)
+    return result.returncode == 0
+
+
+def test_file_that_cannot_be_written_is_reported_and_the_others_are_done(tmp_path):
+    """Root may write any file, but not an immutable one (chattr +i; ext4/xfs/btrfs)."""
+    app_log = seed_app_log(tmp_path)
+    frozen = app_log.parent / "frozen.log"
+    frozen.write_text("line\n")
+    if not _immutable(frozen, True):
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        result, _ = run_job(tmp_path, "log_rotation", LogRotationOptions(files=["frozen.log"]))
+    finally:
+        _immutable(frozen, False)
+    assert result.status is Status.WARN
+    assert str(frozen) in result.details["errors"] and "not permitted" in result.details["errors"][str(frozen)]
+    assert frozen.read_text() == "line\n" and list_archives(frozen) == []
+    assert len(list_archives(app_log)) == 1
