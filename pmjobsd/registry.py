@@ -20,6 +20,8 @@ JobFunction = Callable[[JobContext], "JobResult | None"]
 # name -> module that defines ``JOB``.  Add a line here when a job lands.
 BUILTIN_JOBS: dict[str, str] = {
     "browser_bridge_health": "pmjobsd.jobs.browser_bridge_health",
+    "log_rotation": "pmjobsd.jobs.log_rotation",
+    "log_purge": "pmjobsd.jobs.log_purge",
 }
 
 

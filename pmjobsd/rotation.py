@@ -1,0 +1,528 @@
+"""Log rotation: rename or copy-then-truncate, then gzip old archives; crash-safe.
+
+Contract
+--------
+``rotate_file(path)`` moves the content of a non-empty log to a date-suffixed
+archive beside it (``password_manager.log.20261128-033000``):
+
+* **rename** when no process holds the file open (or when its writers reopen
+  it by themselves, like pmjobsd's own ``WatchedFileHandler``): one atomic
+  ``rename``, then an empty live file is created with the old mode.
+* **copy-then-truncate** when a process holds it open (the app keeps its log
+  open in append mode and never reopens it): copy to a hidden ``.partial``
+  file, re-copy the tail that grew meanwhile until it is small, read the last
+  bytes and truncate at once.  Lines appended between that last read and the
+  ``ftruncate`` are lost; the window is one ``read`` returning EOF plus one
+  ``ftruncate`` (tests measure it).
+
+``compress_archive(archive)`` writes ``archive.gz`` as a hidden ``.partial``
+file, fsyncs it, renames it into place, fsyncs the folder, and only then
+removes the plain archive.
+
+Crash safety: every step leaves the files in a state that the next call of
+the same function recognises and finishes — a journal beside the log records
+a copy-truncate in flight, and ``.partial`` files are never taken for
+archives.  Re-running after a crash at any step loses and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Mapping
+
+Strategy = Literal["auto", "rename", "copytruncate"]
+StepHook = Callable[[str], None]
+
+CHUNK = 1 << 20
+# Stop re-copying the tail once one pass copied less than this: the last pass
+# (read to EOF, then truncate at once) is then short.
+SMALL_TAIL = 64 * 1024
+MAX_TAIL_PASSES = 8
+# Bytes compared at the head and at the end of the copied range to tell whether
+# the live file was already truncated when a crash interrupted a copy-truncate.
+FINGERPRINT = 64 * 1024
+GZIP_LEVEL = 6
+
+_SUFFIX = r"\.(\d{8}-\d{6})(?:-(\d+))?"
+
+
+class RotationError(Exception):
+    """A file that could not be rotated or compressed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What happened to one live log file."""
+
+    path: Path
+    action: Literal["renamed", "copytruncated", "skipped", "recovered"]
+    archive: Path | None = None
+    bytes: int = 0
+    reason: str = ""
+
+
+def _noop(step: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------- names
+def archive_pattern(live: Path) -> re.Pattern[str]:
+    """Names of finished archives of ``live`` (plain or ``.gz``), never ``.partial``."""
+    return re.compile(rf"^{re.escape(live.name)}{_SUFFIX}(\.gz)?$")
+
+
+def list_archives(live: Path) -> list[Path]:
+    """Finished archives of ``live`` in its folder, oldest name first."""
+    pattern = archive_pattern(live)
+    try:
+        names = os.listdir(live.parent)
+    except FileNotFoundError:
+        return []
+    return sorted(live.parent / name for name in names if pattern.match(name))
+
+
+def archive_name(live: Path, now: datetime) -> Path:
+    """A free archive path ``<live>.<YYYYmmdd-HHMMSS>``; ``-2``, ``-3``... on a clash."""
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    taken = {p.name.removesuffix(".gz") for p in list_archives(live)}
+    candidate, counter = f"{live.name}.{stamp}", 1
+    while candidate in taken or (live.parent / f".{candidate}.partial").exists():
+        counter += 1
+        candidate = f"{live.name}.{stamp}-{counter}"
+    return live.parent / candidate
+
+
+def _journal_path(live: Path) -> Path:
+    return live.parent / f".{live.name}.rotating"
+
+
+def _partial(target: Path) -> Path:
+    return target.parent / f".{target.name}.partial"
+
+
+# ------------------------------------------------------------ small helpers
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_journal(live: Path, data: dict) -> None:
+    """Atomically replace the journal of ``live`` (temp file, fsync, rename)."""
+    journal = _journal_path(live)
+    temp = journal.with_name(journal.name + ".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(data).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, journal)
+    _fsync_dir(live.parent)
+
+
+def _remove_journal(live: Path) -> None:
+    try:
+        os.unlink(_journal_path(live))
+    except FileNotFoundError:
+        pass
+    _fsync_dir(live.parent)
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int) -> int:
+    """Append ``src`` from ``offset`` until read returns EOF to ``dst``; return bytes copied."""
+    copied = 0
+    while True:
+        data = os.pread(src_fd, CHUNK, offset + copied)
+        if not data:
+            return copied
+        view = memoryview(data)
+        while view:
+            written = os.write(dst_fd, view)
+            view = view[written:]
+        copied += len(data)
+
+
+def _copy_to_eof_then_truncate(src_fd: int, dst_fd: int, offset: int) -> int:
+    """Copy the last bytes and truncate ``src`` the moment a read finds EOF.
+
+    The lost-line window: bytes appended after that read and before the
+    ``ftruncate`` are lost.  Nothing but the loop test runs in between.
+    """
+    copied = 0
+    while True:
+        data = os.pread(src_fd, CHUNK, offset + copied)
+        if not data:
+            os.ftruncate(src_fd, 0)
+            return copied
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst_fd, view):]
+        copied += len(data)
+
+
+def _same_bytes(a_fd: int, b_fd: int, offset: int, length: int) -> bool:
+    return os.pread(a_fd, length, offset) == os.pread(b_fd, length, offset)
+
+
+# --------------------------------------------------------- who holds a file
+def open_holders(path: Path) -> set[int] | None:
+    """Pids of other processes holding ``path`` open; ``None`` when it cannot be known.
+
+    Linux: scan ``/proc/<pid>/fd``.  A process whose fds we may not read (another
+    user's) makes the answer unknown.  Elsewhere (macOS, BSD): ask ``lsof -t``,
+    which ships with macOS; without a usable lsof the answer is unknown.
+    Callers treat unknown as "held" (copy-truncate), see docs/log-rotation.md.
+    """
+    try:
+        target = os.stat(path)
+    except FileNotFoundError:
+        return set()
+    me = os.getpid()
+    if os.path.isdir("/proc/self/fd"):
+        holders: set[int] = set()
+        unknown = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            fd_dir = f"/proc/{entry}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except FileNotFoundError:
+                continue  # the process ended meanwhile
+            except PermissionError:
+                unknown = True
+                continue
+            for fd in fds:
+                try:
+                    info = os.stat(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if info.st_ino == target.st_ino and info.st_dev == target.st_dev:
+                    holders.add(int(entry))
+                    break
+        return None if unknown and not holders else holders
+    lsof = shutil.which("lsof")
+    if lsof is None:
+        return None
+    try:
+        result = subprocess.run([lsof, "-t", "--", os.fspath(path)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    # lsof exits 1 with empty output when nobody holds the file.
+    if result.returncode not in (0, 1) or (result.returncode == 1 and result.stdout.strip()):
+        return None
+    return {int(pid) for pid in result.stdout.split() if pid.isdigit() and int(pid) != me}
+
+
+# ------------------------------------------------------------------ rotate
+def rotate_file(
+    path: str | os.PathLike,
+    *,
+    now: datetime | None = None,
+    min_size: int = 1,
+    strategy: Strategy = "auto",
+    on_step: StepHook = _noop,
+) -> Rotation:
+    """Rotate ``path`` when it holds at least ``min_size`` bytes; return what was done.
+
+    ``strategy``: ``"auto"`` renames when no other process holds the file open
+    and copy-truncates otherwise (or when that cannot be known); ``"rename"``
+    is for files whose writers reopen them (``WatchedFileHandler``).  A
+    rotation interrupted by a crash is finished first.  ``on_step`` is called
+    with the name of each completed step (tests kill the process there).
+    Raise :class:`RotationError` naming the file when it cannot be rotated.
+    """
+    live = Path(path)
+    now = now or datetime.now()
+    try:
+        recovered = _recover(live, on_step)
+        info = os.stat(live)
+    except FileNotFoundError:
+        return Rotation(live, "recovered" if recovered else "skipped", recovered, reason="missing")
+    except OSError as exc:
+        raise RotationError(f"cannot rotate {live}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise RotationError(f"cannot rotate {live}: not a regular file")
+    if info.st_size < max(1, min_size):
+        if recovered:
+            return Rotation(live, "recovered", recovered)
+        return Rotation(live, "skipped", reason=f"{info.st_size} bytes, below {max(1, min_size)}")
+    try:
+        if strategy == "auto":
+            strategy = "rename" if open_holders(live) == set() else "copytruncate"
+        if strategy == "rename":
+            return _rotate_by_rename(live, info, now, on_step)
+        return _rotate_by_copytruncate(live, now, on_step)
+    except OSError as exc:
+        raise RotationError(f"cannot rotate {live}: {exc.strerror or exc}") from exc
+
+
+def _rotate_by_rename(live: Path, info: os.stat_result, now: datetime, on_step: StepHook) -> Rotation:
+    archive = archive_name(live, now)
+    os.rename(live, archive)  # atomic: a crash leaves either name, never both or neither
+    on_step("renamed")
+    _recreate_live(live, info)
+    _fsync_dir(live.parent)
+    on_step("recreated")
+    return Rotation(live, "renamed", archive, info.st_size)
+
+
+def _recreate_live(live: Path, info: os.stat_result) -> None:
+    """An empty live file with the old mode and owner, unless a writer made one already."""
+    try:
+        fd = os.open(live, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, stat.S_IMODE(info.st_mode))
+        if hasattr(os, "fchown") and (info.st_uid, info.st_gid) != (os.getuid(), os.getgid()):
+            try:
+                os.fchown(fd, info.st_uid, info.st_gid)
+            except PermissionError:
+                pass  # only root may give a file away; the mode is what matters
+    finally:
+        os.close(fd)
+
+
+def _rotate_by_copytruncate(live: Path, now: datetime, on_step: StepHook) -> Rotation:
+    archive = archive_name(live, now)
+    partial = _partial(archive)
+    src_fd = os.open(live, os.O_RDWR)
+    try:
+        info = os.fstat(src_fd)
+        _write_journal(live, {"phase": "copying", "archive": archive.name, "inode": info.st_ino})
+        on_step("journal_written")
+        dst_fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(dst_fd, stat.S_IMODE(info.st_mode))
+            copied = _copy_range(src_fd, dst_fd, 0)
+            on_step("copied")
+            # Sync the bulk now, outside the lost-line window, so that the
+            # window below holds only a short read and the truncate.
+            os.fsync(dst_fd)
+            for _ in range(MAX_TAIL_PASSES):
+                grown = _copy_range(src_fd, dst_fd, copied)
+                copied += grown
+                if grown < SMALL_TAIL:
+                    break
+            on_step("tail_copied")
+            # Start the window on a fresh time slice: being preempted inside it
+            # is what makes it long (a busy machine, a writer spinning on a CPU).
+            if hasattr(os, "sched_yield"):
+                os.sched_yield()
+            copied += _copy_to_eof_then_truncate(src_fd, dst_fd, copied)
+            on_step("truncated")
+            os.fsync(dst_fd)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    _write_journal(live, {"phase": "truncated", "archive": archive.name, "inode": info.st_ino})
+    on_step("journal_truncated")
+    _finish_copytruncate(live, archive, on_step)
+    return Rotation(live, "copytruncated", archive, copied)
+
+
+def _finish_copytruncate(live: Path, archive: Path, on_step: StepHook) -> None:
+    partial = _partial(archive)
+    if partial.exists():
+        os.rename(partial, archive)
+        _fsync_dir(live.parent)
+        on_step("archive_renamed")
+    _remove_journal(live)
+    on_step("journal_removed")
+
+
+def _recover(live: Path, on_step: StepHook) -> Path | None:
+    """Finish or undo a copy-truncate that a crash interrupted; return the archive it kept."""
+    journal = _journal_path(live)
+    try:
+        data = json.loads(journal.read_text())
+        archive = live.parent / data["archive"]
+        phase = data["phase"]
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        # Only written by _write_journal (atomic), so this is someone else's file.
+        raise RotationError(f"cannot rotate {live}: unreadable rotation journal {journal}; remove it") from None
+    partial = _partial(archive)
+    if phase == "copying" and partial.exists() and not _was_truncated(live, partial, data.get("inode")):
+        # The live file still holds everything the partial copy has: drop the copy.
+        os.unlink(partial)
+        _remove_journal(live)
+        return None
+    if not partial.exists() and not archive.exists():
+        _remove_journal(live)  # crashed before the copy began
+        return None
+    _finish_copytruncate(live, archive, on_step)
+    return archive
+
+
+def _was_truncated(live: Path, partial: Path, inode: int | None) -> bool:
+    """True when ``live`` no longer starts with the bytes copied into ``partial``.
+
+    Compares the first and the last ``FINGERPRINT`` bytes of the copy.  A log
+    rewritten after the truncate with byte-identical content would fool it;
+    log lines carry timestamps, so that does not happen in practice.
+    """
+    try:
+        live_fd = os.open(live, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        copy_fd = os.open(partial, os.O_RDONLY)
+        try:
+            live_info, copy_size = os.fstat(live_fd), os.fstat(copy_fd).st_size
+            if inode is not None and live_info.st_ino != inode:
+                return True  # replaced meanwhile; the copy is all that is left of the old file
+            if live_info.st_size < copy_size:
+                return True
+            head = min(FINGERPRINT, copy_size)
+            tail_start = max(0, copy_size - FINGERPRINT)
+            return not (
+                _same_bytes(live_fd, copy_fd, 0, head)
+                and _same_bytes(live_fd, copy_fd, tail_start, copy_size - tail_start)
+            )
+        finally:
+            os.close(copy_fd)
+    finally:
+        os.close(live_fd)
+
+
+# ---------------------------------------------------------------- compress
+def compress_archive(archive: str | os.PathLike, *, on_step: StepHook = _noop, check: Callable[[], None] = lambda: None) -> Path:
+    """Gzip ``archive`` to ``archive.gz`` (mode and mtime kept); return the ``.gz`` path.
+
+    The plain archive is removed only after the compressed copy is complete,
+    synced and renamed into place.  ``check`` is called between chunks and may
+    raise to stop (the partial file is removed).  Raise RotationError naming the file.
+    """
+    plain = Path(archive)
+    target = plain.with_name(plain.name + ".gz")
+    partial = _partial(target)
+    try:
+        if target.exists():
+            # A crash after the rename: the .gz is complete (it is only ever renamed into place whole).
+            _remove_plain(plain, on_step)
+            return target
+        info = os.stat(plain)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, stat.S_IMODE(info.st_mode))
+            with open(fd, "wb", closefd=False) as raw, open(plain, "rb") as source:
+                with gzip.GzipFile(filename=plain.name, mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=int(info.st_mtime)) as gz:
+                    while chunk := source.read(CHUNK):
+                        gz.write(chunk)
+                        check()
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            fd = -1
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        os.utime(partial, ns=(info.st_atime_ns, info.st_mtime_ns))  # age counts from the archive's time
+        on_step("gz_written")
+        os.rename(partial, target)
+        _fsync_dir(plain.parent)
+        on_step("gz_renamed")
+        _remove_plain(plain, on_step)
+        return target
+    except OSError as exc:
+        raise RotationError(f"cannot compress {plain}: {exc.strerror or exc}") from exc
+
+
+def _remove_plain(plain: Path, on_step: StepHook) -> None:
+    plain.unlink(missing_ok=True)
+    _fsync_dir(plain.parent)
+    on_step("plain_removed")
+
+
+def clean_partials(live: Path) -> list[Path]:
+    """Remove ``.partial`` gzip files left by a crash (plain archives are kept); return them.
+
+    Copy-truncate partials are left to :func:`rotate_file`'s journal recovery.
+    """
+    pattern = re.compile(rf"^\.{re.escape(live.name)}{_SUFFIX}\.gz\.partial$")
+    removed = []
+    for name in os.listdir(live.parent):
+        if pattern.match(name):
+            (live.parent / name).unlink(missing_ok=True)
+            removed.append(live.parent / name)
+    return removed
+
+
+def archives_to_compress(live: Path, older_than: float) -> list[Path]:
+    """Plain archives of ``live`` whose mtime is before ``older_than`` (epoch seconds)."""
+    found = []
+    for archive in list_archives(live):
+        if archive.suffix != ".gz":
+            try:
+                if os.stat(archive).st_mtime < older_than:
+                    found.append(archive)
+            except FileNotFoundError:
+                continue
+    return found
+
+
+# ----------------------------------------------------------- which files
+def log_files(paths, app_settings: Mapping | None = None, extra: Iterable[str] = ()) -> list[Path]:
+    """The logs pmjobsd rotates: the app's, its own ``jobs.log``, and ``files`` options.
+
+    Extra files come from ``extra`` and from ``jobs.definitions.log_rotation.options.files``
+    in ``app_settings``; relative names are taken in ``paths.log_dir``.
+    """
+    names: list[str] = list(extra)
+    try:
+        configured = app_settings["jobs"]["definitions"]["log_rotation"]["options"]["files"]  # type: ignore[index]
+        if isinstance(configured, list):
+            names += [str(name) for name in configured]
+    except (KeyError, TypeError):
+        pass
+    found = [Path(paths.app_log_path), Path(paths.jobs_log_path)]
+    for name in names:
+        candidate = Path(name).expanduser()
+        candidate = candidate if candidate.is_absolute() else Path(paths.log_dir) / candidate
+        if candidate not in found:
+            found.append(candidate)
+    return found
+
+
+def reopening_files(paths) -> set[Path]:
+    """Logs whose writers reopen them after a rename (pmjobsd's WatchedFileHandler)."""
+    return {Path(paths.jobs_log_path)}
+
+
+def epoch_days_ago(days: float, now: float | None = None) -> float:
+    return (time.time() if now is None else now) - days * 86400
+
+
+__all__ = [
+    "Rotation",
+    "RotationError",
+    "archive_name",
+    "archives_to_compress",
+    "clean_partials",
+    "compress_archive",
+    "list_archives",
+    "log_files",
+    "open_holders",
+    "reopening_files",
+    "rotate_file",
+]
+
