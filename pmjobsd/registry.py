@@ -18,7 +18,10 @@ from .context import JobContext, JobResult
 JobFunction = Callable[[JobContext], "JobResult | None"]
 
 # name -> module that defines ``JOB``.  Add a line here when a job lands.
-BUILTIN_JOBS: dict[str, str] = {}
+BUILTIN_JOBS: dict[str, str] = {
+    "expiring_password_digest": "pmjobsd.jobs.expiring_password_digest",
+    "backup_integrity_check": "pmjobsd.jobs.backup_integrity_check",
+}
 
 
 class RegistryError(Exception):

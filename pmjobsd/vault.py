@@ -39,6 +39,7 @@ creates, changes or deletes a file next to the vault.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -308,11 +309,15 @@ def entries_expiring_by(conn: sqlite3.Connection, until: int) -> list[ExpiryEntr
     return [ExpiryEntry(row[0], str(row[1] or ""), int(row[2])) for row in rows]
 
 
-def integrity_problems(conn: sqlite3.Connection, quick: bool = False, limit: int = 10) -> list[str]:
+def integrity_problems(
+    conn: sqlite3.Connection, quick: bool = False, limit: int = 10, hash_id: Callable[[int], str] | None = None
+) -> list[str]:
     """Problems found by ``PRAGMA integrity_check`` (or ``quick_check``) and ``foreign_key_check``.
 
     Returns at most ``limit`` messages; an empty list means the database is sound.
-    SQLite's messages name pages, tables and indexes, never row content.
+    SQLite's messages name pages, tables and indexes, never row content, but
+    may name a rowid ("row 5 missing from index ..."), which is an entry id:
+    it is replaced by ``hash_id(rowid)`` (or ``<id>``).
     """
     pragma = "quick_check" if quick else "integrity_check"
     try:
@@ -327,7 +332,11 @@ def integrity_problems(conn: sqlite3.Connection, quick: bool = False, limit: int
         f"foreign key: {count} row(s) of {table} reference missing {parent} rows"
         for (table, parent), count in sorted(violations.items())
     ]
-    return problems[:limit]
+    redact = (lambda m: f"row {hash_id(int(m.group(1)))}") if hash_id else (lambda m: "row <id>")
+    return [_ROWID.sub(redact, problem) for problem in problems[:limit]]
+
+
+_ROWID = re.compile(r"\brow (\d+)")
 
 
 def describe_access(access: str) -> str:

@@ -274,6 +274,21 @@ def damage_member(zip_path: Path, member: str) -> None:
         handle.write(bytes(b ^ 0xFF for b in chunk))
 
 
+def assert_no_canary(*outputs: object) -> None:
+    """Fail if any canary string appears in ``outputs`` (results, notices, log text...)."""
+    for output in outputs:
+        text = output if isinstance(output, str) else json.dumps(output, default=_dump)
+        assert CANARY not in text, f"canary leaked into output: {text[:300]}"
+
+
+def _dump(value: object) -> object:
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
+
+
 # --- the running app, in its own process -----------------------------------
 
 
