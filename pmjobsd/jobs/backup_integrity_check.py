@@ -124,21 +124,25 @@ def _full_check(run: _Run, outcome: BackupOutcome) -> None:
                 lock_timeout=1.0, scratch_dir=Path(folder), check_cancelled=ctx.check_cancelled,
             )
         except VaultError as exc:
-            outcome.fail(f"embedded passwords.db: {str(exc).replace(str(embedded) + ': ', '')}")
-            return
-        problems, stamps = result.value
-        if problems:
-            outcome.fail(f"embedded passwords.db fails its {run.options.check} check: {'; '.join(problems[:3])}")
-            return
-    if run.live is not None:
-        completeness = compare_with_live(stamps, run.live, report.timestamp)
-        outcome.missing_ids, outcome.older_ids = completeness.missing_ids, completeness.older_ids
-        if not completeness.complete:
-            outcome.fail(
-                f"incomplete: {len(completeness.missing_ids)} entries saved before the backup are missing"
-                f" and {len(completeness.older_ids)} are older than in the vault"
-                " (the app copied passwords.db without its -wal file)"
-            )
+            if exc.reason != "not_a_vault":
+                outcome.fail(f"embedded passwords.db: {str(exc).replace(str(embedded) + ': ', '')}")
+                return
+            # A sound SQLite file without the table: the app's first session, all in its -wal.
+            empty_note, stamps = "embedded passwords.db has no 'passwords' table; ", {}
+        else:
+            empty_note = ""
+            problems, stamps = result.value
+            if problems:
+                outcome.fail(f"embedded passwords.db fails its {run.options.check} check: {'; '.join(problems[:3])}")
+                return
+    completeness = compare_with_live(stamps, run.live or {}, report.timestamp)
+    outcome.missing_ids, outcome.older_ids = completeness.missing_ids, completeness.older_ids
+    if empty_note or not completeness.complete:
+        outcome.fail(
+            f"incomplete: {empty_note}{len(completeness.missing_ids)} entries saved before the backup are missing"
+            f" and {len(completeness.older_ids)} are older than in the vault"
+            " (the app copied passwords.db without its -wal file)"
+        )
 
 
 def _check_backup(run: _Run, backup: BackupFile, sums: ChecksumFile, full: bool, now: float) -> BackupOutcome:
