@@ -22,6 +22,8 @@ BUILTIN_JOBS: dict[str, str] = {
     "browser_bridge_health": "pmjobsd.jobs.browser_bridge_health",
     "log_rotation": "pmjobsd.jobs.log_rotation",
     "log_purge": "pmjobsd.jobs.log_purge",
+    "expiring_password_digest": "pmjobsd.jobs.expiring_password_digest",
+    "backup_integrity_check": "pmjobsd.jobs.backup_integrity_check",
 }
 
 
