@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("show", help="the effective settings (secrets redacted)")
     config_commands.add_parser("schema", help="JSON Schema of the \"jobs\" key")
 
+    logs = command("logs", "support bundle and retention of logs and run history")
+    logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION", required=True)
+    purge = logs_commands.add_parser("purge", help="delete log archives and run history older than N days")
+    purge.add_argument("--days", type=int, required=True, help="keep this many days (at least 1)")
+    purge.add_argument("--json", action="store_true")
+
     service_parser = command("service", "install, remove or inspect the systemd unit / launchd agent")
     service_parser.add_argument("action", choices=("install", "uninstall", "status"))
     scope = service_parser.add_mutually_exclusive_group()
@@ -218,6 +224,23 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    paths, loaded = _effective_paths(args)
+    if args.logs_command == "purge":
+        from .retention import purge
+
+        if args.days < 1:
+            print(f"pmjobsd: --days must be at least 1, got {args.days}", file=sys.stderr)
+            return EXIT_USAGE
+        report = purge(paths, args.days, args.days, app_settings=loaded.app_settings)
+        if args.json:
+            _print_json(report.as_dict())
+        else:
+            print(report)
+        return 0 if report.ok else 2
+    return EXIT_USAGE
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     from . import service
 
@@ -225,7 +248,7 @@ def cmd_service(args: argparse.Namespace) -> int:
     return action(args.scope, args.dry_run, sys.stdout, user_name=args.user_name)
 
 
-COMMANDS = {"service": cmd_service, "run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config}
+COMMANDS = {"logs": cmd_logs, "service": cmd_service, "run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .history import RunHistory
 from .rotation import list_archives, log_files
 from .settings import Retention
 
@@ -138,11 +139,6 @@ def purge(
 
 def _purge_history(paths, older_than: float, report: PurgeReport) -> None:
     history_path = Path(paths.history_path)
-    try:
-        from .history import RunHistory
-    except ImportError:
-        report.history_note = "pmjobsd.history is not installed"
-        return
     if not history_path.exists():
         report.history_runs_removed = 0  # nothing recorded yet; do not create the database
         return

@@ -15,6 +15,7 @@ import pytest
 
 from pmjobsd import registry
 from pmjobsd.context import Status
+from pmjobsd.history import RunHistory
 from pmjobsd.joblog import setup_logging
 from pmjobsd.jobs.log_purge import LogPurgeOptions
 from pmjobsd.jobs.log_rotation import LogRotationOptions
@@ -189,22 +190,13 @@ def test_purge_reports_a_file_it_cannot_remove_and_removes_the_rest(tmp_path):
     assert f"Error: {stuck}" in str(report)
 
 
-def _history_module():
-    try:
-        from pmjobsd import history
-    except ImportError:
-        pytest.skip("pmjobsd.history is not in this branch yet (the lead's run history); remove this skip after merging")
-    return history
-
-
 def test_purge_deletes_old_run_history(tmp_path):
-    history = _history_module()
     from pmjobsd.context import Status as RunStatus
     from pmjobsd.observers import RunRecord
 
     paths = app_paths(tmp_path)
     now = time.time()
-    with history.RunHistory(paths.history_path) as runs:
+    with RunHistory(paths.history_path) as runs:
         for run_id, age_days in (("old1", 40), ("old2", 31), ("new", 2)):
             record = RunRecord(run_id=run_id, job="log_rotation", attempt=1, trigger="schedule", slot=None,
                                started_at=now - age_days * DAY)
@@ -215,18 +207,6 @@ def test_purge_deletes_old_run_history(tmp_path):
     assert report.history_runs_removed == 2, report
     assert "removed 2 runs" in str(report)
     assert purge(paths, 30, 30, now=now).history_runs_removed == 0
-
-
-def test_purge_without_history_module_still_purges_archives(tmp_path):
-    try:
-        import pmjobsd.history  # noqa: F401
-    except ImportError:
-        archive = make_archive(seed_app_log(tmp_path), "20261001-033000", age_days=40)
-        report = purge(app_paths(tmp_path), 30, 30)
-        assert report.history_runs_removed is None and not archive.exists()
-        assert "skipped" in str(report)
-    else:
-        pytest.skip("pmjobsd.history exists: covered by test_purge_deletes_old_run_history")
 
 
 def _immutable(path: Path, on: bool) -> bool:

@@ -212,3 +212,14 @@ def test_aliases_and_bad_flags(home):
     home.settings_path.write_text('{"jobs": {"definitions": {"x": {"cron": "1 2 3", "callable": "tests.sample_jobs:ok"}}}}')
     invalid = home.cli("config", "validate")
     assert invalid.returncode == 1 and "jobs.definitions.x.cron" in invalid.stderr
+
+
+def test_logs_purge_command(home):
+    refused = home.cli("--logs", "purge", "--days", "0")
+    assert refused.returncode == 2 and "at least 1" in refused.stderr
+    archive = home.data_dir / "logs" / "jobs.log.20260101-000000"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_text("old\n")
+    os.utime(archive, (time.time() - 40 * 86400,) * 2)
+    done = home.cli("logs", "purge", "--days", "30")
+    assert done.returncode == 0 and str(archive) in done.stdout and not archive.exists()
