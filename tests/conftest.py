@@ -78,10 +78,10 @@ class AppHome:
 
     def events(self, event: str | None = None, **match) -> list[dict]:
         """Parsed jobs.log lines, filtered by event name and field values."""
-        if not self.jobs_log.exists():
-            return []
+        # Archives first (log_rotation may have renamed jobs.log under the daemon), then the live file.
+        files = sorted(self.jobs_log.parent.glob("jobs.log.*[0-9]")) + [self.jobs_log]
         lines = []
-        for raw in self.jobs_log.read_text().splitlines():
+        for raw in "".join(f.read_text() for f in files if f.exists()).splitlines():
             line = json.loads(raw)
             if event and line.get("event") != event:
                 continue
