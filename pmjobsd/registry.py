@@ -18,7 +18,9 @@ from .context import JobContext, JobResult
 JobFunction = Callable[[JobContext], "JobResult | None"]
 
 # name -> module that defines ``JOB``.  Add a line here when a job lands.
-BUILTIN_JOBS: dict[str, str] = {}
+BUILTIN_JOBS: dict[str, str] = {
+    "breach_cache_refresh": "pmjobsd.jobs.breach_cache_refresh",
+}
 
 
 class RegistryError(Exception):
