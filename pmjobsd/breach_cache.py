@@ -104,6 +104,22 @@ def _signature(path: Path) -> tuple | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def read_stable(path: Path, attempts: int = 5, pause: float = 0.05) -> tuple[tuple | None, dict]:
+    """Read the cache with its signature; a file that fails to parse while it is still
+    changing is the app mid-write (it truncates, then writes), so wait and read again.
+    Raise CacheCorrupt only for a file that stays unreadable and unchanged."""
+    for _ in range(attempts):
+        before = _signature(path)
+        try:
+            return before, read_cache(path)
+        except CacheCorrupt:
+            time.sleep(pause)
+            if _signature(path) == before:
+                raise
+    # Still being written: not corrupt, just busy; the caller leaves it alone this time.
+    raise OSError(f"{path}: kept changing and never parsed in {attempts} reads")
+
+
 def lock_path_for(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
@@ -122,9 +138,8 @@ def merge_entries(path: Path, updates: dict[str, list], *, now: float | None = N
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path_for(path)), timeout=LOCK_TIMEOUT, mode=NEW_FILE_MODE):
         for attempt in range(MERGE_ATTEMPTS):
-            before = _signature(path)
             try:
-                current = read_cache(path)
+                before, current = read_stable(path)
             except CacheCorrupt:
                 report.quarantined_to = quarantine(path, now)
                 before, current = None, {}

@@ -95,7 +95,12 @@ class RateGate:
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._paused_until = 0.0
+        self._halted = threading.Event()
         self.pauses = 0
+
+    def halt(self) -> None:
+        """Start no more requests this run (the server asked for a longer wait than we may make)."""
+        self._halted.set()
 
     def pause(self, seconds: float) -> None:
         """Hold every request start for ``seconds`` from now (a 429's Retry-After)."""
@@ -109,7 +114,7 @@ class RateGate:
 
     def wait(self) -> bool:
         """Block until this caller may start a request; False if the run was stopped."""
-        while not self.stop.is_set():
+        while not (self.stop.is_set() or self._halted.is_set()):
             with self._lock:
                 now = self.clock()
                 slot = max(now, self._next_slot, self._paused_until)
@@ -220,6 +225,7 @@ class RangeClient:
                     wait = self.backoff_initial * 2 ** throttles if wait is None else wait
                     result.error = "rate_limited"
                     if wait > min(self.max_retry_after, self.time_left()) or throttles > self.retries + 2:
+                        self.gate.halt()
                         return result
                     self.gate.pause(wait)
                     continue  # a 429 is the server pacing us, not a failure of this prefix

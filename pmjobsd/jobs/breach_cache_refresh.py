@@ -11,7 +11,6 @@ own state (:mod:`pmjobsd.breach_state`).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -82,6 +81,7 @@ class Tally:
     increased_counts: int = 0
     repaired: int = 0
     checkpoints: int = 0
+    write_errors: int = 0
     errors: Counter = field(default_factory=Counter)
 
 
@@ -119,9 +119,10 @@ def plan_refresh(cache: dict, known: dict, *, now: float, options: BreachCacheRe
 
 
 def run_refresh(ctx: JobContext, *, wall_clock: Callable[[], float] = time.time,
+                monotonic: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] | None = None,
                 session: requests.Session | None = None) -> JobResult:
-    """The job, with its clock, sleep and HTTP session injectable for tests and benchmarks."""
+    """The job, with its clocks, sleep and HTTP session injectable for tests and benchmarks."""
     options = ctx.options if isinstance(ctx.options, BreachCacheRefreshOptions) else \
         BreachCacheRefreshOptions.model_validate(ctx.options or {})
     cache_path = ctx.paths.breach_cache_path
@@ -133,7 +134,10 @@ def run_refresh(ctx: JobContext, *, wall_clock: Callable[[], float] = time.time,
         # 1. Read the cache; a corrupt one is planned from what we knew plus the names still legible.
         corrupt = False
         try:
-            cache = breach_cache.read_cache(cache_path)
+            cache = breach_cache.read_stable(cache_path)[1]
+        except OSError as exc:
+            return JobResult.warn("breach cache is being rewritten by the app; nothing refreshed this run",
+                                  details={"error": str(exc)})
         except CacheCorrupt as exc:
             corrupt = True
             log.warning("breach_cache.corrupt", error=str(exc))
@@ -142,7 +146,7 @@ def run_refresh(ctx: JobContext, *, wall_clock: Callable[[], float] = time.time,
             return JobResult.ok("no breach cache yet: the app has not checked a password",
                                 metrics={"prefixes_in_cache": 0})
 
-        gate = RateGate(options.rate_limit, stop=ctx.cancel_event, sleep=sleep)
+        gate = RateGate(options.rate_limit, clock=monotonic, stop=ctx.cancel_event, sleep=sleep)
         client = RangeClient(options.api_base, gate, timeout=options.request_timeout, retries=options.retries,
                              backoff_initial=options.backoff_initial, max_retry_after=options.max_retry_after,
                              pool_size=options.concurrency, run_id=ctx.run_id, time_left=ctx.time_left,
@@ -204,12 +208,11 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
                      state: BreachState, cache: dict, planned: list[Planned], cache_path,
                      wall_clock: Callable[[], float], corrupt: bool, details: dict) -> Tally:
     tally = Tally()
-    halt = threading.Event()  # set when the server asks us to wait longer than we may
     pending: dict[str, tuple[FetchResult, str]] = {}
     reason_of = {item.prefix: item.reason for item in planned}
 
     def fetch(item: Planned) -> FetchResult:
-        if halt.is_set() or ctx.cancelled:
+        if ctx.cancelled:
             return FetchResult(item.prefix, "failed", error="cancelled")
         return client.fetch(item.prefix, item.etag)
 
@@ -217,7 +220,16 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
         if not pending and not force:
             return
         updates = {prefix: result.entries for prefix, (result, _) in pending.items()}
-        report = breach_cache.merge_entries(cache_path, updates, force_write=False)
+        try:
+            report = breach_cache.merge_entries(cache_path, updates)
+        except OSError as exc:  # lock timeout, disk full, app rewriting without pause
+            tally.write_errors += 1
+            tally.failed += len(pending)
+            tally.refreshed -= len(pending)
+            tally.errors["cache_write"] += len(pending)
+            ctx.log.error("breach_cache.write_failed", error=exc.__class__.__name__, prefixes=len(pending))
+            pending.clear()
+            return
         if report.quarantined_to is not None:
             details["corrupt_file_moved_to"] = report.quarantined_to.name
             ctx.log.warning("breach_cache.corrupt_moved_aside", moved_to=report.quarantined_to.name)
@@ -260,14 +272,15 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
                 tally.errors[result.error or "unknown"] += 1
                 state.record_failed(result.prefix, result.error or "unknown")
                 ctx.log.warning("breach_cache.prefix_failed", error=result.error, requests=result.requests)
-                if result.error == "rate_limited":
-                    halt.set()  # Retry-After beyond what this run may wait: stop starting requests
             if done % 50 == 0 or done == total:
                 ctx.progress(done / total if total else 1.0, f"{done} of {total} prefixes")
     checkpoint(force=corrupt)
     if corrupt and "corrupt_file_moved_to" not in details:
         # Nothing fetched: still move the damaged file aside so the app starts from a readable one.
-        report = breach_cache.merge_entries(cache_path, {}, force_write=False)
+        try:
+            report = breach_cache.merge_entries(cache_path, {})
+        except OSError:
+            report = breach_cache.MergeReport()
         if report.quarantined_to is not None:
             details["corrupt_file_moved_to"] = report.quarantined_to.name
     state.commit()
