@@ -361,7 +361,14 @@ def test_concurrent_app_writer_keeps_its_prefixes(server, home, monkeypatch):
             time.sleep(0.003)
 
     writer = threading.Thread(target=app_writer)
-    server.on_request = lambda count: writer.start() if count == 3 else None
+
+    def script(count: int) -> None:
+        if count == 3:
+            writer.start()  # the app starts writing while the job fetches and merges
+        elif count == 35:
+            writer.join(timeout=30)  # and is done before the job's last merges
+
+    server.on_request = script
     _, result = run(home, options(server, concurrency=2, checkpoint_every=4))
     writer.join()
     final = read_cache(cache_path)
