@@ -170,9 +170,10 @@ def _write_temp(path: Path, data: dict, mode: int) -> str:
     fd, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # Compact like the app's json.dump, so file size stays what the app expects.
-            json.dump(data, handle, separators=(", ", ": "))
+        with os.fdopen(fd, "wb") as handle:
+            # One dumps + one write: json.dump to a file is ~3x slower on a 70 MB cache.
+            # Same separators as the app's json.dump, so the file looks like the app's own.
+            handle.write(json.dumps(data).encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:

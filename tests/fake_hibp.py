@@ -163,3 +163,21 @@ class FakeHIBP:
                 self._send(200, body, {"Content-Type": "text/plain", "ETag": etag, "Cache-Control": "public"})
 
         return Handler
+
+
+def main() -> None:
+    """Serve in its own process (benchmarks): ``python -m tests.fake_hibp RANGE_SIZE PADDING VERSION``."""
+    import sys
+
+    range_size, padding, version = (int(arg) for arg in sys.argv[1:4])
+    fake = FakeHIBP(range_size=range_size, padding=padding)
+    fake.version = version
+    print(fake.base, flush=True)
+    try:
+        fake.server.serve_forever(poll_interval=0.05)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -51,7 +51,8 @@ class BreachCacheRefreshOptions(BaseModel):
     backoff_initial: Duration = Field(0.5, ge=0, description="first retry delay; doubles each retry")
     max_retry_after: Duration = Field(300.0, ge=0, description="a longer 429 Retry-After ends the run's fetching")
     min_plausible_suffixes: int = Field(100, ge=0, description="shorter entries are suspect (real ranges hold ~800)")
-    checkpoint_every: int = Field(250, ge=1, description="merge into the cache file after this many refreshed")
+    checkpoint_every: int = Field(1000, ge=1, description="merge into the cache file after this many refreshed")
+    checkpoint_interval: Duration = Field(120.0, gt=0, description="or after this long since the last merge")
 
     @field_validator("api_base", "breach_api_base")
     @classmethod
@@ -163,7 +164,7 @@ def run_refresh(ctx: JobContext, *, wall_clock: Callable[[], float] = time.time,
             log.info("breach_cache.planned", prefixes_in_cache=len(cache), due=sum(reasons.values()),
                      planned=len(planned), **{f"due_{key}": value for key, value in reasons.items()})
             tally = _fetch_and_merge(ctx, options, client, state, cache, planned, cache_path, wall_clock,
-                                     corrupt, details)
+                                     monotonic, corrupt, details)
         finally:
             client.close()
 
@@ -206,7 +207,8 @@ def _check_latest_breach(ctx: JobContext, options: BreachCacheRefreshOptions, st
 
 def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client: RangeClient,
                      state: BreachState, cache: dict, planned: list[Planned], cache_path,
-                     wall_clock: Callable[[], float], corrupt: bool, details: dict) -> Tally:
+                     wall_clock: Callable[[], float], monotonic: Callable[[], float], corrupt: bool,
+                     details: dict) -> Tally:
     tally = Tally()
     pending: dict[str, tuple[FetchResult, str]] = {}
     reason_of = {item.prefix: item.reason for item in planned}
@@ -229,6 +231,7 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
             tally.errors["cache_write"] += len(pending)
             ctx.log.error("breach_cache.write_failed", error=exc.__class__.__name__, prefixes=len(pending))
             pending.clear()
+            last_checkpoint[0] = monotonic()
             return
         if report.quarantined_to is not None:
             details["corrupt_file_moved_to"] = report.quarantined_to.name
@@ -243,7 +246,9 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
             ctx.log.info("breach_cache.checkpoint", merged=len(pending), prefixes_total=report.prefixes_total,
                          kept_from_others=report.kept_from_others, merge_retries=report.retries)
         pending.clear()
+        last_checkpoint[0] = monotonic()
 
+    last_checkpoint = [monotonic()]
     total = len(planned)
     with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="hibp") as pool:
         futures = [pool.submit(fetch, item) for item in planned]
@@ -260,7 +265,9 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
                 if REASONS.index(reason_of[result.prefix]) <= 2:
                     tally.repaired += 1
                 pending[result.prefix] = (result, fingerprint(result.entries))
-                if len(pending) >= options.checkpoint_every:
+                # Each merge rewrites the whole file (tens of MB for a big vault): batch them.
+                if len(pending) >= options.checkpoint_every or \
+                        monotonic() - last_checkpoint[0] >= options.checkpoint_interval:
                     checkpoint()
             elif result.kind == "unchanged":
                 tally.unchanged += 1
