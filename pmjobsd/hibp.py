@@ -25,8 +25,10 @@ from requests.adapters import HTTPAdapter
 from . import __version__
 
 USER_AGENT = f"pmjobsd/{__version__} (Secure Password Manager breach cache refresh)"
-# One line of a range answer: 35 hex digits of the SHA-1 suffix, a colon, a count.
-_RANGE_LINE = re.compile(r"([0-9A-Fa-f]{35}):([0-9]{1,12})")
+# A whole range answer: lines of 35 hex digits (the SHA-1 suffix), a colon, a count, CRLF between.
+# Checked with one C-level match over the body, not a Python loop per line (2,000 bodies of ~1,000 lines).
+_RANGE_BODY = re.compile(r"[0-9A-F]{35}:[0-9]{1,12}(?:(?:\r?\n)+[0-9A-F]{35}:[0-9]{1,12})*")
+_RANGE_PAIR = re.compile(r"([0-9A-F]{35}):([0-9]{1,12})")
 # Retry-After values above this are treated as "stop for this run" by callers.
 MAX_RETRY_AFTER = 24 * 3600.0
 
@@ -45,22 +47,12 @@ def parse_range_body(text: str) -> list[list]:
     at least one line is present (a real answer, padded or not, has hundreds).
     Padding lines (count 0, sent for ``Add-Padding: true``) are dropped.
     """
-    pairs: list[list] = []
-    lines = 0
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.strip("\r")
-        if not line:
-            continue
-        match = _RANGE_LINE.fullmatch(line)
-        if match is None:
-            raise RangeFormatError(f"line {number} is not SUFFIX:COUNT")
-        lines += 1
-        count = int(match.group(2))
-        if count > 0:
-            pairs.append([match.group(1).upper(), count])
-    if lines == 0:
+    body = text.strip("\r\n").upper()
+    if not body:
         raise RangeFormatError("empty body")
-    return pairs
+    if _RANGE_BODY.fullmatch(body) is None:
+        raise RangeFormatError("not SUFFIX:COUNT lines")
+    return [[suffix, int(count)] for suffix, count in _RANGE_PAIR.findall(body) if count.strip("0")]
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -134,8 +134,10 @@ def run_refresh(ctx: JobContext, *, wall_clock: Callable[[], float] = time.time,
 
         # 1. Read the cache; a corrupt one is planned from what we knew plus the names still legible.
         corrupt = False
+        snapshot: list = [None]  # the file as last read or written, so a merge need not re-parse it
         try:
-            cache = breach_cache.read_stable(cache_path)[1]
+            signature, cache = breach_cache.read_stable(cache_path)
+            snapshot[0] = breach_cache.Snapshot(signature, cache)
         except OSError as exc:
             return JobResult.warn("breach cache is being rewritten by the app; nothing refreshed this run",
                                   details={"error": str(exc)})
@@ -164,7 +166,7 @@ def run_refresh(ctx: JobContext, *, wall_clock: Callable[[], float] = time.time,
             log.info("breach_cache.planned", prefixes_in_cache=len(cache), due=sum(reasons.values()),
                      planned=len(planned), **{f"due_{key}": value for key, value in reasons.items()})
             tally = _fetch_and_merge(ctx, options, client, state, cache, planned, cache_path, wall_clock,
-                                     monotonic, corrupt, details)
+                                     monotonic, corrupt, details, snapshot)
         finally:
             client.close()
 
@@ -208,7 +210,7 @@ def _check_latest_breach(ctx: JobContext, options: BreachCacheRefreshOptions, st
 def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client: RangeClient,
                      state: BreachState, cache: dict, planned: list[Planned], cache_path,
                      wall_clock: Callable[[], float], monotonic: Callable[[], float], corrupt: bool,
-                     details: dict) -> Tally:
+                     details: dict, snapshot: list) -> Tally:
     tally = Tally()
     pending: dict[str, tuple[FetchResult, str]] = {}
     reason_of = {item.prefix: item.reason for item in planned}
@@ -223,7 +225,8 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
             return
         updates = {prefix: result.entries for prefix, (result, _) in pending.items()}
         try:
-            report = breach_cache.merge_entries(cache_path, updates)
+            report = breach_cache.merge_entries(cache_path, updates, snapshot=snapshot[0])
+            snapshot[0] = report.snapshot
         except OSError as exc:  # lock timeout, disk full, app rewriting without pause
             tally.write_errors += 1
             tally.failed += len(pending)

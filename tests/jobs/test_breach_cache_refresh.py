@@ -8,6 +8,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -365,42 +367,58 @@ def test_slow_answer_times_out_and_others_still_refresh(server, home):
     assert result.details["failures_by_error"] == {"timeout": 1} and result.metrics["prefixes_refreshed"] == 2
 
 
-def test_concurrent_app_writer_keeps_its_prefixes(server, home, monkeypatch):
-    """The app adds prefixes (its own unlocked, non-atomic writer) while the job merges."""
+APP_WRITER = """
+import json, os, sys, time
+cache_file, prefixes = sys.argv[1], sys.argv[2].split(",")
+entry = [["B" * 35, 9]]
+try:
+    from secure_password_manager.utils import security_analyzer as app
+    app.BREACH_CACHE_FILE = cache_file
+    write = app._cache_breach_data
+except Exception:
+    def write(prefix, hashes):  # restated: security_analyzer.py lines 87-108 (read, update, rewrite in place)
+        cache = {}
+        if os.path.exists(cache_file):
+            try:
+                with open(cache_file) as f:
+                    cache = json.load(f)
+            except (OSError, json.JSONDecodeError):
+                pass
+        cache[prefix] = hashes
+        with open(cache_file, "w") as f:
+            json.dump(cache, f)
+for prefix in prefixes:
+    write(prefix, entry)
+    time.sleep(0.003)
+"""
+
+
+def test_concurrent_app_writer_keeps_its_prefixes(server, home, tmp_path):
+    """The app, in its own process, adds prefixes with its unlocked, in-place writer while the job merges."""
     cache_path = write_app_cache(home, {p: [] for p in prefixes(40)})
     server.delay = 0.004
     added = prefixes(30, start=0x80000)
-    entry = [["B" * 35, 9]]
-
-    def app_writer():
-        for prefix in added:
-            if app_analyzer is not None:
-                monkeypatch.setattr(app_analyzer, "BREACH_CACHE_FILE", str(cache_path))
-                app_analyzer._cache_breach_data(prefix, entry)
-            else:  # restated: security_analyzer.py lines 87-108 (read, update, rewrite in place)
-                with open(cache_path) as f:
-                    cache = json.load(f)
-                cache[prefix] = entry
-                with open(cache_path, "w") as f:
-                    json.dump(cache, f)
-            time.sleep(0.003)
-
-    writer = threading.Thread(target=app_writer)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "app-xdg")}
+    writer: list[subprocess.Popen] = []
 
     def script(count: int) -> None:
-        if count == 3:
-            writer.start()  # the app starts writing while the job fetches and merges
-        elif count == 35:
-            writer.join(timeout=30)  # and is done before the job's last merges
+        if count == 3:  # the app starts writing while the job fetches and merges
+            writer.append(subprocess.Popen([sys.executable, "-c", APP_WRITER, str(cache_path), ",".join(added)],
+                                           env=env))
+        elif count == 10:  # hold the job until the app's writes have begun, so they overlap the merges
+            deadline = time.monotonic() + 30
+            while added[0] not in cache_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.002)
+        elif count == 38:  # and let the app finish before the job's last merge
+            writer[0].wait(timeout=60)
 
     server.on_request = script
     _, result = run(home, options(server, concurrency=2, checkpoint_every=4))
-    writer.join()
+    assert writer[0].wait(timeout=60) == 0
     final = read_cache(cache_path)
-    assert all(final[p] == entry for p in added)
-    assert result.metrics["cache_writes"] >= 5
-    # Whatever the app's unlocked writes did, pmjobsd never lost one of them, and the file reads.
+    assert [p for p in added if final.get(p) != [["B" * 35, 9]]] == []  # every app write survived
     assert set(prefixes(40)) <= set(final)
+    assert result.metrics["cache_writes"] >= 5
 
 
 def test_pmjobsd_writers_serialise_on_the_lock(tmp_path):
