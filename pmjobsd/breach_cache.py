@@ -224,7 +224,10 @@ class EntryDiff:
 def diff_entries(old: object, new: list) -> EntryDiff:
     """How many suffixes are new, and how many counts grew, from ``old`` to ``new`` (counts only)."""
     diff = EntryDiff()
-    previous = dict(map(tuple, old)) if entry_is_well_formed(old) else {}
+    try:
+        previous = dict(map(tuple, old)) if isinstance(old, list) else {}
+    except (TypeError, ValueError):  # not pairs: everything counts as new
+        previous = {}
     for suffix, count in new:
         before = previous.get(suffix)
         if before is None:

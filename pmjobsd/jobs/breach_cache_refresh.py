@@ -21,7 +21,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import breach_cache
-from ..breach_cache import CacheCorrupt, diff_entries, entry_is_well_formed, fingerprint
+from ..breach_cache import CacheCorrupt, EntryDiff, diff_entries, entry_is_well_formed, fingerprint
 from ..breach_state import BreachState
 from ..context import JobContext, JobResult
 from ..hibp import FetchResult, RangeClient, RateGate, fetch_latest_breach
@@ -215,10 +215,14 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
     pending: dict[str, tuple[FetchResult, str]] = {}
     reason_of = {item.prefix: item.reason for item in planned}
 
-    def fetch(item: Planned) -> FetchResult:
+    def fetch(item: Planned) -> tuple[FetchResult, str | None, EntryDiff | None]:
         if ctx.cancelled:
-            return FetchResult(item.prefix, "failed", error="cancelled")
-        return client.fetch(item.prefix, item.etag)
+            return FetchResult(item.prefix, "failed", error="cancelled"), None, None
+        result = client.fetch(item.prefix, item.etag)
+        if result.kind != "refreshed":
+            return result, None, None
+        # Per-answer work stays in the worker: the main thread only merges and records.
+        return result, fingerprint(result.entries), diff_entries(cache.get(item.prefix), result.entries or [])
 
     def checkpoint(force: bool = False) -> None:
         if not pending and not force:
@@ -256,18 +260,17 @@ def _fetch_and_merge(ctx: JobContext, options: BreachCacheRefreshOptions, client
     with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="hibp") as pool:
         futures = [pool.submit(fetch, item) for item in planned]
         for done, future in enumerate(as_completed(futures), start=1):
-            result = future.result()
+            result, digest, diff = future.result()
             tally.requests += result.requests
             tally.bytes_received += result.bytes_received
             tally.rate_limited += result.rate_limited
             if result.kind == "refreshed":
                 tally.refreshed += 1
-                diff = diff_entries(cache.get(result.prefix), result.entries or [])
                 tally.new_suffixes += diff.new_suffixes
                 tally.increased_counts += diff.increased_counts
                 if REASONS.index(reason_of[result.prefix]) <= 2:
                     tally.repaired += 1
-                pending[result.prefix] = (result, fingerprint(result.entries))
+                pending[result.prefix] = (result, digest)
                 # Each merge rewrites the whole file (tens of MB for a big vault): batch them.
                 if len(pending) >= options.checkpoint_every or \
                         monotonic() - last_checkpoint[0] >= options.checkpoint_interval:
