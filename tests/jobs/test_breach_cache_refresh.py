@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pmjobsd.breach_cache import fingerprint, merge_entries, read_cache
+from pmjobsd.breach_cache import merge_entries, read_cache
 from pmjobsd.context import Status
 from pmjobsd.hibp import RangeFormatError, RateGate, parse_range_body, parse_retry_after
 from pmjobsd.joblog import setup_logging
@@ -525,3 +525,22 @@ def test_privacy_no_hash_or_password_in_logs_or_result(server, home, jobs_log):
     assert "breach_cache.planned" in text and "breach_cache.prefix_failed" in text
     for canary in canaries:
         assert canary not in text
+
+
+def test_a_file_the_app_is_still_writing_is_read_again_not_moved_aside(tmp_path):
+    from pmjobsd.breach_cache import read_stable
+
+    path = tmp_path / "breach_cache.json"
+    whole = json.dumps({"00000": [["A" * 35, 1]]})
+    path.write_text(whole[:10])  # the app truncated the file and is half-way through json.dump
+
+    def finish():
+        time.sleep(0.02)
+        path.write_text(whole)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    _, data = read_stable(path, pause=0.3)
+    thread.join()
+    assert data == {"00000": [["A" * 35, 1]]}
+    assert not list(tmp_path.glob("*.corrupt-*"))
