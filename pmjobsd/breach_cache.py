@@ -89,6 +89,10 @@ def quarantine(path: Path, now: float | None = None) -> Path:
     return target
 
 
+class CacheBusy(OSError):
+    """The file kept changing and never parsed: someone is writing it; try again later."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The parsed file and the (inode, mtime_ns, size) it was parsed at."""
@@ -128,7 +132,7 @@ def read_stable(path: Path, attempts: int = 5, pause: float = 0.05) -> tuple[tup
             if _signature(path) == before:
                 raise
     # Still being written: not corrupt, just busy; the caller leaves it alone this time.
-    raise OSError(f"{path}: kept changing and never parsed in {attempts} reads")
+    raise CacheBusy(f"{path}: kept changing and never parsed in {attempts} reads")
 
 
 def lock_path_for(path: Path) -> Path:
@@ -242,5 +246,5 @@ def fingerprint(entries: object) -> str:
     return hashlib.sha256(json.dumps(entries, separators=(",", ":")).encode()).hexdigest()[:24]
 
 
-__all__ = ["CacheCorrupt", "MergeReport", "Snapshot", "read_stable", "merge_entries", "read_cache", "quarantine", "salvage_prefixes",
+__all__ = ["CacheCorrupt", "CacheBusy", "MergeReport", "Snapshot", "read_stable", "merge_entries", "read_cache", "quarantine", "salvage_prefixes",
            "entry_is_well_formed", "diff_entries", "fingerprint", "PREFIX"]

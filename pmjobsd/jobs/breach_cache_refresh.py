@@ -138,9 +138,12 @@ def run_refresh(ctx: JobContext, *, wall_clock: Callable[[], float] = time.time,
         try:
             signature, cache = breach_cache.read_stable(cache_path)
             snapshot[0] = breach_cache.Snapshot(signature, cache)
-        except OSError as exc:
+        except breach_cache.CacheBusy as exc:
             return JobResult.warn("breach cache is being rewritten by the app; nothing refreshed this run",
                                   details={"error": str(exc)})
+        except OSError as exc:
+            return JobResult.fail(f"cannot read the breach cache {cache_path}: {exc.strerror or exc}",
+                                  details={"error": exc.__class__.__name__})
         except CacheCorrupt as exc:
             corrupt = True
             log.warning("breach_cache.corrupt", error=str(exc))
@@ -196,8 +199,9 @@ def _check_latest_breach(ctx: JobContext, options: BreachCacheRefreshOptions, st
     seen_added, seen_name = state.get_meta("latest_breach_added"), state.get_meta("latest_breach_name")
     is_new = seen_added is not None and (latest.added, latest.name) != (seen_added, seen_name) \
         and latest.added >= seen_added
-    state.set_meta("latest_breach_added", latest.added)
-    state.set_meta("latest_breach_name", latest.name)
+    if seen_added is None or latest.added >= seen_added:  # a withdrawn breach must not rewind what we saw
+        state.set_meta("latest_breach_added", latest.added)
+        state.set_meta("latest_breach_name", latest.name)
     if is_new:
         # Persisted, so a run cut short by its budget or deadline keeps going next time.
         state.set_meta("full_refresh_since", repr(now))

@@ -544,3 +544,11 @@ def test_a_file_the_app_is_still_writing_is_read_again_not_moved_aside(tmp_path)
     thread.join()
     assert data == {"00000": [["A" * 35, 1]]}
     assert not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_unreadable_cache_fails_naming_the_file(server, home):
+    cache_path = make_context(home, "x").paths.breach_cache_path
+    cache_path.mkdir(parents=True)  # a folder where the file should be (root reads any mode)
+    _, result = run(home, options(server))
+    assert result.status is Status.FAIL and str(cache_path) in result.summary
+    assert server.range_requests() == []
