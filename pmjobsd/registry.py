@@ -24,6 +24,7 @@ BUILTIN_JOBS: dict[str, str] = {
     "log_purge": "pmjobsd.jobs.log_purge",
     "expiring_password_digest": "pmjobsd.jobs.expiring_password_digest",
     "backup_integrity_check": "pmjobsd.jobs.backup_integrity_check",
+    "breach_cache_refresh": "pmjobsd.jobs.breach_cache_refresh",
 }
 
 
