@@ -74,8 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("show", help="the effective settings (secrets redacted)")
     config_commands.add_parser("schema", help="JSON Schema of the \"jobs\" key")
 
+    doctor = command("doctor", "check the installation, the app's files and the daemon; exit 0 OK, 1 WARN, 2 FAIL")
+    doctor.add_argument("--json", action="store_true", help="the report as JSON")
+    doctor.add_argument("--online", action="store_true", help="also check that the breach API and the browser bridge answer")
+
     logs = command("logs", "support bundle and retention of logs and run history")
     logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION", required=True)
+    bundle = logs_commands.add_parser("bundle", help="write a redacted zip of logs, status and doctor report for support")
+    bundle.add_argument("-o", "--output", type=Path, metavar="PATH", help="zip file or folder (default: the current folder)")
+    bundle.add_argument("--days", type=int, default=7, help="days of run history to include (default: 7)")
     purge = logs_commands.add_parser("purge", help="delete log archives and run history older than N days")
     purge.add_argument("--days", type=int, required=True, help="keep this many days (at least 1)")
     purge.add_argument("--json", action="store_true")
@@ -238,7 +245,35 @@ def cmd_logs(args: argparse.Namespace) -> int:
         else:
             print(report)
         return 0 if report.ok else 2
+    if args.logs_command == "bundle":
+        from .bundle import create_bundle
+        from .doctor import DoctorEnv
+
+        if args.days < 1:
+            print(f"pmjobsd: --days must be at least 1, got {args.days}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            bundle = create_bundle(DoctorEnv(paths, loaded), args.output, days=args.days)
+        except OSError as exc:
+            print(f"pmjobsd: cannot write the bundle: {exc}", file=sys.stderr)
+            return 1
+        for item in bundle.omitted:
+            print(f"left out {item['name']}: {item['reason']}", file=sys.stderr)
+        print(bundle.path)
+        return 0
     return EXIT_USAGE
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    paths, loaded = _effective_paths(args)
+    checks = doctor.run_checks(doctor.DoctorEnv(paths, loaded, online=args.online))
+    if args.json:
+        _print_json(doctor.report(checks))
+    else:
+        print(doctor.render_text(checks))
+    return doctor.exit_code(checks)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -248,7 +283,7 @@ def cmd_service(args: argparse.Namespace) -> int:
     return action(args.scope, args.dry_run, sys.stdout, user_name=args.user_name)
 
 
-COMMANDS = {"logs": cmd_logs, "service": cmd_service, "run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config}
+COMMANDS = {"doctor": cmd_doctor, "logs": cmd_logs, "service": cmd_service, "run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,158 @@
+"""Redaction for the support bundle: vault terms, entry ids, e-mail addresses, secret settings.
+
+The app logs websites and usernames in clear text ("Added new password for
+github.com ..."), so :class:`VaultRedactor` learns every website and username
+the vault holds (plain-text columns, read read-only) and replaces each
+occurrence by its entry's ``entry_id_hash`` tag (``<website:0123456789abcdef>``).
+All terms are found in one pass with an Aho-Corasick automaton (pyahocorasick),
+so the cost does not grow with the number of entries.  A term matches only on
+letter/digit boundaries (the username ``al`` must not eat every "al"),
+case-insensitively; overlapping matches resolve to the leftmost, then longest.
+
+:func:`redact_settings` replaces every secret-bearing value of settings.json
+(notification URLs, tokens, passwords, keys) by ``"<redacted>"``.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import ahocorasick
+
+from .privacy import mask_email, scrub_text
+from .vault import read_vault
+
+REDACTED = "<redacted>"
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+# The app's own phrases around entry ids: "(ID: 5)", "password ID 5", "entry 5".
+_ENTRY_ID = re.compile(r"\b(ID:? |entry )(\d+)\b")
+# settings.json keys whose values are secrets (or URLs that carry them).
+_SECRET_KEY = re.compile(r"(secret|token|passw|key|auth|credential|cookie|webhook|url|target|smtp|dsn)", re.I)
+# "2026-11-28 09:00:00,123 - INFO - " — the app's logging.Formatter prefix stays as it is.
+_APP_LOG_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d+)? - [A-Z]+ - )")
+
+
+def _fold(text: str) -> str:
+    """Lower-case ``text`` without changing its length (indexes must map back)."""
+    folded = text.lower()
+    if len(folded) == len(text):
+        return folded
+    return "".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in text)
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _url_host(value: str) -> str | None:
+    if "://" not in value:
+        return None
+    try:
+        return urlsplit(value).hostname
+    except ValueError:
+        return None
+
+
+class VaultRedactor:
+    """Replace known vault terms, entry ids and e-mail addresses in free text.
+
+    ``terms`` maps a website or username to its tag; ``hash_id`` turns an
+    entry id into its ``entry_id_hash``.
+    """
+
+    def __init__(self, terms: dict[str, str], hash_id: Callable[[object], str]):
+        self.hash_id = hash_id
+        self.term_count = 0
+        self._automaton = ahocorasick.Automaton()
+        for term, tag in terms.items():
+            key = _fold(term.strip())
+            if key and self._automaton.get(key, None) is None:
+                self._automaton.add_word(key, (len(key), tag))
+                self.term_count += 1
+        self._empty = self.term_count == 0
+        if not self._empty:
+            self._automaton.make_automaton()
+        self.replacements = 0
+
+    @classmethod
+    def from_vault(cls, vault_path: Path, hash_id: Callable[[object], str], *, lock_timeout: float = 10.0) -> "VaultRedactor":
+        """Learn every website and username in the vault at ``vault_path``; raise VaultError."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple]:
+            return conn.execute("SELECT id, website, username FROM passwords").fetchall()
+
+        rows = read_vault(vault_path, read, lock_timeout=lock_timeout).value
+        terms: dict[str, str] = {}
+        for entry_id, website, username in rows:
+            tag = hash_id(entry_id)
+            for kind, value in (("website", website), ("username", username)):
+                if not isinstance(value, str) or not value.strip():
+                    continue
+                terms.setdefault(value, f"<{kind}:{tag}>")
+                host = _url_host(value)  # "https://bank.example/login" is logged as "bank.example" too
+                if host:
+                    terms.setdefault(host, f"<{kind}:{tag}>")
+        return cls(terms, hash_id)
+
+    def _replace_terms(self, text: str) -> str:
+        if self._empty or not text:
+            return text
+        folded = _fold(text)
+        matches = []
+        for end, (length, tag) in self._automaton.iter(folded):
+            start = end - length + 1
+            before_ok = start == 0 or not (_is_word_char(text[start - 1]) and _is_word_char(text[start]))
+            after_ok = end + 1 == len(text) or not (_is_word_char(text[end + 1]) and _is_word_char(text[end]))
+            if before_ok and after_ok:
+                matches.append((start, -(end + 1), tag))
+        if not matches:
+            return text
+        matches.sort()  # leftmost first, then longest
+        out, position = [], 0
+        for start, negative_end, tag in matches:
+            if start < position:
+                continue
+            out.append(text[position:start])
+            out.append(tag)
+            position = -negative_end
+            self.replacements += 1
+        out.append(text[position:])
+        return "".join(out)
+
+    def redact(self, text: str) -> str:
+        """Vault terms to tags, entry ids to hashes, e-mail addresses masked, URLs scrubbed."""
+        text = self._replace_terms(text)
+        text = _ENTRY_ID.sub(lambda m: f"{m.group(1)}<entry:{self.hash_id(int(m.group(2)))}>", text)
+        text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
+        return scrub_text(text)
+
+    def redact_app_log(self, text: str) -> str:
+        """Redact each line of the app's log, keeping its ``asctime - LEVEL - `` prefix as it is."""
+        lines = []
+        for line in text.splitlines(keepends=True):
+            match = _APP_LOG_PREFIX.match(line)
+            prefix = match.group(1) if match else ""
+            lines.append(prefix + self.redact(line[len(prefix):]))
+        return "".join(lines)
+
+
+def redact_settings(value: Any, key: str = "") -> Any:
+    """A copy of a settings object with every secret-bearing value replaced by ``"<redacted>"``.
+
+    A value is secret when its key names a secret (token, password, url,
+    targets, ...) or when it is a string holding a URL or an e-mail address.
+    Booleans, numbers and ``null`` under such keys stay: they carry no secret
+    and tell support whether a feature is on.
+    """
+    if isinstance(value, dict):
+        return {k: redact_settings(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_settings(item, key) for item in value]
+    if isinstance(value, str):
+        if _SECRET_KEY.search(key) or "://" in value or _EMAIL.search(value):
+            return REDACTED
+    return value
