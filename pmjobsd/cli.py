@@ -22,7 +22,7 @@ from .paths import AppPaths
 from .privacy import EntryIdHasher
 from .runner import RunRequest, Runner
 from .settings import describe, load_settings, settings_schema
-from .status import build_status, daemon_offline, exit_code, render_text
+from .status import exit_code, offline_status, render_text
 
 EXIT_USAGE = 2
 # The seed blueprint's spellings (`password-manager --jobs status`, `--doctor`, `--logs bundle`).
@@ -148,15 +148,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         document = control.ask_daemon(paths.control_socket_candidates, {"cmd": "status"})["status"]
     except control.ControlError:
-        pid = holder_pid(paths.lock_path)
-        with RunHistory(paths.history_path, create=False) as history:
-            daemon = daemon_offline(pid)
-            if pid is not None:  # the lock is held, but nobody answers: wedged
-                daemon.update(running=True, responding=False)
-            document = build_status(loaded, history, daemon=daemon)
-        if pid is not None:
-            document["status"] = "FAIL"
-    code = 2 if document["daemon"].get("responding") is False else exit_code(document)
+        document = offline_status(paths.history_path, loaded, holder_pid(paths.lock_path))
+    code = exit_code(document)
     if args.json:
         _print_json(document)
     else:

@@ -38,12 +38,11 @@ import requests
 
 from . import __version__, control, service
 from .context import Status
-from .history import RunHistory
 from .lock import holder_pid
 from .paths import AppPaths
 from .privacy import scrub_text
 from .settings import LoadedSettings
-from .status import build_status, daemon_offline
+from .status import offline_status
 from .vault import VaultError, read_header, read_vault
 
 GIB = 1 << 30
@@ -124,13 +123,7 @@ class DoctorEnv:
 def current_status(env: DoctorEnv) -> dict:
     """The status document: the daemon's when one answers, else built from the run history."""
     document, pid = env.daemon()
-    if document is not None:
-        return document
-    with RunHistory(env.paths.history_path, create=False) as history:
-        daemon = daemon_offline(pid)
-        if pid is not None:
-            daemon.update(running=True, responding=False)
-        return build_status(env.loaded, history, daemon=daemon)
+    return document if document is not None else offline_status(env.paths.history_path, env.loaded, pid)
 
 
 def _q(path: Path | str) -> str:

@@ -7,6 +7,7 @@ no daemon runs, by the CLI straight from the settings and the run history.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import __version__
@@ -128,6 +129,8 @@ def exit_code(document: Mapping[str, Any]) -> int:
     """0 when all is OK, 1 on any WARN, 2 on any FAIL (monitoring-plugin convention)."""
     worst = max((SEVERITY.get(job["status"], 2) for job in document["jobs"]), default=0)
     daemon = document["daemon"]
+    if daemon.get("responding") is False:  # the lock is held but nobody answers: wedged
+        return 2
     if not daemon.get("running") or daemon.get("abandoned_threads"):
         worst = max(worst, 1)
     if not document["settings"]["valid"]:
@@ -135,8 +138,17 @@ def exit_code(document: Mapping[str, Any]) -> int:
     return worst
 
 
-def daemon_offline(pid: int | None = None) -> dict[str, Any]:
-    return {"running": False, "pid": pid, "version": __version__, "started_at": None}
+def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) -> dict[str, Any]:
+    """The status document when no daemon answers, from the run history.
+
+    ``pid`` is the holder of the daemon's lock: a live process that does not
+    answer on the control socket is reported as running but not responding (FAIL).
+    """
+    daemon = {"running": False, "pid": pid, "version": __version__, "started_at": None}
+    if pid is not None:
+        daemon.update(running=True, responding=False)
+    with RunHistory(history_path, create=False) as history:
+        return build_status(loaded, history, daemon=daemon)
 
 
 def render_text(document: Mapping[str, Any]) -> str:
