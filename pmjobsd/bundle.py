@@ -42,7 +42,8 @@ from . import __version__, doctor
 from .history import RunHistory
 from .paths import PRIVATE_FILE_MODE
 from .privacy import EntryIdHasher
-from .redaction import VaultRedactor, redact_settings
+from .privacy import redact_settings
+from .redaction import VaultRedactor
 from .rotation import list_archives
 from .vault import VaultError
 

@@ -13,11 +13,15 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import Any
 
 from .paths import PRIVATE_FILE_MODE
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://[^\s'\"<>]+")
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+REDACTED = "<redacted>"
+# Settings keys whose values are secrets (or URLs that carry them).
+_SECRET_KEY = re.compile(r"(secret|token|passw|key|auth|credential|cookie|webhook|url|target|smtp|dsn)", re.I)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -40,7 +44,25 @@ def scrub_text(text: str) -> str:
     if not text:
         return text
     text = _URL.sub(_scrub_url, text)
-    return _EMAIL.sub("<email>", text)
+    return EMAIL.sub("<email>", text)
+
+
+def redact_settings(value: Any, key: str = "") -> Any:
+    """A copy of a settings object with every secret-bearing value replaced by ``"<redacted>"``.
+
+    A value is secret when its key names a secret (token, password, url,
+    targets, ...) or when it is a string holding a URL or an e-mail address.
+    Booleans, numbers and ``null`` under such keys stay: they carry no secret
+    and tell support whether a feature is on.
+    """
+    if isinstance(value, dict):
+        return {k: redact_settings(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_settings(item, key) for item in value]
+    if isinstance(value, str):
+        if _SECRET_KEY.search(key) or "://" in value or EMAIL.search(value):
+            return REDACTED
+    return value
 
 
 def mask_email(address: str) -> str:

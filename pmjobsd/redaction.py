@@ -9,8 +9,8 @@ so the cost does not grow with the number of entries.  A term matches only on
 letter/digit boundaries (the username ``al`` must not eat every "al"),
 case-insensitively; overlapping matches resolve to the leftmost, then longest.
 
-:func:`redact_settings` replaces every secret-bearing value of settings.json
-(notification URLs, tokens, passwords, keys) by ``"<redacted>"``.
+The settings in the bundle go through :func:`pmjobsd.privacy.redact_settings`, which replaces every
+secret-bearing value of settings.json by ``"<redacted>"``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,11 @@ from urllib.parse import urlsplit
 
 import ahocorasick
 
-from .privacy import mask_email, scrub_text
+from .privacy import EMAIL, mask_email, scrub_text
 from .vault import read_vault
 
-REDACTED = "<redacted>"
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 # The app's own phrases around entry ids: "(ID: 5)", "password ID 5", "entry 5".
 _ENTRY_ID = re.compile(r"\b(ID:? |entry )(\d+)\b")
-# settings.json keys whose values are secrets (or URLs that carry them).
-_SECRET_KEY = re.compile(r"(secret|token|passw|key|auth|credential|cookie|webhook|url|target|smtp|dsn)", re.I)
 # "2026-11-28 09:00:00,123 - INFO - " — the app's logging.Formatter prefix stays as it is.
 _APP_LOG_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d+)? - [A-Z]+ - )")
 
@@ -127,7 +123,7 @@ class VaultRedactor:
         """Vault terms to tags, entry ids to hashes, e-mail addresses masked, URLs scrubbed."""
         text = self._replace_terms(text)
         text = _ENTRY_ID.sub(lambda m: f"{m.group(1)}<entry:{self.hash_id(int(m.group(2)))}>", text)
-        text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
+        text = EMAIL.sub(lambda m: mask_email(m.group(0)), text)
         return scrub_text(text)
 
     def redact_app_log(self, text: str) -> str:
@@ -138,21 +134,3 @@ class VaultRedactor:
             prefix = match.group(1) if match else ""
             lines.append(prefix + self.redact(line[len(prefix):]))
         return "".join(lines)
-
-
-def redact_settings(value: Any, key: str = "") -> Any:
-    """A copy of a settings object with every secret-bearing value replaced by ``"<redacted>"``.
-
-    A value is secret when its key names a secret (token, password, url,
-    targets, ...) or when it is a string holding a URL or an e-mail address.
-    Booleans, numbers and ``null`` under such keys stay: they carry no secret
-    and tell support whether a feature is on.
-    """
-    if isinstance(value, dict):
-        return {k: redact_settings(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_settings(item, key) for item in value]
-    if isinstance(value, str):
-        if _SECRET_KEY.search(key) or "://" in value or _EMAIL.search(value):
-            return REDACTED
-    return value

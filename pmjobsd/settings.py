@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from . import cron, registry
+from .privacy import redact_settings
 from .registry import JobFunction, JobSpec, RegistryError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -333,10 +334,6 @@ def settings_schema() -> dict[str, Any]:
 def describe(loaded: LoadedSettings) -> dict[str, Any]:
     """The effective settings as JSON-ready data (``pmjobsd config show``), secrets redacted."""
     data = loaded.settings.model_dump(mode="json", exclude={"definitions"})
-    data["alerts"]["targets"] = [redact_url(url) for url in data["alerts"]["targets"]]
-    data["alerts"]["escalation_targets"] = [redact_url(url) for url in data["alerts"]["escalation_targets"]]
-    if data["alerts"].get("webhook_secret"):
-        data["alerts"]["webhook_secret"] = "<redacted>"
     data["timezone"] = str(loaded.settings.zone())
     data["definitions"] = {}
     for name, job in loaded.jobs.items():
@@ -345,10 +342,4 @@ def describe(loaded: LoadedSettings) -> dict[str, Any]:
             definition["options"] = job.options.model_dump(mode="json")
         definition["builtin"] = job.builtin
         data["definitions"][name] = definition
-    return data
-
-
-def redact_url(url: str) -> str:
-    """Keep only the scheme of a notification URL: its rest carries tokens or credentials."""
-    scheme, sep, _ = url.partition("://")
-    return f"{scheme}://<redacted>" if sep else "<redacted>"
+    return redact_settings(data)

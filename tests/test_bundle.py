@@ -13,7 +13,8 @@ import pytest
 from pmjobsd.bundle import create_bundle
 from pmjobsd.context import Status
 from pmjobsd.privacy import EntryIdHasher
-from pmjobsd.redaction import REDACTED, VaultRedactor, redact_settings
+from pmjobsd.privacy import REDACTED, redact_settings
+from pmjobsd.redaction import VaultRedactor
 from tests.appfixtures import CANARY
 from tests.diagnostics_fixtures import environment, record_run, seed_home
 
