@@ -43,7 +43,7 @@ from .history import RunHistory
 from .paths import PRIVATE_FILE_MODE
 from .privacy import EntryIdHasher
 from .redaction import VaultRedactor, redact_settings
-from .rotation import list_archives
+from .log_archives import list_archives
 from .vault import VaultError
 
 DEFAULT_HISTORY_DAYS = 7
