@@ -42,9 +42,9 @@ from . import __version__, doctor
 from .history import RunHistory
 from .paths import PRIVATE_FILE_MODE
 from .privacy import EntryIdHasher
+from .log_archives import list_archives
 from .privacy import redact_settings
 from .redaction import VaultRedactor
-from .rotation import list_archives
 from .vault import VaultError
 
 DEFAULT_HISTORY_DAYS = 7

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .history import RunHistory
-from .rotation import list_archives, log_files
+from .log_archives import list_archives, log_files
 from .settings import Retention
 
 DAY = 86400

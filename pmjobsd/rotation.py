@@ -1,4 +1,4 @@
-"""Log rotation: rename or copy-then-truncate, then gzip old archives; crash-safe.
+"""Log rotation: rename or copy-then-truncate, crash-safe thanks to a journal.
 
 Contract
 --------
@@ -15,30 +15,25 @@ archive beside it (``password_manager.log.20261128-033000``):
   ``ftruncate`` are lost; the window is one ``read`` returning EOF plus one
   ``ftruncate`` (tests measure it).
 
-``compress_archive(archive)`` writes ``archive.gz`` as a hidden ``.partial``
-file, fsyncs it, renames it into place, fsyncs the folder, and only then
-removes the plain archive.
-
-Crash safety: every step leaves the files in a state that the next call of
-the same function recognises and finishes — a journal beside the log records
-a copy-truncate in flight, and ``.partial`` files are never taken for
-archives.  Re-running after a crash at any step loses and duplicates nothing.
+Crash safety: every step leaves the files in a state that the next call
+recognises and finishes — a journal beside the log records a copy-truncate in
+flight, and ``.partial`` files are never taken for archives.  Re-running after
+a crash at any step loses and duplicates nothing.  Gzipping old archives is in
+:mod:`pmjobsd.compression`, their names in :mod:`pmjobsd.log_archives`.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import re
-import shutil
 import stat
-import subprocess
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Mapping
+from typing import Callable, Literal
+
+from .file_holders import open_holders
+from .log_archives import archive_name, partial_path
 
 Strategy = Literal["auto", "rename", "copytruncate"]
 StepHook = Callable[[str], None]
@@ -51,9 +46,6 @@ MAX_TAIL_PASSES = 8
 # Bytes compared at the head and at the end of the copied range to tell whether
 # the live file was already truncated when a crash interrupted a copy-truncate.
 FINGERPRINT = 64 * 1024
-GZIP_LEVEL = 6
-
-_SUFFIX = r"\.(\d{8}-\d{6})(?:-(\d+))?"
 
 
 class RotationError(Exception):
@@ -71,52 +63,24 @@ class Rotation:
     reason: str = ""
 
 
-def _noop(step: str) -> None:
-    pass
+
+def no_step(step: str) -> None:
+    """The default ``on_step`` hook: nothing to do."""
 
 
-# --------------------------------------------------------------------- names
-def archive_pattern(live: Path) -> re.Pattern[str]:
-    """Names of finished archives of ``live`` (plain or ``.gz``), never ``.partial``."""
-    return re.compile(rf"^{re.escape(live.name)}{_SUFFIX}(\.gz)?$")
-
-
-def list_archives(live: Path) -> list[Path]:
-    """Finished archives of ``live`` in its folder, oldest name first."""
-    pattern = archive_pattern(live)
-    try:
-        names = os.listdir(live.parent)
-    except FileNotFoundError:
-        return []
-    return sorted(live.parent / name for name in names if pattern.match(name))
-
-
-def archive_name(live: Path, now: datetime) -> Path:
-    """A free archive path ``<live>.<YYYYmmdd-HHMMSS>``; ``-2``, ``-3``... on a clash."""
-    stamp = now.strftime("%Y%m%d-%H%M%S")
-    taken = {p.name.removesuffix(".gz") for p in list_archives(live)}
-    candidate, counter = f"{live.name}.{stamp}", 1
-    while candidate in taken or (live.parent / f".{candidate}.partial").exists():
-        counter += 1
-        candidate = f"{live.name}.{stamp}-{counter}"
-    return live.parent / candidate
-
-
-def _journal_path(live: Path) -> Path:
-    return live.parent / f".{live.name}.rotating"
-
-
-def _partial(target: Path) -> Path:
-    return target.parent / f".{target.name}.partial"
-
-
-# ------------------------------------------------------------ small helpers
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ----------------------------------------------------------------- journal
+def _journal_path(live: Path) -> Path:
+    return live.parent / f".{live.name}.rotating"
+
 
 
 def _write_journal(live: Path, data: dict) -> None:
@@ -130,7 +94,7 @@ def _write_journal(live: Path, data: dict) -> None:
     finally:
         os.close(fd)
     os.replace(temp, journal)
-    _fsync_dir(live.parent)
+    fsync_dir(live.parent)
 
 
 def _remove_journal(live: Path) -> None:
@@ -138,7 +102,15 @@ def _remove_journal(live: Path) -> None:
         os.unlink(_journal_path(live))
     except FileNotFoundError:
         pass
-    _fsync_dir(live.parent)
+    fsync_dir(live.parent)
+
+
+
+# ------------------------------------------------------------- copy loops
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _copy_range(src_fd: int, dst_fd: int, offset: int) -> int:
@@ -148,10 +120,7 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int) -> int:
         data = os.pread(src_fd, CHUNK, offset + copied)
         if not data:
             return copied
-        view = memoryview(data)
-        while view:
-            written = os.write(dst_fd, view)
-            view = view[written:]
+        _write_all(dst_fd, data)
         copied += len(data)
 
 
@@ -167,64 +136,13 @@ def _copy_to_eof_then_truncate(src_fd: int, dst_fd: int, offset: int) -> int:
         if not data:
             os.ftruncate(src_fd, 0)
             return copied
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst_fd, view):]
+        _write_all(dst_fd, data)
         copied += len(data)
 
 
 def _same_bytes(a_fd: int, b_fd: int, offset: int, length: int) -> bool:
     return os.pread(a_fd, length, offset) == os.pread(b_fd, length, offset)
 
-
-# --------------------------------------------------------- who holds a file
-def open_holders(path: Path) -> set[int] | None:
-    """Pids of other processes holding ``path`` open; ``None`` when it cannot be known.
-
-    Linux: scan ``/proc/<pid>/fd``.  A process whose fds we may not read (another
-    user's) makes the answer unknown.  Elsewhere (macOS, BSD): ask ``lsof -t``,
-    which ships with macOS; without a usable lsof the answer is unknown.
-    Callers treat unknown as "held" (copy-truncate), see docs/log-rotation.md.
-    """
-    try:
-        target = os.stat(path)
-    except FileNotFoundError:
-        return set()
-    me = os.getpid()
-    if os.path.isdir("/proc/self/fd"):
-        holders: set[int] = set()
-        unknown = False
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            fd_dir = f"/proc/{entry}/fd"
-            try:
-                fds = os.listdir(fd_dir)
-            except FileNotFoundError:
-                continue  # the process ended meanwhile
-            except PermissionError:
-                unknown = True
-                continue
-            for fd in fds:
-                try:
-                    info = os.stat(f"{fd_dir}/{fd}")
-                except OSError:
-                    continue
-                if info.st_ino == target.st_ino and info.st_dev == target.st_dev:
-                    holders.add(int(entry))
-                    break
-        return None if unknown and not holders else holders
-    lsof = shutil.which("lsof")
-    if lsof is None:
-        return None
-    try:
-        result = subprocess.run([lsof, "-t", "--", os.fspath(path)], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    # lsof exits 1 with empty output when nobody holds the file.
-    if result.returncode not in (0, 1) or (result.returncode == 1 and result.stdout.strip()):
-        return None
-    return {int(pid) for pid in result.stdout.split() if pid.isdigit() and int(pid) != me}
 
 
 # ------------------------------------------------------------------ rotate
@@ -234,7 +152,7 @@ def rotate_file(
     now: datetime | None = None,
     min_size: int = 1,
     strategy: Strategy = "auto",
-    on_step: StepHook = _noop,
+    on_step: StepHook = no_step,
 ) -> Rotation:
     """Rotate ``path`` when it holds at least ``min_size`` bytes; return what was done.
 
@@ -275,7 +193,7 @@ def _rotate_by_rename(live: Path, info: os.stat_result, now: datetime, on_step: 
     os.rename(live, archive)  # atomic: a crash leaves either name, never both or neither
     on_step("renamed")
     _recreate_live(live, info)
-    _fsync_dir(live.parent)
+    fsync_dir(live.parent)
     on_step("recreated")
     return Rotation(live, "renamed", archive, info.st_size)
 
@@ -299,7 +217,7 @@ def _recreate_live(live: Path, info: os.stat_result) -> None:
 
 def _rotate_by_copytruncate(live: Path, now: datetime, on_step: StepHook) -> Rotation:
     archive = archive_name(live, now)
-    partial = _partial(archive)
+    partial = partial_path(archive)
     src_fd = os.open(live, os.O_RDWR)
     try:
         info = os.fstat(src_fd)
@@ -337,10 +255,10 @@ def _rotate_by_copytruncate(live: Path, now: datetime, on_step: StepHook) -> Rot
 
 
 def _finish_copytruncate(live: Path, archive: Path, on_step: StepHook) -> None:
-    partial = _partial(archive)
+    partial = partial_path(archive)
     if partial.exists():
         os.rename(partial, archive)
-        _fsync_dir(live.parent)
+        fsync_dir(live.parent)
         on_step("archive_renamed")
     _remove_journal(live)
     on_step("journal_removed")
@@ -358,7 +276,7 @@ def _recover(live: Path, on_step: StepHook) -> Path | None:
     except (ValueError, KeyError, TypeError):
         # Only written by _write_journal (atomic), so this is someone else's file.
         raise RotationError(f"cannot rotate {live}: unreadable rotation journal {journal}; remove it") from None
-    partial = _partial(archive)
+    partial = partial_path(archive)
     if phase == "copying" and partial.exists() and not _was_truncated(live, partial, data.get("inode")):
         # The live file still holds everything the partial copy has: drop the copy.
         os.unlink(partial)
@@ -402,127 +320,9 @@ def _was_truncated(live: Path, partial: Path, inode: int | None) -> bool:
         os.close(live_fd)
 
 
-# ---------------------------------------------------------------- compress
-def compress_archive(archive: str | os.PathLike, *, on_step: StepHook = _noop, check: Callable[[], None] = lambda: None) -> Path:
-    """Gzip ``archive`` to ``archive.gz`` (mode and mtime kept); return the ``.gz`` path.
-
-    The plain archive is removed only after the compressed copy is complete,
-    synced and renamed into place.  ``check`` is called between chunks and may
-    raise to stop (the partial file is removed).  Raise RotationError naming the file.
-    """
-    plain = Path(archive)
-    target = plain.with_name(plain.name + ".gz")
-    partial = _partial(target)
-    try:
-        if target.exists():
-            # A crash after the rename: the .gz is complete (it is only ever renamed into place whole).
-            _remove_plain(plain, on_step)
-            return target
-        info = os.stat(plain)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, stat.S_IMODE(info.st_mode))
-            with open(fd, "wb", closefd=False) as raw, open(plain, "rb") as source:
-                with gzip.GzipFile(filename=plain.name, mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=int(info.st_mtime)) as gz:
-                    while chunk := source.read(CHUNK):
-                        gz.write(chunk)
-                        check()
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            fd = -1
-            partial.unlink(missing_ok=True)
-            raise
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        os.utime(partial, ns=(info.st_atime_ns, info.st_mtime_ns))  # age counts from the archive's time
-        on_step("gz_written")
-        os.rename(partial, target)
-        _fsync_dir(plain.parent)
-        on_step("gz_renamed")
-        _remove_plain(plain, on_step)
-        return target
-    except OSError as exc:
-        raise RotationError(f"cannot compress {plain}: {exc.strerror or exc}") from exc
-
-
-def _remove_plain(plain: Path, on_step: StepHook) -> None:
-    plain.unlink(missing_ok=True)
-    _fsync_dir(plain.parent)
-    on_step("plain_removed")
-
-
-def clean_partials(live: Path) -> list[Path]:
-    """Remove ``.partial`` gzip files left by a crash (plain archives are kept); return them.
-
-    Copy-truncate partials are left to :func:`rotate_file`'s journal recovery.
-    """
-    pattern = re.compile(rf"^\.{re.escape(live.name)}{_SUFFIX}\.gz\.partial$")
-    removed = []
-    for name in os.listdir(live.parent):
-        if pattern.match(name):
-            (live.parent / name).unlink(missing_ok=True)
-            removed.append(live.parent / name)
-    return removed
-
-
-def archives_to_compress(live: Path, older_than: float) -> list[Path]:
-    """Plain archives of ``live`` whose mtime is before ``older_than`` (epoch seconds)."""
-    found = []
-    for archive in list_archives(live):
-        if archive.suffix != ".gz":
-            try:
-                if os.stat(archive).st_mtime < older_than:
-                    found.append(archive)
-            except FileNotFoundError:
-                continue
-    return found
-
-
-# ----------------------------------------------------------- which files
-def log_files(paths, app_settings: Mapping | None = None, extra: Iterable[str] = ()) -> list[Path]:
-    """The logs pmjobsd rotates: the app's, its own ``jobs.log``, and ``files`` options.
-
-    Extra files come from ``extra`` and from ``jobs.definitions.log_rotation.options.files``
-    in ``app_settings``; relative names are taken in ``paths.log_dir``.
-    """
-    names: list[str] = list(extra)
-    try:
-        configured = app_settings["jobs"]["definitions"]["log_rotation"]["options"]["files"]  # type: ignore[index]
-        if isinstance(configured, list):
-            names += [str(name) for name in configured]
-    except (KeyError, TypeError):
-        pass
-    found = [Path(paths.app_log_path), Path(paths.jobs_log_path)]
-    for name in names:
-        candidate = Path(name).expanduser()
-        candidate = candidate if candidate.is_absolute() else Path(paths.log_dir) / candidate
-        if candidate not in found:
-            found.append(candidate)
-    return found
-
-
-def reopening_files(paths) -> set[Path]:
-    """Logs whose writers reopen them after a rename (pmjobsd's WatchedFileHandler)."""
-    return {Path(paths.jobs_log_path)}
-
-
-def epoch_days_ago(days: float, now: float | None = None) -> float:
-    return (time.time() if now is None else now) - days * 86400
-
 
 __all__ = [
     "Rotation",
     "RotationError",
-    "archive_name",
-    "archives_to_compress",
-    "clean_partials",
-    "compress_archive",
-    "list_archives",
-    "log_files",
-    "open_holders",
-    "reopening_files",
     "rotate_file",
 ]
-

@@ -20,7 +20,7 @@ from pmjobsd.joblog import setup_logging
 from pmjobsd.jobs.log_purge import LogPurgeOptions
 from pmjobsd.jobs.log_rotation import LogRotationOptions
 from pmjobsd.retention import purge
-from pmjobsd.rotation import list_archives
+from pmjobsd.log_archives import list_archives
 from tests.helpers import app_paths, make_context
 
 CANARY = "canary-hunter2-s3cr3t@example.org"

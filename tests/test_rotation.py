@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pmjobsd import rotation
-from pmjobsd.rotation import compress_archive, list_archives, open_holders, rotate_file
+from pmjobsd import compression, rotation
+from pmjobsd.compression import compress_archive
+from pmjobsd.file_holders import open_holders
+from pmjobsd.log_archives import list_archives
+from pmjobsd.rotation import rotate_file
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = Path(__file__).with_name("rotation_writer.py")
@@ -174,13 +177,13 @@ CRASH_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 from datetime import datetime
-from pmjobsd import rotation
+from pmjobsd import compression, rotation
 target, action, step = sys.argv[2], sys.argv[3], sys.argv[4]
 def hook(name):
     if name == step:
         os.kill(os.getpid(), signal.SIGKILL)
 if action == "compress":
-    rotation.compress_archive(target, on_step=hook)
+    compression.compress_archive(target, on_step=hook)
 else:
     rotation.rotate_file(target, now=datetime(2026, 11, 28, 3, 30, 0), strategy=action, on_step=hook)
 print("step never reached")
@@ -234,7 +237,7 @@ def test_compress_crash_at_each_step_then_rerun(tmp_path, step):
     assert_exactly_once(live, 20_000)
     assert gz.stat().st_mtime == 1_700_000_000
     assert stat.S_IMODE(gz.stat().st_mode) == 0o640
-    rotation.clean_partials(live)
+    compression.clean_partials(live)
     assert leftovers(tmp_path) == []
 
 

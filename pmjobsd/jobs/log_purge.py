@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..context import JobContext, JobResult
 from ..registry import JobSpec
 from ..retention import purge, retention_settings
-from ..rotation import log_files
+from ..log_archives import log_files
 
 
 class LogPurgeOptions(BaseModel):

@@ -13,18 +13,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field
 
+from ..compression import archives_to_compress, clean_partials, compress_archive
 from ..context import JobContext, JobResult
+from ..log_archives import log_files, reopening_files
 from ..registry import JobSpec
 from ..retention import retention_settings
-from ..rotation import (
-    RotationError,
-    archives_to_compress,
-    clean_partials,
-    compress_archive,
-    log_files,
-    reopening_files,
-    rotate_file,
-)
+from ..rotation import RotationError, rotate_file
 
 
 class LogRotationOptions(BaseModel):
