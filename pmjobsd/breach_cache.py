@@ -25,6 +25,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .atomic import fsync_dir
+
 PREFIX = re.compile(r"[0-9A-F]{5}")
 _SUFFIXES = re.compile(r"[0-9A-F]*")
 # A quoted prefix key in a damaged file, e.g. '"ABCDE":' — used to salvage names only.
@@ -179,7 +181,7 @@ def merge_entries(path: Path, updates: dict[str, list], *, now: float | None = N
                 report.retries += 1
                 continue
             os.replace(temp_path, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             report.written = True
             report.prefixes_total = len(merged)
             report.snapshot = Snapshot(_signature(path), merged)
@@ -204,19 +206,6 @@ def _write_temp(path: Path, data: dict, mode: int) -> str:
             pass
         raise
     return temp_path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass

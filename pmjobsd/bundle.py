@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,11 +38,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__, doctor
+from .atomic import atomic_writer
 from .history import RunHistory
 from .paths import PRIVATE_FILE_MODE
-from .privacy import EntryIdHasher
 from .log_archives import list_archives
-from .privacy import redact_settings
+from .privacy import EntryIdHasher, redact_settings
 from .redaction import VaultRedactor
 from .vault import VaultError
 
@@ -249,33 +248,16 @@ def _target_path(output: Path | None, now: datetime) -> Path:
 
 
 def _write_zip(target: Path, members: dict[str, bytes], now: datetime) -> None:
-    """Write the zip through a 0600 temp file in the same folder, fsync, rename."""
-    folder = target.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=folder)  # mkstemp: 0600
+    """Write the zip atomically (0600 temp file in the same folder, fsync, rename)."""
     stamp = now.astimezone().timetuple()[:6]
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
-                for name, data in members.items():
-                    info = zipfile.ZipInfo(name, date_time=max(stamp, (1980, 1, 1, 0, 0, 0)))
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = (0o100000 | PRIVATE_FILE_MODE) << 16
-                    archive.writestr(info, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, PRIVATE_FILE_MODE)
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_writer(target, PRIVATE_FILE_MODE) as handle:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members.items():
+                info = zipfile.ZipInfo(name, date_time=max(stamp, (1980, 1, 1, 0, 0, 0)))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (0o100000 | PRIVATE_FILE_MODE) << 16
+                archive.writestr(info, data)
+
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -10,12 +10,12 @@ kept (0600 when new).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from .atomic import write_atomic
 
 CHECKSUM_FILE_NAME = "SHA256SUMS"
 CHUNK_SIZE = 1 << 20  # 1 MiB: large enough for full hashing speed, small enough for memory
@@ -94,23 +94,5 @@ class ChecksumFile:
             mode = self.path.stat().st_mode & 0o777
         except FileNotFoundError:
             mode = 0o600
-        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKSUM_FILE_NAME}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
-                handle.write(self.render())
-                handle.flush()
-                os.fchmod(handle.fileno(), mode)
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        folder_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder_fd)  # make the rename itself durable
-        finally:
-            os.close(folder_fd)
+        write_atomic(self.path, self.render().encode("utf-8", "surrogateescape"), mode)
         self.changed = False

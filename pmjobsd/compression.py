@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from .log_archives import ARCHIVE_SUFFIX, list_archives, partial_path
-from .rotation import CHUNK, RotationError, StepHook, fsync_dir, no_step
+from .atomic import fsync_dir
+from .rotation import CHUNK, RotationError, StepHook, no_step
 
 GZIP_LEVEL = 6
 

@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Literal
 
+from .atomic import fsync_dir, write_atomic
 from .file_holders import open_holders
 from .log_archives import archive_name, partial_path
 
@@ -68,15 +69,6 @@ def no_step(step: str) -> None:
     """The default ``on_step`` hook: nothing to do."""
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ----------------------------------------------------------------- journal
 def _journal_path(live: Path) -> Path:
     return live.parent / f".{live.name}.rotating"
@@ -84,17 +76,8 @@ def _journal_path(live: Path) -> Path:
 
 
 def _write_journal(live: Path, data: dict) -> None:
-    """Atomically replace the journal of ``live`` (temp file, fsync, rename)."""
-    journal = _journal_path(live)
-    temp = journal.with_name(journal.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(data).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, journal)
-    fsync_dir(live.parent)
+    """Atomically replace the journal of ``live``."""
+    write_atomic(_journal_path(live), json.dumps(data))
 
 
 def _remove_journal(live: Path) -> None:

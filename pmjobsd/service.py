@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 from xml.sax.saxutils import escape as xml_escape
 
+from .atomic import write_atomic
 from .paths import APP_NAME, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 
 LABEL = "org.securepasswordmanager.pmjobsd"
@@ -235,21 +236,9 @@ def _under(root: Path | None, path: Path) -> Path:
     return root / path.relative_to(path.anchor) if root else path
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder, fsync, rename."""
+def _write_file(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)  # the umask may have narrowed it
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, mode)
 
 
 def _make_folder(path: Path, owner: pwd.struct_passwd | None) -> None:
@@ -313,7 +302,7 @@ def install(
     if dry_run:
         print(f"would write: {target} ({plan.unit_mode:04o})", file=out)
     else:
-        _write_atomic(target, plan.unit_text, plan.unit_mode)
+        _write_file(target, plan.unit_text, plan.unit_mode)
         print(f"wrote {target}", file=out)
     return _run_commands(plan.install, dry_run, out, runner)
 

@@ -74,7 +74,7 @@ def test_file_of_another_owner_names_chown(env):
     os.chown(key, 65534, 65534)
     check = run(env, doctor.check_secret_files)["files.secrets"]
     assert check.status is Status.FAIL
-    assert check.hint == f"chown {doctor._user_name()} {key}"
+    assert check.hint == f"chown {doctor.env.user_name()} {key}"
 
 
 def test_vault_missing_and_not_sqlite(env):

@@ -1,7 +1,7 @@
 """Scheduling rules with an injected clock: no threads, no sleeping."""
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from pmjobsd.cron import CronSchedule

@@ -13,38 +13,13 @@ removes it (after the "resolved" message is queued).
 from __future__ import annotations
 
 import json
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
-from ..paths import PRIVATE_FILE_MODE, ensure_private_dir
+from ..atomic import write_atomic
+from ..paths import ensure_private_dir
 
 FILE_NAME = "alerts.json"
-
-
-def write_private_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a 0600 temporary file in the same folder, fsync, rename."""
-    ensure_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # the rename is durable only once the folder entry is on disk
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 class AlertState:
@@ -86,4 +61,5 @@ class AlertState:
 
     def _save(self) -> None:
         data = json.dumps({"version": 1, "jobs": self._jobs}, indent=1, sort_keys=True).encode("utf-8")
-        write_private_atomic(self.path, data)
+        ensure_private_dir(self.path.parent)
+        write_atomic(self.path, data)

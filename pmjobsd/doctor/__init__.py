@@ -34,7 +34,6 @@ from .checks_system import (
     check_writable,
 )
 from .env import Check, DoctorEnv, current_status, fail, ok, warn
-from .env import user_name as _user_name  # noqa: F401  (tests build the expected chown hint with it)
 from .render import exit_code, render_text, report
 
 # Every check, in the order of the report.
