@@ -191,6 +191,13 @@ class RunHistory:
         ).fetchall()
         return [self._row_to_dict(row) for row in rows]
 
+    def last_success_times(self) -> dict[str, float]:
+        """When each job last finished an attempt with OK or WARN (epoch seconds): it did its work."""
+        rows = self._execute(
+            "SELECT job, MAX(finished_at) AS finished FROM runs WHERE status IN ('OK', 'WARN') GROUP BY job"
+        ).fetchall()
+        return {row["job"]: row["finished"] for row in rows if row["finished"] is not None}
+
     def last_slots(self) -> dict[str, datetime]:
         """The newest scheduled slot each job ran for (catch-up compares against it)."""
         rows = self._execute(
