@@ -27,9 +27,9 @@ h1 { font-size: 1.3rem; margin: 0 0 .3rem; }
 .meta { color: #6e7781; margin: 0 0 1rem; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #d0d7de; vertical-align: top; }
-th { font-weight: 600; font-size: .85rem; text-transform: uppercase; letter-spacing: .03em; color: #57606a; }
+th { white-space: nowrap; font-weight: 600; font-size: .85rem; text-transform: uppercase; letter-spacing: .03em; color: #57606a; }
 td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
-.badge { display: inline-block; min-width: 4.2em; text-align: center; padding: .1rem .5rem; border-radius: 1rem;
+.badge { display: inline-block; white-space: nowrap; min-width: 4.2em; text-align: center; padding: .1rem .5rem; border-radius: 1rem;
          color: #fff; font-weight: 700; font-size: .8rem; }
 .badge.ok { background: var(--ok); } .badge.warn { background: var(--warn); } .badge.fail { background: var(--fail); }
 .badge.running { background: var(--run); } .badge.idle, .badge.off { background: var(--idle); }
@@ -41,6 +41,7 @@ td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
 .errors { color: var(--fail); }
 .when { white-space: nowrap; }
 .sub { color: #6e7781; font-size: .85em; }
+tr.disabled { opacity: .55; }
 """
 
 
@@ -68,6 +69,8 @@ def _duration(milliseconds: int | None) -> str:
     if milliseconds is None:
         return "&ndash;"
     seconds = milliseconds / 1000
+    if seconds < 1:
+        return f"{milliseconds} ms"
     if seconds < 10:
         return f"{seconds:.2f} s"
     if seconds < 120:
@@ -103,8 +106,9 @@ def _row(job: Mapping[str, Any], now: datetime) -> str:
     if failures:
         summary += f'<div class="sub">{failures} failure{"s" if failures > 1 else ""} in a row</div>'
     cron = f'<div class="sub">{escape(job["cron"])}</div>' if job.get("cron") else ""
+    dimmed = ' class="disabled"' if status == "DISABLED" else ""
     return (
-        f'<tr data-job="{escape(job["name"])}">'
+        f'<tr data-job="{escape(job["name"])}"{dimmed}>'
         f'<td><strong>{escape(job["name"])}</strong>{cron}</td>'
         f'<td><span class="badge {_BADGE_CLASS.get(status, "idle")}">{escape(status.replace("_", " "))}</span></td>'
         f'<td>{_when(last.get("started_at"), now)}</td>'
@@ -121,7 +125,9 @@ def render_page(document: Mapping[str, Any], now: datetime | None = None) -> str
     now = now or datetime.now(timezone.utc)
     daemon = document.get("daemon", {})
     overall = document.get("status", "OK")
-    rows = "\n".join(_row(job, now) for job in document.get("jobs", []))
+    # Enabled jobs first (in the document's order), switched-off ones after them.
+    jobs = sorted(document.get("jobs", []), key=lambda job: job.get("status") == "DISABLED")
+    rows = "\n".join(_row(job, now) for job in jobs)
     notes = []
     if daemon.get("abandoned_threads"):
         notes.append(f"{int(daemon['abandoned_threads'])} timed-out job thread(s) still running")
