@@ -338,9 +338,13 @@ class Daemon:
             "heartbeat_age_s": round(time.monotonic() - self.heartbeat, 3),
             "host": socket.gethostname(),
         }
+        loaded = self.loaded
+        # Only the next-run times need the scheduler lock; the history queries run outside it,
+        # so a scrape or a status request never holds up the main loop.
         with self._sched_lock:
-            return build_status(self.loaded, self.history, daemon=daemon, scheduler=self.scheduler,
-                                runner=self.runner, now=self.clock.now())
+            next_runs = _NextRuns({name: self.scheduler.next_run(name) for name in loaded.jobs})
+        return build_status(loaded, self.history, daemon=daemon, scheduler=next_runs, runner=self.runner,
+                            now=self.clock.now())
 
     def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         job: ResolvedJob | None = self.jobs.get(name)
@@ -387,6 +391,16 @@ class Daemon:
                 self.log.error("observer.failed", observer=type(observer).__name__, error=str(exc))
         self.history.close()
         self.log.info("daemon.stopped", interrupted_runs=cut_off, exit_code=self.exit_code)
+
+
+class _NextRuns:
+    """A snapshot of the scheduler's next-run times, with the one method build_status asks."""
+
+    def __init__(self, times: dict[str, Any]):
+        self._times = times
+
+    def next_run(self, name: str) -> Any:
+        return self._times.get(name)
 
 
 def run_summary(record) -> dict[str, Any]:

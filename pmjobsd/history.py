@@ -193,8 +193,10 @@ class RunHistory:
 
     def last_success_times(self) -> dict[str, float]:
         """When each job last finished an attempt with OK or WARN (epoch seconds): it did its work."""
+        # Per job, newest first along the (job, started_at) index: stops at the first success.
         rows = self._execute(
-            "SELECT job, MAX(finished_at) AS finished FROM runs WHERE status IN ('OK', 'WARN') GROUP BY job"
+            "SELECT j.job, (SELECT finished_at FROM runs r WHERE r.job = j.job AND r.status IN ('OK', 'WARN')"
+            " ORDER BY r.started_at DESC, r.attempt DESC LIMIT 1) AS finished FROM (SELECT DISTINCT job FROM runs) j"
         ).fetchall()
         return {row["job"]: row["finished"] for row in rows if row["finished"] is not None}
 
