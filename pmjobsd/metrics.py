@@ -361,9 +361,9 @@ class TextfileWriter:
         while True:
             self._wanted.wait()
             self._wanted.clear()
+            self.write_now()  # on close too: the file keeps the last runs of a stopping daemon
             if self._stopping:
                 return
-            self.write_now()
 
     def close(self, timeout: float = 5.0) -> None:
         self._stopping = True

@@ -14,7 +14,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -323,3 +322,36 @@ def test_off_unless_enabled_and_remote_address_refused(home, daemon_factory):
     with pytest.raises(urllib.error.URLError):
         get(port, "/healthz")
     assert daemon.stop() == 0
+
+
+def test_alert_deliveries_are_counted(home, daemon_factory):
+    """A failing job, a real JSON webhook receiver on 127.0.0.1: pmjobsd_alerts_total{sink="webhook"} counts it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    port = free_port()
+    secret_url = f"json://127.0.0.1:{hook.server_address[1]}/hook/{CANARY}-token"
+    try:
+        home.write_settings({**web_settings(port), "alerts": {"desktop": False, "targets": [secret_url]},
+                             "definitions": {"failing": SETTLED["failing"]}})
+        daemon = daemon_factory()
+        wait_for(lambda: metric_value(port, "pmjobsd_alerts_total", sink="webhook", result="sent") == 1,
+                 message="one delivery counted")
+        assert received
+        assert_no_canary(get(port, "/metrics")[2].decode(), get(port, "/v1/jobs")[2].decode(), get(port, "/")[2].decode())
+        assert daemon.stop() == 0
+    finally:
+        hook.shutdown()
+        hook.server_close()
