@@ -26,6 +26,7 @@ from .alerts.manager import AlertManager
 from .history import RunHistory
 from .joblog import EventLogger, setup_logging
 from .lock import InstanceLock
+from .metrics import MetricsObserver
 from .paths import AppPaths, ensure_private_dir
 from .privacy import EntryIdHasher
 from .runner import RunRequest, Runner
@@ -33,6 +34,7 @@ from .scheduler import Clock, Scheduler
 from .sdnotify import Notifier
 from .settings import LoadedSettings, ResolvedJob, load_settings
 from .status import build_status, iso
+from .web import AddressRefused, StatusServer, monotonic_health
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -70,6 +72,7 @@ class Daemon:
         self.heartbeat = time.monotonic()
         self._signals: deque[int] = deque()
         self._sched_lock = threading.RLock()
+        self.web: StatusServer | None = None
         self.exit_code = EXIT_OK
 
     # --- wake-ups -----------------------------------------------------------------
@@ -141,6 +144,8 @@ class Daemon:
                           last_slot=item.last_slot.isoformat() if item.last_slot else None,
                           reason="missed" if item.last_slot else "never_run")
         self.control = control.ControlServer(self.paths.control_socket_path, self._handle_request)
+        self._start_web()
+        self.metrics.update_textfile()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
@@ -156,18 +161,55 @@ class Daemon:
         return self.exit_code
 
     def _build_observers(self) -> list:
-        """The run observers: alerts (rebuilt when their settings change)."""
+        """The run observers: metrics (built once: counters survive reloads), alerts (rebuilt when changed)."""
+        self.metrics = MetricsObserver(self.status_document, history=self.history,
+                                       textfile=self.loaded.settings.metrics.textfile, log=EventLogger("metrics"))
+        self.metrics.set_jobs(name for name, job in self.loaded.jobs.items() if job.definition.enabled)
         self.alerts = AlertManager(self.loaded.settings.alerts, self.paths, EventLogger("alerts"),
-                                   host=socket.gethostname())
-        return [self.alerts]
+                                   host=socket.gethostname(), on_delivery=self.metrics.alert_delivered)
+        return [self.metrics, self.alerts]
 
     def _reconfigure_observers(self, old: LoadedSettings, new: LoadedSettings) -> None:
+        self.metrics.set_jobs(name for name, job in new.jobs.items() if job.definition.enabled)
+        self.metrics.set_textfile(new.settings.metrics.textfile)
         if new.settings.alerts != old.settings.alerts:
             previous = self.alerts
-            self.alerts = AlertManager(new.settings.alerts, self.paths, EventLogger("alerts"), host=socket.gethostname())
+            self.alerts = AlertManager(new.settings.alerts, self.paths, EventLogger("alerts"), host=socket.gethostname(),
+                                       on_delivery=self.metrics.alert_delivered)
             self.observers[self.observers.index(previous)] = self.alerts
             self.runner.observers = list(self.observers)
             previous.close()
+        endpoint = ("enabled", "host", "port", "allow_remote")
+        if any(getattr(new.settings.metrics, key) != getattr(old.settings.metrics, key) for key in endpoint):
+            self._stop_web()
+            self._start_web()
+
+    # --- the HTTP endpoint (metrics, health, status page) ----------------------------------
+    def _start_web(self) -> None:
+        """Serve /metrics, /healthz, /v1/jobs and / when ``metrics.enabled``; a bad address is logged, not fatal."""
+        self.web = None
+        config = self.loaded.settings.metrics
+        if not config.enabled:
+            return
+        server = StatusServer(
+            config.host, config.port, allow_remote=config.allow_remote,
+            metrics_source=self.metrics.exposition, status_source=self.status_document,
+            health_source=monotonic_health(lambda: self.heartbeat, lambda: self.loaded.settings.wake_interval,
+                                           lambda: self.loaded.settings.metrics.health_grace),
+            cors_origins=lambda: self.loaded.settings.metrics.cors_origins, log=EventLogger("http"),
+        )
+        try:
+            server.start()
+        except (AddressRefused, OSError) as exc:
+            self.log.error("metrics.not_started", host=config.host, port=config.port, error=str(exc))
+            return
+        self.web = server
+        self.log.info("metrics.listening", host=config.host, port=server.address[1])
+
+    def _stop_web(self) -> None:
+        if self.web is not None:
+            self.web.close()
+            self.web = None
 
     def _log_config(self, event: str, loaded: LoadedSettings) -> None:
         if loaded.fatal:
@@ -296,9 +338,13 @@ class Daemon:
             "heartbeat_age_s": round(time.monotonic() - self.heartbeat, 3),
             "host": socket.gethostname(),
         }
+        loaded = self.loaded
+        # Only the next-run times need the scheduler lock; the history queries run outside it,
+        # so a scrape or a status request never holds up the main loop.
         with self._sched_lock:
-            return build_status(self.loaded, self.history, daemon=daemon, scheduler=self.scheduler,
-                                runner=self.runner, now=self.clock.now())
+            next_runs = _NextRuns({name: self.scheduler.next_run(name) for name in loaded.jobs})
+        return build_status(loaded, self.history, daemon=daemon, scheduler=next_runs, runner=self.runner,
+                            now=self.clock.now())
 
     def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         job: ResolvedJob | None = self.jobs.get(name)
@@ -335,6 +381,7 @@ class Daemon:
     # --- stop --------------------------------------------------------------------------
     def _shutdown(self) -> None:
         self.notifier.stopping()
+        self._stop_web()
         self.control.close()
         cut_off = self.runner.shutdown(self.loaded.settings.shutdown_grace)
         for observer in self.observers:
@@ -344,6 +391,16 @@ class Daemon:
                 self.log.error("observer.failed", observer=type(observer).__name__, error=str(exc))
         self.history.close()
         self.log.info("daemon.stopped", interrupted_runs=cut_off, exit_code=self.exit_code)
+
+
+class _NextRuns:
+    """A snapshot of the scheduler's next-run times, with the one method build_status asks."""
+
+    def __init__(self, times: dict[str, Any]):
+        self._times = times
+
+    def next_run(self, name: str) -> Any:
+        return self._times.get(name)
 
 
 def run_summary(record) -> dict[str, Any]:

@@ -191,6 +191,15 @@ class RunHistory:
         ).fetchall()
         return [self._row_to_dict(row) for row in rows]
 
+    def last_success_times(self) -> dict[str, float]:
+        """When each job last finished an attempt with OK or WARN (epoch seconds): it did its work."""
+        # Per job, newest first along the (job, started_at) index: stops at the first success.
+        rows = self._execute(
+            "SELECT j.job, (SELECT finished_at FROM runs r WHERE r.job = j.job AND r.status IN ('OK', 'WARN')"
+            " ORDER BY r.started_at DESC, r.attempt DESC LIMIT 1) AS finished FROM (SELECT DISTINCT job FROM runs) j"
+        ).fetchall()
+        return {row["job"]: row["finished"] for row in rows if row["finished"] is not None}
+
     def last_slots(self) -> dict[str, datetime]:
         """The newest scheduled slot each job ran for (catch-up compares against it)."""
         rows = self._execute(

@@ -113,6 +113,9 @@ class Metrics(_Frozen):
     allow_remote: bool = Field(False, description="allow a non-loopback metrics address")
     textfile: str | None = Field(None, description="node_exporter textfile (.prom) written after each run")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to read /v1/jobs")
+    health_grace: Duration = Field(
+        10.0, ge=0, description="/healthz fails when the scheduler loop's heartbeat is older than 2 x wake_interval + this"
+    )
 
 
 class Retention(_Frozen):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .runner import Runner
     from .scheduler import Scheduler
 
+RECENT_RUNS = 20  # attempts per job in the document's "recent" list (the status page's marks)
 SEVERITY = {"OK": 0, "RUNNING": 0, "NEVER_RUN": 0, "DISABLED": 0, "WARN": 1, "FAIL": 2}
 EXIT_NAMES = {0: "OK", 1: "WARN", 2: "FAIL"}
 
@@ -63,6 +64,15 @@ def _last_run(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _recent(history: RunHistory, name: str) -> list[dict[str, Any]]:
+    """The newest attempts of ``name``, newest first: what the status page draws as marks."""
+    return [
+        {"status": row["status"], "started_at": iso(row["started_at"]), "duration_ms": row["duration_ms"],
+         "final": row["final"]}
+        for row in history.recent(name, limit=RECENT_RUNS)
+    ]
+
+
 def build_status(
     loaded: LoadedSettings,
     history: RunHistory,
@@ -75,6 +85,7 @@ def build_status(
     """The status document; ``scheduler``/``runner`` are given by a live daemon."""
     now = now or datetime.now(timezone.utc)
     last_runs = history.last_runs()
+    last_successes = history.last_success_times()
     running = {active.record.job: active for active in runner.running()} if runner else {}
     jobs = []
     for name in sorted(set(loaded.jobs) | set(loaded.job_errors)):
@@ -84,6 +95,7 @@ def build_status(
                 "name": name, "enabled": False, "cron": None, "status": "FAIL", "next_run": None,
                 "last_run": _last_run(last_runs.get(name)), "consecutive_failures": history.consecutive_failures(name),
                 "config_errors": [str(issue) for issue in loaded.job_errors[name]],
+                "last_success_at": iso(last_successes.get(name)), "recent": _recent(history, name),
             })
             continue
         enabled = job.definition.enabled
@@ -102,6 +114,8 @@ def build_status(
             "last_run": _last_run(last_runs.get(name)),
             "consecutive_failures": history.consecutive_failures(name),
             "description": job.description,
+            "last_success_at": iso(last_successes.get(name)),
+            "recent": _recent(history, name),
         }
         if name in running:
             fraction, message = running[name].progress or (None, "")
