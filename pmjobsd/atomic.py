@@ -30,6 +30,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def existing_mode(path: Path, default: int = PRIVATE_FILE_MODE) -> int:
+    """The permission bits of ``path``, or ``default`` when it does not exist (to keep a mode across a rewrite)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return default
+
+
 @contextmanager
 def atomic_writer(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` (with ``mode``) when the block ends without error.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .atomic import write_atomic
+from .atomic import existing_mode, write_atomic
 
 CHECKSUM_FILE_NAME = "SHA256SUMS"
 CHUNK_SIZE = 1 << 20  # 1 MiB: large enough for full hashing speed, small enough for memory
@@ -90,9 +90,5 @@ class ChecksumFile:
 
     def save(self) -> None:
         """Write atomically: temp file in the same folder, fsync, rename, folder fsync; mode kept."""
-        try:
-            mode = self.path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o600
-        write_atomic(self.path, self.render().encode("utf-8", "surrogateescape"), mode)
+        write_atomic(self.path, self.render().encode("utf-8", "surrogateescape"), existing_mode(self.path))
         self.changed = False

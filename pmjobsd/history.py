@@ -15,7 +15,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .context import Status
 from .observers import RunRecord
@@ -42,8 +42,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started_at);
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_at);
 """
-_FAILED = (Status.FAIL.value, Status.TIMEOUT.value)
 _FINISHED = "status NOT IN ('RUNNING')"
 
 
@@ -161,6 +161,7 @@ class RunHistory:
     # --- reading ------------------------------------------------------------
     def _row_to_dict(self, row: sqlite3.Row) -> dict[str, Any]:
         data = dict(row)
+        data.pop("newest", None)
         if data["status"] == Status.RUNNING.value and not _pid_alive(data["pid"]):
             data["status"] = Status.INTERRUPTED.value
         data["details"] = json.loads(data["details"] or "{}")
@@ -170,10 +171,8 @@ class RunHistory:
 
     def last_runs(self) -> dict[str, dict[str, Any]]:
         """The newest attempt of each job."""
-        rows = self._execute(
-            "SELECT * FROM runs r WHERE rowid = (SELECT rowid FROM runs WHERE job = r.job"
-            " ORDER BY started_at DESC, attempt DESC LIMIT 1)"
-        ).fetchall()
+        # SQLite returns the other columns from the row that holds MAX(): one index walk per job.
+        rows = self._execute("SELECT *, MAX(started_at) AS newest FROM runs GROUP BY job").fetchall()
         return {row["job"]: self._row_to_dict(row) for row in rows}
 
     def recent(self, job: str | None = None, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
@@ -214,17 +213,10 @@ class RunHistory:
 
     def consecutive_failures(self, job: str) -> int:
         """Final outcomes of ``job`` that were FAIL or TIMEOUT, counted back from the newest."""
-        count = 0
-        for row in self._iter_final(job):
-            if row["status"] not in _FAILED:
-                break
-            count += 1
-        return count
-
-    def _iter_final(self, job: str) -> Iterator[sqlite3.Row]:
-        cursor = self._execute(
-            f"SELECT status FROM runs WHERE job = ? AND final = 1 AND {_FINISHED}"
-            " ORDER BY started_at DESC, attempt DESC LIMIT 1000",
+        row = self._execute(
+            "SELECT COUNT(*) FROM runs WHERE job = ?1 AND final = 1 AND status IN ('FAIL', 'TIMEOUT')"
+            " AND started_at > COALESCE((SELECT MAX(started_at) FROM runs WHERE job = ?1 AND final = 1"
+            " AND status NOT IN ('FAIL', 'TIMEOUT', 'RUNNING')), -1)",
             (job,),
-        )
-        yield from cursor.fetchall()
+        ).fetchone()
+        return row[0]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disab
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .atomic import existing_mode, write_atomic
 from . import __version__
 from .history import RunHistory
 from .joblog import EventLogger
@@ -301,32 +301,6 @@ class MetricsObserver(NullObserver):
         return seeded
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename; mode kept (new: 0600).
-
-    node_exporter never sees a half-written file; it ignores the ``.tmp``
-    name while the file is written.
-    """
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 class TextfileWriter:
     """Writes the exposition to ``path`` on its own thread whenever asked (requests coalesce)."""
 
@@ -346,7 +320,7 @@ class TextfileWriter:
     def write_now(self) -> bool:
         """Render and write once, on the caller's thread; return False (and log once) on failure."""
         try:
-            write_atomic(self.path, self.render())
+            write_atomic(self.path, self.render(), existing_mode(self.path))
         except OSError as exc:
             if not self._failed:
                 self.log.error("metrics.textfile_failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -16,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pmjobsd.context import Status
 from pmjobsd.history import RunHistory
-from pmjobsd.metrics import MetricsObserver, job_status_code, write_atomic
+from pmjobsd.metrics import MetricsObserver, job_status_code
 from pmjobsd.observers import RunRecord
 from pmjobsd.statuspage import render_page
 from pmjobsd.web import AddressRefused, Health, StatusServer, heartbeat_health, is_loopback_host
@@ -173,18 +172,6 @@ def test_textfile_written_atomically_after_each_run_with_private_mode(tmp_path, 
              message="second write")
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pmjobsd.prom"]  # no temp files left behind
-
-
-def test_write_atomic_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
-    target = tmp_path / "x.prom"
-    write_atomic(target, b"old\n")
-
-    def fail(fd):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(os, "fsync", fail)
-    with pytest.raises(OSError):
-        write_atomic(target, b"new\n")
-    assert target.read_bytes() == b"old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x.prom"]
 
 
 def test_heartbeat_health():
