@@ -24,7 +24,6 @@ import argparse
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
