@@ -1,0 +1,238 @@
+"""Scale: memory and per-tick CPU with 10,000 jobs, and how the cost of one due run grows with n.
+
+    python benchmarks/bench_scale.py [--quick]
+
+*10,000 jobs* — each side in a fresh child process: resident memory added by
+10,000 daily cron jobs, and the CPU of one scheduler tick with nothing due.
+pmjobsd: the real path, ``load_settings`` on a settings.json holding the
+10,000 user jobs, then ``Scheduler.load``; a tick is ``pop_due()`` +
+``next_wake()`` (the scheduler's share of a main-loop wake-up).  APScheduler 3:
+``add_job`` with ``CronTrigger.from_crontab`` into a running
+BackgroundScheduler; a tick is its ``_process_jobs()`` (what its thread runs
+on every wake-up).
+
+*Growth* — in this process, n jobs due at distinct seconds of the day: time
+per due run to find it, pop it and compute its next fire time.  pmjobsd:
+``Scheduler.pop_due()`` with an injected clock (a heap: O(log n) plus one
+cronsim step), and again with a constant-cost schedule in place of cronsim to
+show the part that depends on n.  Baseline: the `schedule` package's
+``run_pending()`` with one job made due (it asks every job ``should_run``: O(n)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import memory_kb, print_table, row, write_settings  # noqa: E402
+
+SCALE_JOBS = 10_000
+TICKS = 1000
+
+
+def _far_hour() -> int:
+    """An hour of the day twelve hours away, so that no job falls due while we measure."""
+    return (datetime.now(timezone.utc).hour + 12) % 24
+
+
+def child_pmjobsd(jobs: int) -> dict:
+    from benchmarks import probe_jobs  # noqa: F401 - imported before the baseline reading, like the libraries
+    from pmjobsd import registry
+    from pmjobsd.scheduler import Scheduler
+    from pmjobsd.settings import load_settings
+
+    hour = _far_hour()
+    definitions = {f"job_{i:05d}": {"callable": "benchmarks.probe_jobs:noop", "cron": f"{i % 60} {hour} * * *",
+                                    "catch_up": False} for i in range(jobs)}
+    definitions.update({name: {"enabled": False} for name in registry.BUILTIN_JOBS})
+    folder = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    settings_path = write_settings(folder, {"timezone": "UTC", "definitions": definitions})
+    del definitions
+    gc.collect()
+    before = memory_kb(os.getpid())
+    started = time.perf_counter()
+    loaded = load_settings(settings_path)
+    scheduler = Scheduler()
+    scheduler.load(loaded.jobs, catch_up=False)
+    build_s = time.perf_counter() - started
+    assert sum(not job.builtin for job in loaded.jobs.values()) == jobs, loaded.issues[:3]
+    gc.collect()
+    after = memory_kb(os.getpid())
+
+    def tick() -> None:
+        scheduler.pop_due()
+        scheduler.next_wake()
+
+    return {"rss_kb": after - before, "tick_us": _cpu_per_call(tick), "build_s": build_s}
+
+
+def child_apscheduler(jobs: int) -> dict:
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    from benchmarks.probe_jobs import noop
+
+    hour = _far_hour()
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.start()
+    gc.collect()
+    before = memory_kb(os.getpid())
+    started = time.perf_counter()
+    for i in range(jobs):
+        scheduler.add_job(noop, CronTrigger.from_crontab(f"{i % 60} {hour} * * *", timezone="UTC"), args=[None])
+    build_s = time.perf_counter() - started
+    gc.collect()
+    after = memory_kb(os.getpid())
+    result = {"rss_kb": after - before, "tick_us": _cpu_per_call(scheduler._process_jobs), "build_s": build_s}
+    scheduler.shutdown(wait=False)
+    return result
+
+
+def _cpu_per_call(function) -> float:
+    """Median CPU microseconds of one call, over batches of ``TICKS`` calls."""
+    batches = []
+    for _ in range(5):
+        started = time.process_time()
+        for _ in range(TICKS):
+            function()
+        batches.append((time.process_time() - started) / TICKS * 1e6)
+    return statistics.median(batches)
+
+
+def in_child(kind: str, jobs: int) -> dict:
+    """Run ``child_<kind>`` in a fresh interpreter and return what it measured."""
+    output = subprocess.run([sys.executable, __file__, "--child", kind, "--jobs", str(jobs)],
+                            capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+# --- growth ---------------------------------------------------------------------------
+class FixedClock:
+    def __init__(self, now: datetime):
+        self.current = now
+
+    def now(self) -> datetime:
+        return self.current
+
+    def monotonic(self) -> float:
+        return self.current.timestamp()
+
+
+class DailyAt:
+    """A stand-in for CronSchedule with a constant-cost step: fires daily ``offset`` seconds after midnight UTC.
+
+    Timing the scheduler with it isolates the heap and bookkeeping, the part that depends on n.
+    """
+
+    def __init__(self, offset: int):
+        self.offset = offset
+
+    def next_after(self, moment: datetime) -> datetime:
+        stamp = moment.timestamp()
+        fire = stamp - stamp % 86400 + self.offset
+        return datetime.fromtimestamp(fire if fire > stamp else fire + 86400, timezone.utc)
+
+
+def pmjobsd_due_run_us(n: int, ticks: int, real_cron: bool = True) -> float:
+    """Median microseconds per due run of ``Scheduler.pop_due()`` with ``n`` jobs at distinct seconds.
+
+    ``real_cron=False`` uses :class:`DailyAt` instead of cronsim.
+    """
+    from pmjobsd.cron import CronSchedule
+    from pmjobsd.scheduler import Scheduler
+    from pmjobsd.settings import JobDefinition, ResolvedJob
+
+    definition = JobDefinition(cron="* * * * *", catch_up=False)
+    schedules: dict[int, object] = {}
+    jobs = {}
+    for i in range(n):
+        second_of_day = (i * 86400 // n) if n <= 86400 else i % 86400
+        if second_of_day not in schedules:
+            h, m, s = second_of_day // 3600, second_of_day // 60 % 60, second_of_day % 60
+            schedules[second_of_day] = (CronSchedule(f"{s} {m} {h} * * *", timezone.utc) if real_cron
+                                        else DailyAt(second_of_day))
+        jobs[f"job_{i}"] = ResolvedJob(f"job_{i}", definition, lambda ctx: None, {}, False, schedules[second_of_day])
+    clock = FixedClock(datetime(2026, 11, 28, tzinfo=timezone.utc))
+    scheduler = Scheduler(clock)
+    scheduler.load(jobs, catch_up=False)
+    per_run = []
+    for _ in range(ticks):
+        clock.current = datetime.fromtimestamp(scheduler.next_wake(), timezone.utc)
+        started = time.perf_counter()
+        due = scheduler.pop_due()
+        per_run.append((time.perf_counter() - started) / len(due) * 1e6)
+    return statistics.median(per_run)
+
+
+def schedule_due_run_us(n: int, ticks: int) -> float:
+    """Median microseconds of ``schedule``'s ``run_pending()`` with ``n`` jobs, one of them due."""
+    import random
+
+    import schedule
+
+    scheduler = schedule.Scheduler()
+    jobs = []
+    for i in range(n):
+        second_of_day = (i * 86400 // n) if n <= 86400 else i % 86400
+        at = f"{second_of_day // 3600:02d}:{second_of_day // 60 % 60:02d}:{second_of_day % 60:02d}"
+        jobs.append(scheduler.every().day.at(at).do(lambda: None))
+    rng = random.Random(1)
+    timings = []
+    for _ in range(ticks):
+        job = rng.choice(jobs)
+        job.next_run = datetime.now() - timedelta(seconds=1)  # schedule keeps naive local times
+        started = time.perf_counter()
+        scheduler.run_pending()
+        timings.append((time.perf_counter() - started) * 1e6)
+    return statistics.median(timings)
+
+
+def run(quick: bool = False) -> list[dict]:
+    ours, theirs = in_child("pmjobsd", SCALE_JOBS), in_child("apscheduler", SCALE_JOBS)
+    rows = [
+        row(f"memory for {SCALE_JOBS:,} scheduled jobs", ours["rss_kb"] / 1024, theirs["rss_kb"] / 1024,
+            "APScheduler 3", "MB", f"RSS added; loading took {ours['build_s']:.2f} s (settings validated) vs "
+                                   f"{theirs['build_s']:.2f} s (add_job)"),
+        row(f"CPU per scheduler tick, {SCALE_JOBS:,} jobs, none due", ours["tick_us"], theirs["tick_us"],
+            "APScheduler 3", "us", "pmjobsd: pop_due()+next_wake(); APScheduler: _process_jobs()"),
+    ]
+    sizes = (100, 1000, 10_000, 100_000)
+    growth = {}
+    ticks = 300 if quick else 2000
+    for n in sizes:
+        growth[n] = (pmjobsd_due_run_us(n, ticks), pmjobsd_due_run_us(n, ticks, real_cron=False),
+                     schedule_due_run_us(n, max(10, min(ticks, 2_000_000 // n))))
+        gc.collect()
+    for n in sizes:
+        ours_us, heap_us, theirs_us = growth[n]
+        rows.append(row(f"find+reschedule one due run, n={n:,}", ours_us, theirs_us, "schedule run_pending()", "us",
+                        f"scheduler part without the cronsim step {heap_us:.1f} us (x{heap_us / growth[100][1]:.2f} "
+                        f"from n=100); schedule x{theirs_us / growth[100][2]:.0f} from n=100"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer ticks")
+    parser.add_argument("--child", choices=("pmjobsd", "apscheduler"), help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=SCALE_JOBS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps((child_pmjobsd if args.child == "pmjobsd" else child_apscheduler)(args.jobs)))
+        return
+    print_table(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()

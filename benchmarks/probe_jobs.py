@@ -1,0 +1,16 @@
+"""Job functions the benchmarks schedule (as ``"callable": "benchmarks.probe_jobs:..."``)."""
+
+from __future__ import annotations
+
+import time
+
+
+def record_start(ctx) -> None:
+    """Append ``run_id start_time`` to ``options["out"]``; the start time is taken first thing."""
+    started = time.time()
+    with open(ctx.options["out"], "a") as out:
+        out.write(f"{ctx.run_id} {started!r}\n")
+
+
+def noop(ctx) -> None:
+    """Does nothing: measures what running a job costs by itself."""
