@@ -74,6 +74,7 @@ class Daemon:
         self._sched_lock = threading.RLock()
         self.web: StatusServer | None = None
         self.exit_code = EXIT_OK
+        self._last_watchdog = self._last_status = float("-inf")
 
     # --- wake-ups -----------------------------------------------------------------
     def wake(self) -> None:
@@ -237,8 +238,16 @@ class Daemon:
                                limit=self.loaded.settings.max_abandoned_threads, exit_code=EXIT_RESTART)
                 self.exit_code = EXIT_RESTART
                 return
-            self.notifier.watchdog()
+            self._ping_watchdog()
             self._wait(self._sleep_seconds())
+
+    def _ping_watchdog(self) -> None:
+        """WATCHDOG=1 after a healthy iteration, at most every quarter interval (a busy loop iterates often)."""
+        interval = self.notifier.watchdog_interval()
+        now = time.monotonic()
+        if interval and now - self._last_watchdog >= interval / 4:
+            self.notifier.watchdog()
+            self._last_watchdog = now
 
     def _sleep_seconds(self) -> float:
         cap = self.loaded.settings.wake_interval
@@ -299,9 +308,10 @@ class Daemon:
 
     def _schedule_retries(self) -> None:
         completed = self.runner.take_completed()
-        if completed:
+        if completed and time.monotonic() - self._last_status >= 1.0:  # one STATUS= a second at most
             last = completed[-1]
             self.notifier.status(f"{len(self.jobs)} jobs; last run: {last.job} {last.status.value}")
+            self._last_status = time.monotonic()
         for record in completed:
             job = self.jobs.get(record.job)
             if record.final or job is None or not job.definition.enabled:

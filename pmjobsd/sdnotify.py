@@ -40,7 +40,8 @@ def send_datagram(address: str | bytes, message: str) -> None:
     """Send ``message`` as one datagram to ``address`` (the fallback sd_notify)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         sock.connect(address)
-        sock.sendall(message.encode("utf-8"))
+        # Never block the scheduler loop: a manager that stopped reading gets no message (EAGAIN).
+        sock.send(message.encode("utf-8"), socket.MSG_DONTWAIT)
 
 
 def monotonic_usec() -> int:

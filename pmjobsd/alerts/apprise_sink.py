@@ -12,17 +12,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-import apprise
-
 from .base import DeliveryError, Message
 
-_NOTIFY_TYPE = {
-    "alert": apprise.NotifyType.FAILURE,
-    "escalation": apprise.NotifyType.FAILURE,
-    "repeat": apprise.NotifyType.FAILURE,
-    "resolved": apprise.NotifyType.SUCCESS,
-    "notice": apprise.NotifyType.INFO,
-}
+# apprise's NotifyType values; apprise itself is imported only when a target uses it
+# (it costs ~80 ms and several MB at start-up, for nothing when no target is set).
+_NOTIFY_TYPE = {"alert": "failure", "escalation": "failure", "repeat": "failure", "resolved": "success",
+                "notice": "info"}
 
 
 def scheme_of(url: str) -> str:
@@ -45,6 +40,8 @@ class AppriseSink:
     remote = True
 
     def __init__(self, url: str, timeout: float = 10.0):
+        import apprise
+
         self.kind = f"apprise:{scheme_of(url)}"
         self._apprise = apprise.Apprise()
         if not self._apprise.add(_with_timeouts(url, timeout)):
@@ -54,7 +51,7 @@ class AppriseSink:
         ok = self._apprise.notify(
             title=message.title,
             body=message.body,
-            notify_type=_NOTIFY_TYPE.get(message.kind, apprise.NotifyType.INFO),
+            notify_type=_NOTIFY_TYPE.get(message.kind, "info"),
         )
         if not ok:
             raise DeliveryError("apprise reported a failure")
