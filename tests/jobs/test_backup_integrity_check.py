@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import subprocess
@@ -15,7 +14,6 @@ import pytest
 
 from pmjobsd.checksums import ChecksumFile, sha256_file
 from pmjobsd.context import Status
-from pmjobsd.joblog import setup_logging
 from pmjobsd.jobs import backup_integrity_check as job
 from pmjobsd.jobs.backup_integrity_check import BackupCheckOptions
 from pmjobsd.registry import load_builtin
@@ -27,19 +25,6 @@ from tests.helpers import app_paths, make_context
 
 NOW = int(time.time())
 OPTIONS = BackupCheckOptions(settle_seconds=0)
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def jobs_log(home: Path):
-    path = app_paths(home).jobs_log_path
-    setup_logging(path, console=False, level=logging.DEBUG)
-    yield path
-    setup_logging(None, console=False)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sqlite3
 import stat
@@ -20,7 +19,6 @@ from pydantic import ValidationError
 from pmjobsd.breach_cache import merge_entries, read_cache
 from pmjobsd.context import Status
 from pmjobsd.hibp import RangeFormatError, RateGate, parse_range_body, parse_retry_after
-from pmjobsd.joblog import setup_logging
 from pmjobsd.jobs.breach_cache_refresh import JOB, STATE_FILE, BreachCacheRefreshOptions, run_refresh
 from pmjobsd.registry import load_builtin
 from tests.fake_hibp import FakeHIBP
@@ -111,19 +109,6 @@ def app_truncated_entry(pairs: list[tuple[str, int]], suffix: str) -> list[list]
 def server():
     with FakeHIBP() as fake:
         yield fake
-
-
-@pytest.fixture()
-def home(tmp_path):
-    return tmp_path / "home"
-
-
-@pytest.fixture()
-def jobs_log(home):
-    path = home / "jobs.log"
-    setup_logging(path, console=False, level=logging.DEBUG)
-    yield path
-    setup_logging(None, console=False)
 
 
 class FakeClock:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
 import pytest
 
 from pmjobsd.context import Notice, Status
-from pmjobsd.joblog import setup_logging
 from pmjobsd.jobs import expiring_password_digest as digest
 from pmjobsd.jobs.expiring_password_digest import DigestOptions
 from pmjobsd.registry import load_builtin
@@ -17,19 +15,6 @@ from tests.appfixtures import AppProcess, CANARY, assert_no_canary, canary_entry
 from tests.helpers import app_paths, make_context
 
 NOW = int(time.time())
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def jobs_log(home: Path):
-    path = app_paths(home).jobs_log_path
-    setup_logging(path, console=False, level=logging.DEBUG)
-    yield path
-    setup_logging(None, console=False)
 
 
 def _vault(home: Path, entries) -> Path:
