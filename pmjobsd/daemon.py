@@ -348,13 +348,13 @@ class Daemon:
             "heartbeat_age_s": round(time.monotonic() - self.heartbeat, 3),
             "host": socket.gethostname(),
         }
-        loaded = self.loaded
+        loaded, jobs = self.loaded, self.jobs
         # Only the next-run times need the scheduler lock; the history queries run outside it,
         # so a scrape or a status request never holds up the main loop.
         with self._sched_lock:
-            next_runs = _NextRuns({name: self.scheduler.next_run(name) for name in loaded.jobs})
+            next_runs = _NextRuns({name: self.scheduler.next_run(name) for name in jobs})
         return build_status(loaded, self.history, daemon=daemon, scheduler=next_runs, runner=self.runner,
-                            now=self.clock.now())
+                            jobs=jobs, now=self.clock.now())
 
     def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         job: ResolvedJob | None = self.jobs.get(name)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from . import __version__
 from .context import Status
 from .history import RunHistory
-from .settings import LoadedSettings
+from .settings import LoadedSettings, ResolvedJob
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Runner
@@ -80,18 +80,24 @@ def build_status(
     daemon: Mapping[str, Any],
     scheduler: "Scheduler | None" = None,
     runner: "Runner | None" = None,
+    jobs: "Mapping[str, ResolvedJob] | None" = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The status document; ``scheduler``/``runner`` are given by a live daemon."""
+    """The status document; ``scheduler``/``runner``/``jobs`` are given by a live daemon.
+
+    ``jobs`` are the jobs the daemon actually runs (default: those of ``loaded``):
+    a job whose new definition is invalid keeps running with its last good one.
+    """
     now = now or datetime.now(timezone.utc)
+    effective = loaded.jobs if jobs is None else jobs
     last_runs = history.last_runs()
     last_successes = history.last_success_times()
     running = {active.record.job: active for active in runner.running()} if runner else {}
-    jobs = []
-    for name in sorted(set(loaded.jobs) | set(loaded.job_errors)):
-        job = loaded.jobs.get(name)
+    entries = []
+    for name in sorted(set(effective) | set(loaded.job_errors)):
+        job = effective.get(name)
         if job is None:
-            jobs.append({
+            entries.append({
                 "name": name, "enabled": False, "cron": None, "status": "FAIL", "next_run": None,
                 "last_run": _last_run(last_runs.get(name)), "consecutive_failures": history.consecutive_failures(name),
                 "config_errors": [str(issue) for issue in loaded.job_errors[name]],
@@ -124,7 +130,9 @@ def build_status(
                                 "progress": fraction, "progress_message": message}
         if runner is not None and runner.abandoned_count(name):
             entry["abandoned_threads"] = runner.abandoned_count(name)
-        jobs.append(entry)
+        if name in loaded.job_errors:  # running with its last good definition
+            entry["config_errors"] = [str(issue) for issue in loaded.job_errors[name]]
+        entries.append(entry)
     document = {
         "generated_at": now.isoformat(timespec="seconds"),
         "daemon": dict(daemon),
@@ -133,7 +141,7 @@ def build_status(
             "valid": loaded.ok,
             "issues": [str(issue) for issue in loaded.issues],
         },
-        "jobs": jobs,
+        "jobs": entries,
     }
     document["status"] = EXIT_NAMES[exit_code(document)]
     return document

@@ -92,6 +92,10 @@ def test_reload_on_sighup_and_on_file_change_keeps_last_good_settings(home, daem
     wait_for(lambda: any(e.get("job") == "tick" for e in home.events("config.invalid")), message="job error")
     count = len(home.events("job.succeeded", job="tick"))
     wait_for(lambda: len(home.events("job.succeeded", job="tick")) > count, message="tick kept")
+    code, document = home.status()
+    (tick,) = [job for job in document["jobs"] if job["name"] == "tick"]
+    assert tick["cron"] == "* * * * * *" and tick["next_run"]  # still scheduled by its last good definition
+    assert "jobs.definitions.tick.cron" in tick["config_errors"][0] and code == 1
     assert daemon.stop() == 0
 
 
