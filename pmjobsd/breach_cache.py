@@ -91,6 +91,10 @@ def quarantine(path: Path, now: float | None = None) -> Path:
     return target
 
 
+# A file that fails to parse is taken for corrupt only once it is this old (seconds).
+CORRUPT_AFTER = 30.0
+
+
 class CacheBusy(OSError):
     """The file kept changing and never parsed: someone is writing it; try again later."""
 
@@ -132,6 +136,12 @@ def read_stable(path: Path, attempts: int = 5, pause: float = 0.05) -> tuple[tup
         except CacheCorrupt:
             time.sleep(pause)
             if _signature(path) == before:
+                # The app writes in place (truncate, then json.dump): a writer paused mid-file
+                # (CPU starvation, suspend) leaves a recent, unchanging half file.  Only a file
+                # left broken for a while is corrupt; moving a live write aside would lose it.
+                if time.time() - before[1] / 1e9 < CORRUPT_AFTER:
+                    raise CacheBusy(f"{path}: unreadable but written {CORRUPT_AFTER:g} s ago or less; "
+                                    "the app may be writing it") from None
                 raise
     # Still being written: not corrupt, just busy; the caller leaves it alone this time.
     raise CacheBusy(f"{path}: kept changing and never parsed in {attempts} reads")
@@ -164,7 +174,8 @@ def merge_entries(path: Path, updates: dict[str, list], *, now: float | None = N
                     before, current = read_stable(path)
             except CacheCorrupt:
                 report.quarantined_to = quarantine(path, now)
-                before, current = None, {}
+                # Rebuild on the last good reading when we have one, not on nothing.
+                before, current = None, dict(snapshot.data) if snapshot is not None else {}
             if not updates and not force_write and report.quarantined_to is None:
                 report.prefixes_total = len(current)
                 return report

@@ -428,6 +428,7 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(server, home):
     damaged = b'{"00000": [["' + b"A" * 35 + b'", 3]], "0ABCD": [["12'  # cut mid-write
     cache_path.write_bytes(damaged)
     os.chmod(cache_path, 0o640)
+    os.utime(cache_path, (time.time() - 120,) * 2)  # left broken (a crash), not being written now
     _, result = run(home, options(server))
     assert result.status is Status.WARN and "corrupt" in result.summary
     aside = list(cache_path.parent.glob("breach_cache.json.corrupt-*"))
@@ -437,6 +438,17 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(server, home):
     assert set(rebuilt) == set(prefixes(3)) | {"0ABCD"}  # known to state + names still legible
     assert rebuilt["0ABCD"] == full_entry(server, "0ABCD")
     assert stat.S_IMODE(cache_path.stat().st_mode) == 0o600
+
+
+def test_a_half_written_file_of_a_paused_app_is_left_alone(server, home):
+    cache_path = write_app_cache(home, {p: [] for p in prefixes(3)})
+    run(home, options(server))
+    half = cache_path.read_bytes()[:20]  # the app truncated and stalled mid json.dump just now
+    cache_path.write_bytes(half)
+    _, result = run(home, options(server))
+    assert cache_path.read_bytes() == half  # the app's write can still complete into this file
+    assert not list(cache_path.parent.glob("breach_cache.json.corrupt-*"))
+    assert result.status in (Status.WARN, Status.FAIL) and "corrupt_file_moved_to" not in result.details
 
 
 def test_cancel_half_way_saves_what_was_fetched(server, home):
