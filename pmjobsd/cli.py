@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,8 +134,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if not args.detach:
             return daemon.run()
-        pidfile = args.pidfile or (resolve_paths(base, load_settings(base.settings_path), overrides).state_dir
-                                   / "detached.pid")
+        state_dir = resolve_paths(base, load_settings(base.settings_path), overrides).state_dir
+        holder = holder_pid(state_dir / "pmjobsd.pid")
+        if holder is not None:  # say it here: after the fork nobody reads our stderr
+            raise AlreadyRunning(f"pmjobsd already runs (pid {holder}) for {state_dir}")
+        pidfile = args.pidfile or state_dir / "detached.pid"
         # Fork before any thread or lock exists; the daemon installs its own signal handlers.
         with detach(pidfile, signal_map={}):
             return daemon.run()
@@ -161,9 +165,15 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     paths, loaded = _effective_paths(args)
     try:
         response = control.ask_daemon(paths.control_socket_candidates, {"cmd": "run-now", "job": args.job, "wait": args.wait},
-                                   timeout=None if args.wait else 10.0)
-    except control.ControlError:
-        response = _run_in_process(paths, loaded, args.job)
+                                      timeout=None if args.wait else 10.0)
+    except control.NoDaemon:
+        holder = holder_pid(paths.lock_path)
+        if holder is None:
+            response = _run_in_process(paths, loaded, args.job)
+        else:  # running it here too could run the job twice at once
+            response = {"ok": False, "error": f"pmjobsd (pid {holder}) holds the lock but does not answer"}
+    except control.ControlError as exc:  # the daemon got the request: it may be running the job
+        response = {"ok": False, "error": str(exc)}
     if args.json:
         _print_json(response)
     if not response.get("ok"):
@@ -281,6 +291,7 @@ COMMANDS = {"doctor": cmd_doctor, "logs": cmd_logs, "service": cmd_service, "run
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_expand_aliases(list(sys.argv[1:] if argv is None else argv)))
+    os.umask(0o077)  # every file and folder any command creates is private (DESIGN §2)
     return COMMANDS[args.command](args)
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,7 +24,29 @@ MAX_REQUEST = 64 * 1024
 
 
 class ControlError(Exception):
-    """No daemon answers on the socket, or it answered with an error."""
+    """The daemon could not be asked, or did not answer in time."""
+
+
+class NoDaemon(ControlError):
+    """Nothing listens on the socket: the request never reached a daemon."""
+
+
+@contextmanager
+def unix_address(path: Path):
+    """An address for ``path`` that fits AF_UNIX's ~104-byte limit.
+
+    Deep homes (and test folders) make ``<data dir>/jobs/control.sock`` longer
+    than that.  On Linux the folder is then reached through an open descriptor,
+    ``/proc/self/fd/N/control.sock``, which bind() and connect() resolve alike.
+    """
+    if len(os.fsencode(path)) < 100 or not os.path.isdir("/proc/self/fd"):
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 class ControlServer:
@@ -39,7 +62,8 @@ class ControlServer:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
         try:
-            self._sock.bind(str(path))
+            with unix_address(path) as address:
+                self._sock.bind(address)
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
@@ -97,13 +121,12 @@ def _read_line(conn: socket.socket) -> bytes:
 
 def ask_daemon(paths: Sequence[Path], message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
     """Send ``message`` to the first socket in ``paths`` with a daemon behind it; raise ControlError."""
-    error = ControlError("no daemon socket to try")
     for path in paths:
         try:
             return request(path, message, timeout)
-        except ControlError as exc:
-            error = exc
-    raise error
+        except NoDaemon:
+            continue
+    raise NoDaemon(f"no daemon answers on {' or '.join(map(str, paths))}")
 
 
 def request(path: Path, message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
@@ -111,11 +134,12 @@ def request(path: Path, message: dict[str, Any], timeout: float | None = 10.0) -
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(str(path))
+        with unix_address(path) as address:
+            sock.connect(address)
         sock.sendall(json.dumps(message).encode() + b"\n")
         line = _read_line(sock)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise ControlError(f"no daemon answers on {path}") from exc
+        raise NoDaemon(f"no daemon answers on {path}") from exc
     except OSError as exc:
         raise ControlError(f"control socket {path}: {exc}") from exc
     finally:

@@ -302,6 +302,10 @@ class Daemon:
         self.runner.resize(new.settings.max_workers)
         with self._sched_lock:
             self.scheduler.load(jobs, catch_up=False)
+            dropped = [record for record in self.runner.awaiting_retry()
+                       if not self.scheduler.pending_retries(record.job)]
+        for record in dropped:
+            self.runner.give_up(record.run_id, "the job was disabled or removed before its retry")
         self._reconfigure_observers(old, new)
         self._log_config("config.reloaded", new)
         self.notifier.ready()
@@ -339,6 +343,8 @@ class Daemon:
             if reason:
                 self.log.info("job.skipped", job=item.job, trigger=item.trigger, reason=reason,
                               slot=item.slot.isoformat() if item.slot else None)
+                if item.trigger == "retry":
+                    self.runner.give_up(item.run_id, f"retry not started: {reason}")
 
     # --- control requests (from the control socket's threads) ----------------------------
     def status_document(self) -> dict[str, Any]:
@@ -394,6 +400,8 @@ class Daemon:
         self._stop_web()
         self.control.close()
         cut_off = self.runner.shutdown(self.loaded.settings.shutdown_grace)
+        for record in self.runner.awaiting_retry():
+            self.runner.give_up(record.run_id, "pmjobsd stopped before the retry")
         for observer in self.observers:
             try:
                 observer.close()

@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .context import Status
 from .observers import RunRecord
 from .paths import PRIVATE_FILE_MODE, ensure_private_dir
@@ -38,6 +40,7 @@ CREATE TABLE IF NOT EXISTS runs (
     metrics      TEXT NOT NULL DEFAULT '{}',
     final        INTEGER NOT NULL DEFAULT 1,
     pid          INTEGER NOT NULL,
+    pid_started  REAL,
     PRIMARY KEY (run_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started_at);
@@ -47,16 +50,39 @@ CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_a
 _FINISHED = "status NOT IN ('RUNNING')"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None when there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return -1.0  # alive, start time unknown
+
+
+_own_start: tuple[int, float | None] = (-1, None)
+
+
+def _own_start_time() -> float | None:
+    """This process's start time, cached per pid (a detached daemon has a new pid after fork)."""
+    global _own_start
+    if _own_start[0] != os.getpid():
+        _own_start = (os.getpid(), process_start_time(os.getpid()))
+    return _own_start[1]
+
+
+def _writer_alive(pid: int, started: float | None) -> bool:
+    """Is the process that wrote a row still the one running under ``pid``?
+
+    A pid alone is not enough: after a crash the pid is reused (in a container the
+    daemon is PID 1 every time), so the writer's start time is compared too.
+    """
+    now_started = process_start_time(pid)
+    if now_started is None:
         return False
-    except PermissionError:
+    if started is None or now_started < 0:
         return True
-    return True
+    return abs(now_started - started) < 1.0
 
 
 class RunHistory:
@@ -75,6 +101,7 @@ class RunHistory:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
         elif not self.path.exists():
             self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
             self._conn.executescript(SCHEMA)
             return
         # Several processes may write (the daemon, a `run-now` without daemon):
@@ -85,6 +112,9 @@ class RunHistory:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.executescript(SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        if "pid_started" not in columns:  # a history written by pmjobsd 0.1.0 before this column
+            self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{self.path}{suffix}")
             if sidecar.exists() and sidecar.stat().st_uid == os.getuid():
@@ -107,8 +137,8 @@ class RunHistory:
     # --- writing ----------------------------------------------------------
     def record_start(self, record: RunRecord) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO runs (run_id, attempt, job, trigger, slot, started_at, status, pid)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO runs (run_id, attempt, job, trigger, slot, started_at, status, pid, pid_started)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.run_id,
                 record.attempt,
@@ -118,6 +148,7 @@ class RunHistory:
                 record.started_at,
                 Status.RUNNING.value,
                 os.getpid(),
+                _own_start_time(),
             ),
         )
 
@@ -139,11 +170,16 @@ class RunHistory:
             ),
         )
 
+    def mark_final(self, run_id: str, attempt: int) -> None:
+        """No retry follows this attempt after all: its outcome is the run's."""
+        self._execute("UPDATE runs SET final=1 WHERE run_id=? AND attempt=?", (run_id, attempt))
+
     def mark_interrupted(self) -> int:
         """Turn RUNNING rows whose writer is gone into INTERRUPTED; return how many."""
         with self._lock:
-            rows = self._conn.execute("SELECT run_id, attempt, pid, started_at FROM runs WHERE status='RUNNING'").fetchall()
-            dead = [row for row in rows if not _pid_alive(row["pid"])]
+            rows = self._conn.execute(
+                "SELECT run_id, attempt, pid, pid_started FROM runs WHERE status='RUNNING'").fetchall()
+            dead = [row for row in rows if not _writer_alive(row["pid"], row["pid_started"])]
             for row in dead:
                 self._conn.execute(
                     "UPDATE runs SET status=?, finished_at=?, summary=?, final=1 WHERE run_id=? AND attempt=?",
@@ -162,7 +198,7 @@ class RunHistory:
     def _row_to_dict(self, row: sqlite3.Row) -> dict[str, Any]:
         data = dict(row)
         data.pop("newest", None)
-        if data["status"] == Status.RUNNING.value and not _pid_alive(data["pid"]):
+        if data["status"] == Status.RUNNING.value and not _writer_alive(data["pid"], data.get("pid_started")):
             data["status"] = Status.INTERRUPTED.value
         data["details"] = json.loads(data["details"] or "{}")
         data["metrics"] = json.loads(data["metrics"] or "{}")

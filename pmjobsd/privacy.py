@@ -21,20 +21,19 @@ _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://[^\s'\"<>]+")
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 REDACTED = "<redacted>"
 # Settings keys whose values are secrets (or URLs that carry them).
-_SECRET_KEY = re.compile(r"(secret|token|passw|key|auth|credential|cookie|webhook|url|target|smtp|dsn)", re.I)
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_SECRET_KEY = re.compile(
+    r"(secret|token|pass|pwd|bearer|api|private|key|auth|credential|cookie|webhook|url|target|smtp|dsn)", re.I)
+# urllib3/requests errors name the URL in pieces: "...(host='hooks.example.org', port=443): Max retries
+# exceeded with url: /services/T000/SECRET?token=abc (Caused by ...)".
+_URL_PATH_IN_ERROR = re.compile(r"(\burl: )/\S+")
 
 
 def _scrub_url(match: re.Match) -> str:
-    url = match.group(0)
+    """Keep a URL's scheme and host: paths, queries and user info carry webhook tokens and credentials."""
     scheme = match.group(1).lower()
-    rest = url.split("://", 1)[1]
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    # Loopback http(s) URLs without credentials are harmless and useful in errors;
-    # anything else (webhooks carry tokens in their paths) keeps only scheme and host.
-    if scheme in ("http", "https") and "@" not in rest.split("/", 1)[0] and host.split(":")[0] in _LOOPBACK_HOSTS:
-        return scheme + "://" + rest.split("?", 1)[0]
-    if scheme in ("http", "https"):
+    authority = match.group(0).split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    host = authority.rsplit("@", 1)[-1]
+    if scheme in ("http", "https", "ws", "wss"):
         return f"{scheme}://{host}/<redacted>"
     return f"{scheme}://<redacted>"
 
@@ -44,6 +43,7 @@ def scrub_text(text: str) -> str:
     if not text:
         return text
     text = _URL.sub(_scrub_url, text)
+    text = _URL_PATH_IN_ERROR.sub(r"\1<redacted>", text)
     return EMAIL.sub("<email>", text)
 
 
@@ -89,8 +89,9 @@ class EntryIdHasher:
             key = path.read_bytes()
             if len(key) >= 32:
                 return cls(key)
+            short = True  # truncated or emptied: a short key makes every hash guessable
         except FileNotFoundError:
-            pass
+            short = False
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = secrets.token_bytes(32)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -100,12 +101,17 @@ class EntryIdHasher:
             handle.flush()
             os.fsync(handle.fileno())
         try:
-            # link() fails if another process created the key first: use theirs.
-            os.link(tmp, path)
+            if short:
+                os.replace(tmp, path)
+            else:
+                # link() fails if another process created the key first: use theirs.
+                os.link(tmp, path)
         except FileExistsError:
             key = path.read_bytes()
         finally:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
+        if len(key) < 32:
+            raise ValueError(f"{path}: id-hash key shorter than 32 bytes")
         return cls(key)
 
     def __call__(self, entry_id: object) -> str:

@@ -114,6 +114,7 @@ class Runner:
         self._active: dict[str, ActiveRun] = {}  # run_id -> running attempt
         self._queued: dict[str, int] = {}  # job -> requests in the pool queue
         self._waiting: dict[str, deque[RunRequest]] = {}  # job -> runs waiting for the running one (overlap=queue)
+        self._awaiting_retry: dict[str, RunRecord] = {}  # run_id -> its last, non-final attempt
         self._abandoned: dict[str, int] = {}  # job -> live abandoned threads
         self._completed: deque[RunRecord] = deque()
         self._workers: list[_Worker] = []
@@ -194,6 +195,7 @@ class Runner:
         context.notifier = lambda notice: self._notice(job.name, request.run_id, notice)
         context.progress_callback = lambda fraction, message: setattr(active, "progress", (fraction, scrub_text(message)))
         with self._lock:
+            self._awaiting_retry.pop(request.run_id, None)
             self._active[request.run_id] = active
             if self._stopping:
                 context.cancel_event.set()
@@ -203,6 +205,7 @@ class Runner:
         if worker.abandoned:
             with self._lock:
                 self._abandoned[job.name] -= 1
+                self._start_waiting(job.name)
             self.log.warning("job.abandoned_thread_exited", job=job.name, run_id=request.run_id, status=status.value)
             self.wake()
 
@@ -230,19 +233,37 @@ class Runner:
         )
         self._tell("run_started", record)
 
-    def _finish(self, active: ActiveRun, status: Status, summary: str, error: str | None,
-                details: dict, metrics: dict) -> bool:
-        """Record the outcome of ``active`` once; return False if it was already recorded (timed out)."""
+    def _claim(self, active: ActiveRun, *, abandon: bool = False) -> bool:
+        """Take the right to record ``active``'s outcome; only the first caller gets it.
+
+        With ``abandon`` (a timeout), the worker is marked abandoned in the same
+        step, so a job returning at that moment can never see a half-made decision.
+        """
         with active.lock:
             if active.finished:
-                if not active.worker.abandoned:
-                    return False
-                self.log.info(
-                    "job.late_result", job=active.record.job, run_id=active.record.run_id,
-                    attempt=active.record.attempt, status=status.value,
-                )
                 return False
             active.finished = True
+            if abandon:
+                with self._lock:
+                    active.worker.abandoned = True
+                    self._abandoned[active.record.job] = self._abandoned.get(active.record.job, 0) + 1
+                    if not self._stopping:
+                        self._add_worker()  # the seat is free again
+            return True
+
+    def _finish(self, active: ActiveRun, status: Status, summary: str, error: str | None,
+                details: dict, metrics: dict) -> bool:
+        """Record the outcome of ``active`` once; return False if it was already recorded."""
+        if not self._claim(active):
+            if active.worker.abandoned:
+                self.log.info("job.late_result", job=active.record.job, run_id=active.record.run_id,
+                              attempt=active.record.attempt, status=status.value)
+            return False
+        self._record(active, status, summary, error, details, metrics)
+        return True
+
+    def _record(self, active: ActiveRun, status: Status, summary: str, error: str | None,
+                details: dict, metrics: dict) -> None:
         record = active.record
         request = active.request
         record.finished_at = time.time()
@@ -263,14 +284,42 @@ class Runner:
         self._tell("run_finished", record)
         with self._lock:
             self._active.pop(record.run_id, None)
-            waiting = self._waiting.get(record.job)
-            if waiting and not self._stopping:
-                self._enqueue(waiting.popleft())
+            if not record.final:
+                self._awaiting_retry[record.run_id] = record
+            self._start_waiting(record.job)
             self._completed.append(record)
         request.record = record
         request.done.set()
         self.wake()
-        return True
+
+    def _start_waiting(self, job: str) -> None:
+        """Start the run queued behind ``job`` (overlap=queue) unless a thread of it still runs (hold _lock)."""
+        waiting = self._waiting.get(job)
+        if waiting and not self._stopping and not self._abandoned.get(job):
+            self._enqueue(waiting.popleft())
+
+    def give_up(self, run_id: str, reason: str) -> RunRecord | None:
+        """A retry of ``run_id`` will not run: make its last attempt the final outcome.
+
+        Without this, a run whose retry was dropped (its timed-out thread still
+        runs, the job was disabled, the daemon stops) would never be final,
+        never counted as a failure and never alerted on.
+        """
+        with self._lock:
+            record = self._awaiting_retry.pop(run_id, None)
+        if record is None:
+            return None
+        record.final = True
+        self.history.mark_final(record.run_id, record.attempt)
+        record.consecutive_failures = self.history.consecutive_failures(record.job)
+        self.log.warning("job.retry_dropped", component="runner", job=record.job, run_id=record.run_id,
+                         attempt=record.attempt, status=record.status.value, reason=reason)
+        self._tell("run_finished", record)
+        return record
+
+    def awaiting_retry(self) -> list[RunRecord]:
+        with self._lock:
+            return list(self._awaiting_retry.values())
 
     def _tell(self, method: str, *args: Any) -> None:
         for observer in self.observers:
@@ -290,15 +339,12 @@ class Runner:
             overdue = [a for a in self._active.values() if not a.finished and a.context.deadline <= now_monotonic]
         expired = []
         for active in overdue:
+            if not self._claim(active, abandon=True):
+                continue  # it finished on its own just now
             active.context.cancel_event.set()
             timeout = active.request.job.definition.timeout
-            with self._lock:
-                active.worker.abandoned = True
-                self._abandoned[active.record.job] = self._abandoned.get(active.record.job, 0) + 1
-                if not self._stopping:
-                    self._add_worker()
-            if self._finish(active, Status.TIMEOUT, f"timed out after {timeout:g}s", None, {}, {}):
-                expired.append(active.record)
+            self._record(active, Status.TIMEOUT, f"timed out after {timeout:g}s", None, {}, {})
+            expired.append(active.record)
         return expired
 
     def next_deadline(self) -> float | None:
@@ -332,10 +378,13 @@ class Runner:
         """
         with self._lock:
             self._stopping = True
+            never_started = [request for waiting in self._waiting.values() for request in waiting]
             for waiting in self._waiting.values():
                 waiting.clear()
             for active in self._active.values():
                 active.context.cancel_event.set()
+        for request in never_started:
+            request.done.set()  # a `run-now --wait` on it gets its answer instead of a timeout
         # Requests still in the pool queue never started: nothing to record.
         while True:
             try:
@@ -353,6 +402,14 @@ class Runner:
         for active in self.running():
             if self._finish(active, Status.INTERRUPTED, "interrupted: pmjobsd stopped during the run", None, {}, {}):
                 cut_off += 1
+        # A worker may be recording an outcome it claimed just before the deadline; let it land
+        # before the history is closed (entries leave _active once recorded).
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            with self._lock:
+                if not any(active.finished for active in self._active.values()):
+                    break
+            time.sleep(0.01)
         for _ in self._workers:
             self._queue.put(None)
         return cut_off

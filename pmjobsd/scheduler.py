@@ -58,6 +58,13 @@ class CatchUp:
     last_slot: datetime | None
 
 
+def _same_timing(old: ResolvedJob, new: ResolvedJob) -> bool:
+    """Would ``new`` fire at the same moments as ``old``?"""
+    a, b = old.definition, new.definition
+    return (a.enabled and b.enabled and a.cron == b.cron and a.jitter == b.jitter
+            and str(old.schedule.tz) == str(new.schedule.tz))
+
+
 class Scheduler:
     """Keeps the next due item of every enabled job, plus pending retries."""
 
@@ -84,10 +91,16 @@ class Scheduler:
         does not forget a retry); everything else is recomputed.
         """
         now = self.clock.now()
-        self._jobs = jobs
-        for item in self._next_scheduled.values():
-            item.cancelled = True
-        self._next_scheduled.clear()
+        previous, self._jobs = self._jobs, jobs
+        # A job whose timing did not change keeps its pending slot: a reload (the app rewrites
+        # settings.json on every change) just as a slot falls due, or during its jitter delay,
+        # must not push it to the next slot.
+        kept = {name: item for name, item in self._next_scheduled.items()
+                if name in jobs and name in previous and _same_timing(previous[name], jobs[name])}
+        for name, item in self._next_scheduled.items():
+            if name not in kept:
+                item.cancelled = True
+        self._next_scheduled = kept
         for name in list(self._retries):
             if name not in jobs or not jobs[name].definition.enabled:
                 for item in self._retries.pop(name):
@@ -96,7 +109,8 @@ class Scheduler:
         for name, job in jobs.items():
             if not job.definition.enabled:
                 continue
-            self._schedule_next(job, now)
+            if name not in kept:
+                self._schedule_next(job, now)
             if catch_up and job.definition.catch_up:
                 last = (last_slots or {}).get(name)
                 missed = job.schedule.previous_at_or_before(now)

@@ -136,3 +136,56 @@ def test_shutdown_cancels_and_records_what_it_cut_off(runner_setup):
     runner.shutdown(5)
     assert honours.record.status is Status.INTERRUPTED
     assert history.recent("sleepy", 1)[0]["status"] == "INTERRUPTED"
+
+
+def test_a_run_finishing_at_its_deadline_is_not_also_abandoned(runner_setup):
+    runner, history, _ = runner_setup
+    gate = threading.Event()
+
+    def until_gate(ctx):
+        gate.wait(10)
+        return JobResult.ok("made it")
+
+    request = run(runner, job("edge", until_gate, timeout=0.2))
+    wait_for(lambda: runner.running())
+    (active,) = runner.running()
+    # The job's own outcome claims the run first; the timeout check comes a moment later.
+    assert runner._finish(active, Status.OK, "made it", None, {}, {})
+    time.sleep(0.3)
+    assert runner.expire_overdue() == []
+    assert runner.abandoned_count() == 0 and request.record.status is Status.OK
+    gate.set()
+    after = RunRequest(job("edge", lambda ctx: None), "schedule")
+    assert runner.offer(after, "skip") is None  # the job is not blocked by a phantom abandoned thread
+    assert after.done.wait(10) and after.record.status is Status.OK
+
+
+def test_queued_run_waits_for_an_abandoned_thread(runner_setup):
+    runner, _, _ = runner_setup
+    release = threading.Event()
+
+    def stuck(ctx):
+        release.wait(30)
+
+    first = run(runner, job("q", stuck, timeout=0.2), overlap="queue")
+    wait_for(lambda: runner.running())
+    queued = RunRequest(job("q", stuck, timeout=0.2), "schedule")
+    assert runner.offer(queued, "queue") is None
+    time.sleep(0.3)
+    assert [r.run_id for r in runner.expire_overdue()] == [first.run_id]
+    time.sleep(0.2)
+    assert not runner.running() and not queued.done.is_set()  # not started beside the stuck thread
+    release.set()
+    wait_for(lambda: queued.done.is_set(), message="queued run after the abandoned thread exited")
+
+
+def test_give_up_makes_the_last_attempt_final(runner_setup):
+    runner, history, recorder = runner_setup
+    request = run(runner, job("flaky", sample_jobs.fail, retries=2))
+    assert request.done.wait(10) and request.record.final is False
+    assert [r.run_id for r in runner.awaiting_retry()] == [request.run_id]
+    record = runner.give_up(request.run_id, "retry not started")
+    assert record.final and record.consecutive_failures == 1
+    assert recorder.finished[-1] is record  # alerts see the final failure
+    assert history.recent("flaky", 1)[0]["final"] is True
+    assert runner.give_up(request.run_id, "again") is None

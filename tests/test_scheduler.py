@@ -142,3 +142,17 @@ def test_disabled_jobs_are_not_scheduled():
     scheduler = Scheduler(clock)
     scheduler.load({"off": job("off", "* * * * *", enabled=False)}, {})
     assert scheduler.next_wake() is None and scheduler.next_run("off") is None
+
+
+def test_a_reload_as_a_slot_falls_due_does_not_lose_it():
+    clock = FakeClock(datetime(2026, 11, 28, 9, 59, 59, tzinfo=UTC))
+    scheduler = Scheduler(clock, random.Random(1))
+    jobs = {"hourly": job("hourly", "0 * * * *"), "jittered": job("jittered", "0 10 * * *", jitter=600)}
+    scheduler.load(jobs, {}, catch_up=False)
+    clock.current = datetime(2026, 11, 28, 10, 0, 0, 5000, tzinfo=UTC)  # due, not yet dispatched
+    scheduler.load(dict(jobs), catch_up=False)  # the app rewrote settings.json: same timing
+    assert [item.job for item in scheduler.pop_due()] == ["hourly"]
+    assert scheduler.next_run("jittered").date() == clock.current.date()  # still today, in its jitter delay
+    changed = {**jobs, "hourly": job("hourly", "30 * * * *")}
+    scheduler.load(changed, catch_up=False)
+    assert scheduler.next_run("hourly") == datetime(2026, 11, 28, 10, 30, tzinfo=UTC)

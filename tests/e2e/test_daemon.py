@@ -8,6 +8,8 @@ import re
 import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 
 from tests.conftest import wait_for
@@ -227,3 +229,69 @@ def test_logs_purge_command(home):
     os.utime(archive, (time.time() - 40 * 86400,) * 2)
     done = home.cli("logs", "purge", "--days", "30")
     assert done.returncode == 0 and str(archive) in done.stdout and not archive.exists()
+
+
+def test_a_retry_that_cannot_start_makes_the_failure_final(home, daemon_factory):
+    home.write_settings({"definitions": {
+        "hang": {"cron": "@yearly", "callable": "tests.sample_jobs:stubborn", "timeout": "1s", "retries": 1,
+                 "backoff": {"initial": 0.2}, "options": {"seconds": 6}}}})
+    daemon_factory()
+    wait_for(lambda: home.events("job.retry_dropped", job="hang"), message="retry dropped")
+    assert "timed-out run" in home.events("job.retry_dropped", job="hang")[0]["reason"]
+    code, document = home.status()
+    (job,) = [j for j in document["jobs"] if j["name"] == "hang"]
+    assert job["status"] == "FAIL" and job["consecutive_failures"] == 1 and code == 2
+    assert rows(home, "hang")[0]["final"] == 1
+
+
+def test_cli_creates_private_folders_and_refuses_a_second_detached_daemon(home, daemon_factory, tmp_path):
+    home.write_settings({"definitions": {"tick": TICK}})
+    fresh = home.root / ".local/share/secure-password-manager"
+    for folder in sorted(fresh.rglob("*"), reverse=True):
+        folder.rmdir() if folder.is_dir() else folder.unlink()
+    fresh.rmdir()
+    assert home.cli("run-now", "tick", "--wait").returncode == 0
+    for folder in [fresh, *(p for p in fresh.rglob("*") if p.is_dir())]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    daemon = daemon_factory()
+    refused = home.cli("run", "--detach", "--pidfile", str(tmp_path / "d.pid"))
+    assert refused.returncode == 1 and f"already runs (pid {daemon.pid})" in refused.stderr
+
+
+def test_run_now_never_runs_beside_a_daemon_that_does_not_answer(home, tmp_path):
+    home.write_settings({"definitions": {"tick": {**TICK, "options": {"marker": str(tmp_path / "ran")}}}})
+    lock = home.data_dir / "jobs" / "pmjobsd.pid"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600);"
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True);"
+        "time.sleep(60)"), str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = home.cli("run-now", "tick", "--wait")
+        assert result.returncode == 2 and "does not answer" in result.stderr
+        assert not (tmp_path / "ran").exists()
+        code, document = home.status()
+        assert code == 2 and document["daemon"]["responding"] is False
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_control_socket_in_a_deep_state_folder_without_runtime_dir(home, monkeypatch):
+    """A system unit has no XDG_RUNTIME_DIR: the socket goes to the state folder, however deep."""
+    home.write_settings({"definitions": {"tick": TICK}})
+    env = {k: v for k, v in home.env().items() if k != "XDG_RUNTIME_DIR"}
+    socket_path = home.data_dir / "jobs" / "control.sock"
+    assert len(str(socket_path)) > 108  # longer than AF_UNIX allows
+    proc = subprocess.Popen([sys.executable, "-m", "pmjobsd", "run", "--no-console"], env=env,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: home.events("daemon.ready"), message="ready")
+        assert socket_path.is_socket()
+        status = subprocess.run([sys.executable, "-m", "pmjobsd", "status", "--json"], env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert json.loads(status.stdout)["daemon"]["pid"] == proc.pid
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

@@ -66,7 +66,7 @@ def test_detach_writes_a_locked_pidfile_refuses_a_second_start_and_stops_on_sigt
     code, document = home.status()
     assert document["daemon"]["running"] and document["daemon"]["pid"] == pid
     second = home.cli("run", "--detach", "--pidfile", str(pidfile))
-    assert second.returncode == 1 and "already running" in second.stderr
+    assert second.returncode == 1 and f"already runs (pid {pid})" in second.stderr
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not pidfile.exists(), message="pidfile removed")
     assert home.events("daemon.stopped")
