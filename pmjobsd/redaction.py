@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import ahocorasick
 
+from .paths import PRIVATE_DIR_MODE
 from .privacy import EMAIL, mask_email, scrub_text
 from .vault import read_vault
 
@@ -97,13 +98,20 @@ class VaultRedactor:
         self.replacements = 0
 
     @classmethod
-    def from_vault(cls, vault_path: Path, hash_id: Callable[[object], str], *, lock_timeout: float = 10.0) -> "VaultRedactor":
-        """Learn every website and username in the vault at ``vault_path``; raise VaultError."""
+    def from_vault(cls, vault_path: Path, hash_id: Callable[[object], str], *, scratch_dir: Path,
+                   lock_timeout: float = 10.0) -> "VaultRedactor":
+        """Learn every website and username in the vault at ``vault_path``; raise VaultError.
+
+        ``scratch_dir`` (pmjobsd's state folder; created 0700 when absent) holds
+        the private copy of the vault and its -wal when one is needed (in a 0700
+        mkdtemp folder), never the system temp folder.
+        """
 
         def read(conn: sqlite3.Connection) -> list[tuple]:
             return conn.execute("SELECT id, website, username FROM passwords").fetchall()
 
-        rows = read_vault(vault_path, read, lock_timeout=lock_timeout).value
+        scratch_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        rows = read_vault(vault_path, read, lock_timeout=lock_timeout, scratch_dir=scratch_dir).value
         terms: dict[str, str] = {}
         for entry_id, website, username in rows:
             tag = hash_id(entry_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from pmjobsd.context import Status
 from pmjobsd.privacy import EntryIdHasher
 from pmjobsd.privacy import REDACTED, redact_settings
 from pmjobsd.redaction import VaultRedactor
-from tests.appfixtures import CANARY
-from tests.diagnostics_fixtures import environment, record_run, seed_home
+from tests.appfixtures import CANARY, canary_entry
+from tests.diagnostics_fixtures import environment, leave_wal_without_shm, record_run, seed_home
 
 
 @pytest.fixture
@@ -109,6 +110,20 @@ def test_app_log_redacts_websites_the_vault_no_longer_holds(env):
     assert log[-2] == f"2026-11-29 10:01:00,000 - INFO - Deleted password for {gone_tag} (ID: <entry:{tag(9)}>)"
     assert log[-1].startswith("2026-11-29 10:02:00,000 - INFO - Approval requested for <website:not-in-vault:")
     assert log[-1].endswith(" from Firefox (ab:cd)")
+    assert_clean(members)
+
+
+def test_vault_private_copy_goes_to_the_state_folder_not_the_system_temp(env, tmp_path, monkeypatch):
+    leave_wal_without_shm(env.paths.vault_path, canary_entry(7))
+    with open(env.paths.app_log_path, "a") as handle:
+        handle.write(f"2026-11-29 10:00:00,000 - INFO - Opened {CANARY}-site-7.example\n")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-system-temp"))  # must not be needed
+    members = unzip(create_bundle(env, env.paths.data_dir).path)
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["redaction"]["vault_read"] is True and manifest["omitted"] == []
+    tag = EntryIdHasher.from_file(env.paths.id_key_path)
+    assert members["app/password_manager.log"].decode().splitlines()[-1].endswith(f"Opened <website:{tag(5)}>")
+    assert not list(env.paths.state_dir.glob("vault-*"))  # the private copy is removed
     assert_clean(members)
 
 
