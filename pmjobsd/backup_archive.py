@@ -55,6 +55,8 @@ class Completeness:
 
     missing_ids: tuple[int, ...]  # existed before the backup, still exist, absent from it
     older_ids: tuple[int, ...]  # changed before the backup, yet the backup holds an older version
+    # Absent, dated before the backup, but possibly imported after it (see compare_with_live): a warning.
+    maybe_imported_ids: tuple[int, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -129,7 +131,9 @@ def _test_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path |
             out.close()
 
 
-def compare_with_live(backup: dict[int, EntryStamp], live: dict[int, EntryStamp], backup_timestamp: int) -> Completeness:
+def compare_with_live(
+    backup: dict[int, EntryStamp], live: dict[int, EntryStamp], backup_timestamp: int, *, imports_possible: bool = True
+) -> Completeness:
     """Entries the backup should hold but does not, judged by id and ``updated_at`` only.
 
     Strictly before ``backup_timestamp`` (whole seconds, so an entry saved in the
@@ -137,14 +141,26 @@ def compare_with_live(backup: dict[int, EntryStamp], live: dict[int, EntryStamp]
     must be in the backup; an entry last changed then must be there in that
     version or a later one.  Entries changed after the backup are only
     required to exist.
+
+    The app's import keeps the exported ``created_at``/``updated_at``, so an
+    entry imported after the backup can look older than it.  An absent entry
+    whose id is above the backup's highest id (ids only grow: AUTOINCREMENT)
+    and that was never edited (``created_at == updated_at``) may be such an
+    import: it goes to ``maybe_imported_ids``, not ``missing_ids``.  Pass
+    ``imports_possible=False`` when the backup cannot have been followed by an
+    import that explains it (its database has no ``passwords`` table at all).
     """
-    missing, older = [], []
+    highest_backup_id = max(backup, default=0)
+    missing, older, maybe_imported = [], [], []
     for entry_id, entry in sorted(live.items()):
         if entry.created_at >= backup_timestamp:
             continue
         copy = backup.get(entry_id)
         if copy is None:
-            missing.append(entry_id)
+            if imports_possible and entry_id > highest_backup_id and entry.created_at == entry.updated_at:
+                maybe_imported.append(entry_id)
+            else:
+                missing.append(entry_id)
         elif entry.updated_at < backup_timestamp and copy.updated_at < entry.updated_at:
             older.append(entry_id)
-    return Completeness(tuple(missing), tuple(older))
+    return Completeness(tuple(missing), tuple(older), tuple(maybe_imported))

@@ -170,7 +170,8 @@ def _add_jobs_logs(writer: _Writer, env: doctor.DoctorEnv, redactor: VaultRedact
 
 def _app_redactor(env: doctor.DoctorEnv, hash_id: Callable[[object], str]) -> tuple[VaultRedactor | None, str]:
     try:
-        return VaultRedactor.from_vault(env.paths.vault_path, hash_id, lock_timeout=10.0), ""
+        return VaultRedactor.from_vault(env.paths.vault_path, hash_id, scratch_dir=env.paths.state_dir,
+                                        lock_timeout=10.0), ""
     except VaultError as exc:
         return None, exc.reason
 

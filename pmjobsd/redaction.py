@@ -9,6 +9,13 @@ so the cost does not grow with the number of entries.  A term matches only on
 letter/digit boundaries (the username ``al`` must not eat every "al"),
 case-insensitively; overlapping matches resolve to the leftmost, then longest.
 
+Terms only cover what the vault holds *now*: a deleted or renamed entry's old
+website stays in the app log.  So every known app log phrase that carries a
+website (or a browser origin) has that slot redacted whatever it holds: a
+current vault term becomes its entry's tag, anything else
+``<website:not-in-vault:HASH>`` (HMAC of the folded text with the install's
+key, so lines about the same site still correlate).
+
 The settings in the bundle go through :func:`pmjobsd.privacy.redact_settings`, which replaces every
 secret-bearing value of settings.json by ``"<redacted>"``.
 """
@@ -23,6 +30,7 @@ from urllib.parse import urlsplit
 
 import ahocorasick
 
+from .paths import PRIVATE_DIR_MODE
 from .privacy import EMAIL, mask_email, scrub_text
 from .vault import read_vault
 
@@ -30,6 +38,21 @@ from .vault import read_vault
 _ENTRY_ID = re.compile(r"\b(ID:? |entry )(\d+)\b")
 # "2026-11-28 09:00:00,123 - INFO - " — the app's logging.Formatter prefix stays as it is.
 _APP_LOG_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d+)? - [A-Z]+ - )")
+# The phrases of secure-password-manager 1.11.0 that log a website or an origin
+# (apps/app.py, services/browser_bridge.py, utils/approval_manager.py), matched
+# against a whole message.  Slots are greedy: a slot that happens to contain the
+# phrase's own separator is over-redacted, never leaked.
+_WEBSITE_PHRASES = tuple(re.compile(pattern) for pattern in (
+    r"Added new password for (?P<slot>.+) in category .*",
+    r"Deleted password for (?P<slot>.+) \(ID: \d+\)",
+    r"Updated password for (?P<slot>.+) \(ID: \d+\)",
+    r"Failed to decrypt entry for site (?P<slot>.+): .*",
+    r"Remembered approval for (?P<slot>.+): (?:True|False)",
+    r"Revoked approval for (?P<slot>.+)",
+    r"Auto-approved credential access for (?P<slot>.+) \(remembered\)",
+    r"Approval requested for (?P<slot>.+) from .*",
+    r"Approval (?:approved|denied|timeout) for (?P<slot>.+)",
+))
 
 
 def _fold(text: str) -> str:
@@ -75,13 +98,20 @@ class VaultRedactor:
         self.replacements = 0
 
     @classmethod
-    def from_vault(cls, vault_path: Path, hash_id: Callable[[object], str], *, lock_timeout: float = 10.0) -> "VaultRedactor":
-        """Learn every website and username in the vault at ``vault_path``; raise VaultError."""
+    def from_vault(cls, vault_path: Path, hash_id: Callable[[object], str], *, scratch_dir: Path,
+                   lock_timeout: float = 10.0) -> "VaultRedactor":
+        """Learn every website and username in the vault at ``vault_path``; raise VaultError.
+
+        ``scratch_dir`` (pmjobsd's state folder; created 0700 when absent) holds
+        the private copy of the vault and its -wal when one is needed (in a 0700
+        mkdtemp folder), never the system temp folder.
+        """
 
         def read(conn: sqlite3.Connection) -> list[tuple]:
             return conn.execute("SELECT id, website, username FROM passwords").fetchall()
 
-        rows = read_vault(vault_path, read, lock_timeout=lock_timeout).value
+        scratch_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        rows = read_vault(vault_path, read, lock_timeout=lock_timeout, scratch_dir=scratch_dir).value
         terms: dict[str, str] = {}
         for entry_id, website, username in rows:
             tag = hash_id(entry_id)
@@ -126,11 +156,35 @@ class VaultRedactor:
         text = EMAIL.sub(lambda m: mask_email(m.group(0)), text)
         return scrub_text(text)
 
+    def _website_slot(self, value: str) -> str:
+        """The tag for a website slot of an app log phrase, whatever it holds."""
+        self.replacements += 1
+        key = _fold(value.strip())
+        known = self._automaton.get(key, None) if key else None
+        if known is not None:
+            return known[1]
+        return f"<website:not-in-vault:{self.hash_id('website:' + key)}>"
+
+    def _redact_app_message(self, message: str) -> str:
+        body = message.rstrip("\r\n")
+        ending = message[len(body):]
+        for phrase in _WEBSITE_PHRASES:
+            match = phrase.fullmatch(body)
+            if match:
+                start, end = match.span("slot")
+                return (self.redact(body[:start]) + self._website_slot(body[start:end])
+                        + self.redact(body[end:]) + ending)
+        return self.redact(message)
+
     def redact_app_log(self, text: str) -> str:
-        """Redact each line of the app's log, keeping its ``asctime - LEVEL - `` prefix as it is."""
+        """Redact each line of the app's log, keeping its ``asctime - LEVEL - `` prefix as it is.
+
+        Besides :meth:`redact`, the website slot of each known app phrase is
+        always replaced, so websites the vault no longer holds do not leak.
+        """
         lines = []
         for line in text.splitlines(keepends=True):
             match = _APP_LOG_PREFIX.match(line)
             prefix = match.group(1) if match else ""
-            lines.append(prefix + self.redact(line[len(prefix):]))
+            lines.append(prefix + self._redact_app_message(line[len(prefix):]))
         return "".join(lines)

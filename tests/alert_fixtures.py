@@ -130,6 +130,39 @@ def webhook_receiver(status: int = 200):
     return start_http_server(respond), recorder
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def recording_proxy(monkeypatch):
+    """A local HTTP proxy set in every proxy variable; returns (server, recorder).
+
+    It answers 502 to everything (CONNECT included) and records what it saw, so
+    a test can assert that a request did not go through a proxy.
+    """
+    recorder = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self):
+            recorder.add({"method": self.command, "path": self.path})
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = do_CONNECT = _handle
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in PROXY_VARIABLES:
+        monkeypatch.setenv(name, f"http://127.0.0.1:{server.server_port}")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    return server, recorder
+
+
 class SilentServer:
     """Accepts TCP connections and never answers: a hanging sink endpoint."""
 

@@ -23,7 +23,8 @@ from pmjobsd.doctor import DoctorEnv
 from pmjobsd.history import RunHistory
 from pmjobsd.observers import RunRecord
 from pmjobsd.settings import load_settings
-from tests.appfixtures import CANARY, DAY, canary_entry, create_backup, create_vault, write_key_files
+from tests.appfixtures import (AppProcess, CANARY, DAY, SeedEntry, canary_entry, create_backup, create_vault,
+                               write_key_files)
 from tests.conftest import AppHome, all_builtins_disabled
 from tests.helpers import app_paths
 
@@ -72,6 +73,21 @@ def seed_home(home: AppHome, *, settings: dict | None = None) -> DoctorEnv:
     home.settings_path.write_text(json.dumps(data, indent=2))
     home.settings_path.chmod(0o600)
     return make_env(home)
+
+
+def leave_wal_without_shm(vault: Path, entry: SeedEntry) -> None:
+    """Leave ``vault`` as a crashed app can: ``entry`` committed only in a -wal, and no -shm.
+
+    Such a vault is read from a private copy of the vault and its -wal.
+    """
+    with AppProcess(vault) as app:
+        app.add([entry])
+        main, wal = vault.read_bytes(), Path(f"{vault}-wal").read_bytes()
+        app.close()  # checkpoints and removes -wal / -shm
+    vault.write_bytes(main)  # the main file as it was, without the checkpoint
+    Path(f"{vault}-wal").write_bytes(wal)
+    Path(f"{vault}-wal").chmod(0o600)
+    assert not Path(f"{vault}-shm").exists()
 
 
 def default_settings() -> dict:

@@ -30,6 +30,7 @@ from .alert_fixtures import (
     free_port,
     make_self_signed,
     read_log_lines,
+    recording_proxy,
     wait_for,
     webhook_receiver,
 )
@@ -116,6 +117,19 @@ def test_webhook_alert_escalation_resolved_signed(paths, jobs_log):
     assert_no_canary(log_text, *(entry["body"].decode() for entry in primary.snapshot() + escalation.snapshot()))
     sent = [line for line in read_log_lines(jobs_log) if line["event"] == "alert.sent"]
     assert len(sent) == 4 and {line["sink"] for line in sent} == {"webhook"}
+
+
+def test_loopback_webhook_bypasses_the_environment_proxy(monkeypatch):
+    proxy, proxied = recording_proxy(monkeypatch)
+    server, recorder = webhook_receiver()
+    try:
+        JsonWebhookSink(f"json://127.0.0.1:{server.server_port}/{TOKEN}", SECRET).send(
+            Message("alert", "t", "b", {"job": "j"}))
+    finally:
+        server.shutdown()
+        proxy.shutdown()
+    assert proxied.snapshot() == []  # the local target never left through the proxy
+    assert [request["path"] for request in recorder.snapshot()] == [f"/{TOKEN}"]
 
 
 def test_tampered_body_fails_signature_check():

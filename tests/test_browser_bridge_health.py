@@ -24,7 +24,7 @@ from pmjobsd.jobs.browser_bridge_health import (
     make_job,
 )
 
-from .alert_fixtures import SilentServer, free_port, make_self_signed, start_http_server
+from .alert_fixtures import SilentServer, free_port, make_self_signed, recording_proxy, start_http_server
 from .helpers import app_paths, make_context
 
 CANARY = "canary-vault-site.example"
@@ -89,6 +89,22 @@ def test_tls_trusts_the_apps_own_certificate(tmp_path):
         assert "TLS certificate missing" in result.summary
     finally:
         server.shutdown()
+
+
+def test_probe_bypasses_the_environment_proxy(tmp_path, monkeypatch):
+    proxy, proxied = recording_proxy(monkeypatch)
+    paths = app_paths(tmp_path)
+    make_self_signed(paths.bridge_cert_path, paths.config_dir / "tls" / "localhost.key")
+    plain = status_server()
+    tls = status_server(tls=(paths.bridge_cert_path, paths.config_dir / "tls" / "localhost.key"))
+    try:
+        assert run(tmp_path, settings(plain.server_port)).status == Status.OK
+        assert run(tmp_path, settings(tls.server_port, enable_tls=True)).status == Status.OK
+    finally:
+        plain.shutdown()
+        tls.shutdown()
+        proxy.shutdown()
+    assert proxied.snapshot() == []
 
 
 def test_unreachable_depends_on_app_and_expect(tmp_path):

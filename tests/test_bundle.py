@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from pmjobsd.context import Status
 from pmjobsd.privacy import EntryIdHasher
 from pmjobsd.privacy import REDACTED, redact_settings
 from pmjobsd.redaction import VaultRedactor
-from tests.appfixtures import CANARY
-from tests.diagnostics_fixtures import environment, record_run, seed_home
+from tests.appfixtures import CANARY, canary_entry
+from tests.diagnostics_fixtures import environment, leave_wal_without_shm, record_run, seed_home
 
 
 @pytest.fixture
@@ -95,6 +96,37 @@ def test_app_log_redaction(env):
     assert_clean(members)
 
 
+def test_app_log_redacts_websites_the_vault_no_longer_holds(env):
+    gone = f"{CANARY}-gone.example"  # deleted from the vault: only the app log still names it
+    with open(env.paths.app_log_path, "a") as handle:
+        handle.write(f"2026-11-29 10:00:00,000 - INFO - Added new password for {gone} in category Work\n"
+                     f"2026-11-29 10:01:00,000 - INFO - Deleted password for {gone.upper()} (ID: 9)\n"
+                     f"2026-11-29 10:02:00,000 - INFO - Approval requested for https://{gone} from Firefox (ab:cd)\n")
+    members = unzip(create_bundle(env, env.paths.data_dir).path)
+    log = members["app/password_manager.log"].decode().splitlines()
+    tag = EntryIdHasher.from_file(env.paths.id_key_path)
+    gone_tag = f"<website:not-in-vault:{tag('website:' + gone)}>"  # same site, same tag: lines still correlate
+    assert log[-3] == f"2026-11-29 10:00:00,000 - INFO - Added new password for {gone_tag} in category Work"
+    assert log[-2] == f"2026-11-29 10:01:00,000 - INFO - Deleted password for {gone_tag} (ID: <entry:{tag(9)}>)"
+    assert log[-1].startswith("2026-11-29 10:02:00,000 - INFO - Approval requested for <website:not-in-vault:")
+    assert log[-1].endswith(" from Firefox (ab:cd)")
+    assert_clean(members)
+
+
+def test_vault_private_copy_goes_to_the_state_folder_not_the_system_temp(env, tmp_path, monkeypatch):
+    leave_wal_without_shm(env.paths.vault_path, canary_entry(7))
+    with open(env.paths.app_log_path, "a") as handle:
+        handle.write(f"2026-11-29 10:00:00,000 - INFO - Opened {CANARY}-site-7.example\n")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-system-temp"))  # must not be needed
+    members = unzip(create_bundle(env, env.paths.data_dir).path)
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["redaction"]["vault_read"] is True and manifest["omitted"] == []
+    tag = EntryIdHasher.from_file(env.paths.id_key_path)
+    assert members["app/password_manager.log"].decode().splitlines()[-1].endswith(f"Opened <website:{tag(5)}>")
+    assert not list(env.paths.state_dir.glob("vault-*"))  # the private copy is removed
+    assert_clean(members)
+
+
 def test_settings_secrets_redacted(env):
     members = unzip(create_bundle(env, env.paths.data_dir).path)
     settings = json.loads(members["settings.json"])["settings"]
@@ -165,6 +197,25 @@ def test_terms_match_on_word_boundaries_longest_first():
 def test_folding_that_changes_length_keeps_positions():
     r = redactor(["istanbul"])
     assert r.redact("İ then istanbul") == "İ then <t:is>"
+
+
+def test_every_app_website_phrase_has_its_slot_redacted():
+    r = redactor(["kept.example"])
+    lines = {
+        "Added new password for old site in category General": "Added new password for {} in category General",
+        "Deleted password for old site (ID: 4)": "Deleted password for {} (ID: <entry:h4>)",
+        "Updated password for old site (ID: 4)": "Updated password for {} (ID: <entry:h4>)",
+        "Failed to decrypt entry for site old site: bad token": "Failed to decrypt entry for site {}: bad token",
+        "Remembered approval for old site: True": "Remembered approval for {}: True",
+        "Revoked approval for old site": "Revoked approval for {}",
+        "Auto-approved credential access for old site (remembered)": "Auto-approved credential access for {} (remembered)",
+        "Approval requested for old site from Chrome (fp)": "Approval requested for {} from Chrome (fp)",
+        "Approval denied for old site": "Approval denied for {}",
+    }
+    for line, expected in lines.items():
+        assert r.redact_app_log(line + "\n") == expected.format("<website:not-in-vault:hwebsite:old site>") + "\n"
+    # A slot that is a current vault term keeps its entry's tag.
+    assert r.redact_app_log("Revoked approval for KEPT.example") == "Revoked approval for <t:ke>"
 
 
 def test_redact_settings_keeps_flags_and_numbers():

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
+import stat
 import subprocess
+import tempfile
 
 import pytest
 
 from pmjobsd import doctor
 from pmjobsd.context import Status
 from pmjobsd.doctor import GIB, MIB
-from tests.appfixtures import CANARY, assert_no_canary
-from tests.diagnostics_fixtures import (StatVfs, default_settings, environment, local_server, make_env, record_run,
-                                        seed_home)
+from tests.appfixtures import CANARY, assert_no_canary, canary_entry
+from tests.diagnostics_fixtures import (StatVfs, default_settings, environment, leave_wal_without_shm, local_server,
+                                        make_env, record_run, seed_home)
 
 
 @pytest.fixture
@@ -75,6 +78,17 @@ def test_file_of_another_owner_names_chown(env):
     check = run(env, doctor.check_secret_files)["files.secrets"]
     assert check.status is Status.FAIL
     assert check.hint == f"chown {doctor.env.user_name()} {key}"
+
+
+def test_vault_private_copy_goes_to_the_state_folder_not_the_system_temp(env, tmp_path, monkeypatch):
+    leave_wal_without_shm(env.paths.vault_path, canary_entry(7))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-system-temp"))  # must not be needed
+    shutil.rmtree(env.paths.state_dir, ignore_errors=True)
+    check = run(env, doctor.check_vault)["files.vault"]
+    assert check.status is Status.OK, check.message
+    assert check.message.endswith("SQLite vault with 5 entries")  # the -wal entry is seen
+    assert stat.S_IMODE(env.paths.state_dir.stat().st_mode) == 0o700
+    assert list(env.paths.state_dir.iterdir()) == []  # the private copy is removed
 
 
 def test_vault_missing_and_not_sqlite(env):

@@ -9,17 +9,15 @@ away).  Remote targets are built only when ``alerts.allow_remote`` is true.
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from ..settings import Alerts
 from .apprise_sink import AppriseSink, scheme_of
 from .base import Sink
 from .desktop_linux import FreedesktopSink, session_bus_address
 from .desktop_macos import MacNotificationSink
-from .webhook import SCHEMES as WEBHOOK_SCHEMES, JsonWebhookSink
+from .webhook import SCHEMES as WEBHOOK_SCHEMES, JsonWebhookSink, is_loopback_url
 
 
 @dataclass(frozen=True)
@@ -40,20 +38,6 @@ class SinkPlan:
     remote_disabled: int = 0  # remote targets configured while allow_remote is false
     problems: list[TargetProblem] = field(default_factory=list)
     desktop_unavailable: str | None = None
-
-
-def is_loopback_url(url: str) -> bool:
-    """True when the URL's host is localhost or a loopback address."""
-    try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def is_remote_target(url: str) -> bool:

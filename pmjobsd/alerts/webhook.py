@@ -7,12 +7,16 @@ payload and a signature it can check::
     X-Pmjobsd-Signature: sha256=<hex HMAC-SHA256 of the raw body, key alerts.webhook_secret>
 
 Without a configured secret the request is sent unsigned.
+
+A loopback target is sent directly, never through ``HTTP(S)_PROXY``: it counts
+as local (no ``allow_remote`` needed), so it must not leave the machine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,6 +43,20 @@ def http_url(target: str) -> str:
     return urlunsplit((SCHEMES[parts.scheme], *parts[1:]))
 
 
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is localhost or a loopback address."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class JsonWebhookSink:
     """POSTs ``message.fields`` plus title and text as one JSON object."""
 
@@ -46,6 +64,7 @@ class JsonWebhookSink:
 
     def __init__(self, target: str, secret: str | None = None, timeout: float = 10.0, remote: bool = True):
         self._url = http_url(target)
+        self._loopback = is_loopback_url(self._url)
         self._secret = secret
         self._timeout = timeout
         self.remote = remote
@@ -60,9 +79,12 @@ class JsonWebhookSink:
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(body, self._secret)
         try:
-            response = requests.post(
-                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
-            )
+            with requests.Session() as session:
+                # trust_env=False: no proxy from the environment (nor .netrc) for a loopback target.
+                session.trust_env = not self._loopback
+                response = session.post(
+                    self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                )
         except requests.Timeout:
             raise DeliveryError("timeout") from None
         except requests.ConnectionError:

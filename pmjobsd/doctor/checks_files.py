@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from ..context import Status
-from ..paths import AppPaths
+from ..paths import PRIVATE_DIR_MODE, AppPaths
 from ..privacy import scrub_text
 from ..vault import VaultError, read_header, read_vault
 from .env import Check, DoctorEnv, fail, ok, shell_quote, user_name, warn
@@ -31,8 +31,16 @@ def check_vault(env: DoctorEnv) -> Check:
     path = env.paths.vault_path
     try:
         read_header(path)
+        # A -wal without -shm is read from a private copy: under pmjobsd's own folder, not the system temp.
+        # Created 0700 when absent; an existing one is not chmod-ed here (check_folders reports it; the
+        # copy goes into a 0700 mkdtemp folder inside it either way).
+        scratch = env.paths.state_dir
+        scratch.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
         count = read_vault(path, lambda conn: conn.execute("SELECT count(*) FROM passwords").fetchone()[0],
-                           lock_timeout=min(env.timeout, 5.0)).value
+                           lock_timeout=min(env.timeout, 5.0), scratch_dir=scratch).value
+    except OSError as exc:
+        return fail("files.vault", f"cannot use pmjobsd's state folder {env.paths.state_dir}: {exc.strerror or exc}",
+                    f"make {shell_quote(env.paths.state_dir)} a folder you own")
     except VaultError as exc:
         if exc.reason == "missing":
             return warn("files.vault", f"no vault at {path}",

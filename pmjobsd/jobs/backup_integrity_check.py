@@ -53,11 +53,12 @@ class BackupCheckOptions(BaseModel):
 @dataclass
 class BackupOutcome:
     backup: BackupFile
-    status: str = "OK"  # OK | FAIL | SKIPPED
+    status: str = "OK"  # OK | WARN | FAIL | SKIPPED (WARN: intact, completeness uncertain)
     check: str = "hash"  # hash | full
     reason: str | None = None
     missing_ids: tuple[int, ...] = ()
     older_ids: tuple[int, ...] = ()
+    maybe_imported_ids: tuple[int, ...] = ()
 
     def fail(self, reason: str) -> "BackupOutcome":
         self.status, self.reason = "FAIL", reason
@@ -135,13 +136,21 @@ def _full_check(run: _Run, outcome: BackupOutcome) -> None:
             if problems:
                 outcome.fail(f"embedded passwords.db fails its {run.options.check} check: {'; '.join(problems[:3])}")
                 return
-    completeness = compare_with_live(stamps, run.live or {}, report.timestamp)
+    # No table at all: the schema itself was in the -wal, no later import explains the gap.
+    completeness = compare_with_live(stamps, run.live or {}, report.timestamp, imports_possible=not empty_note)
     outcome.missing_ids, outcome.older_ids = completeness.missing_ids, completeness.older_ids
+    outcome.maybe_imported_ids = completeness.maybe_imported_ids
     if empty_note or not completeness.complete:
         outcome.fail(
             f"incomplete: {empty_note}{len(completeness.missing_ids)} entries saved before the backup are missing"
             f" and {len(completeness.older_ids)} are older than in the vault"
             " (the app copied passwords.db without its -wal file)"
+        )
+    elif completeness.maybe_imported_ids:
+        outcome.status = "WARN"
+        outcome.reason = (
+            f"{len(completeness.maybe_imported_ids)} entries dated before the backup are not in it, all newer than"
+            " its entries and never edited: possibly imported after it (the app's import keeps their dates)"
         )
 
 
@@ -163,7 +172,7 @@ def _check_backup(run: _Run, backup: BackupFile, sums: ChecksumFile, full: bool,
         )
     if recorded is None or full:
         _full_check(run, outcome)
-        if outcome.status == "OK" and recorded is None:
+        if outcome.status in ("OK", "WARN") and recorded is None:  # the archive itself is intact
             sums.record(backup.name, digest)
     return outcome
 
@@ -176,6 +185,8 @@ def _log_outcome(ctx: JobContext, outcome: BackupOutcome) -> None:
         ctx.log.info("backup.checked", **fields)
     for entry_id in (outcome.missing_ids + outcome.older_ids)[:MAX_LISTED_IDS]:
         ctx.log.info("backup.entry_not_in_backup", file=outcome.backup.name, entry_id_hash=ctx.hash_entry_id(entry_id))
+    for entry_id in outcome.maybe_imported_ids[:MAX_LISTED_IDS]:
+        ctx.log.info("backup.entry_maybe_imported", file=outcome.backup.name, entry_id_hash=ctx.hash_entry_id(entry_id))
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -223,9 +234,9 @@ def _save_checksums(ctx: JobContext, sums: dict[Path, ChecksumFile], state: _Run
 
 def _result(ctx, options, folders, outcomes, failures, vault_failed, state, now, backups) -> JobResult:
     checked = [o for o in outcomes if o.status != "SKIPPED"]
-    verified = [o for o in outcomes if o.status == "OK" and o.check == "full"]
+    verified = [o for o in outcomes if o.status in ("OK", "WARN") and o.check == "full"]
     incomplete = [o for o in outcomes if o.missing_ids or o.older_ids]
-    warnings = list(state.warnings)
+    warnings = list(state.warnings) + [f"{o.backup.name}: {o.reason}" for o in outcomes if o.status == "WARN"]
     newest_age = (now - backups[0].name_timestamp) / DAY if backups else None
     if not backups:
         warnings.append(f"no backups found in {', '.join(str(f) for f in folders)}")
@@ -238,6 +249,7 @@ def _result(ctx, options, folders, outcomes, failures, vault_failed, state, now,
         "backups_failed": sum(o.status == "FAIL" for o in outcomes),
         "backups_incomplete": len(incomplete),
         "entries_missing_from_backups": sum(len(o.missing_ids) + len(o.older_ids) for o in incomplete),
+        "entries_maybe_imported_after_backups": sum(len(o.maybe_imported_ids) for o in outcomes),
         "vault_problems": int(vault_failed),
         "bytes_hashed": state.bytes_hashed,
     }
@@ -251,6 +263,8 @@ def _result(ctx, options, folders, outcomes, failures, vault_failed, state, now,
                 "file": o.backup.name, "folder": str(o.backup.path.parent), "status": o.status, "check": o.check,
                 "reason": o.reason, "missing_entries": len(o.missing_ids), "older_entries": len(o.older_ids),
                 "entry_id_hashes": [ctx.hash_entry_id(i) for i in (o.missing_ids + o.older_ids)[:MAX_LISTED_IDS]],
+                "maybe_imported_entries": len(o.maybe_imported_ids),
+                "maybe_imported_id_hashes": [ctx.hash_entry_id(i) for i in o.maybe_imported_ids[:MAX_LISTED_IDS]],
             }
             for o in outcomes
         ],

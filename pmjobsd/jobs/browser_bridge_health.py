@@ -125,7 +125,9 @@ def probe_http(host: str, port: int, tls: bool, cert: Path, timeout: float) -> t
     url = f"{'https' if tls else 'http'}://{url_host}:{port}/v1/status"
     started = time.monotonic()
     try:
-        response = requests.get(url, timeout=timeout, verify=str(cert) if tls else True, allow_redirects=False)
+        with requests.Session() as session:
+            session.trust_env = False  # the app's own local bridge: never through HTTP(S)_PROXY
+            response = session.get(url, timeout=timeout, verify=str(cert) if tls else True, allow_redirects=False)
     except requests.exceptions.SSLError:
         raise ProbeFailure("TLS error") from None
     except requests.exceptions.Timeout:
