@@ -134,11 +134,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if not args.detach:
             return daemon.run()
-        state_dir = resolve_paths(base, load_settings(base.settings_path), overrides).state_dir
-        holder = holder_pid(state_dir / "pmjobsd.pid")
+        paths = resolve_paths(base, load_settings(base.settings_path), overrides)
+        holder = holder_pid(paths.lock_path)
         if holder is not None:  # say it here: after the fork nobody reads our stderr
-            raise AlreadyRunning(f"pmjobsd already runs (pid {holder}) for {state_dir}")
-        pidfile = args.pidfile or state_dir / "detached.pid"
+            raise AlreadyRunning(f"pmjobsd already runs (pid {holder}) for {paths.state_dir}")
+        pidfile = args.pidfile or paths.state_dir / "detached.pid"
         # Fork before any thread or lock exists; the daemon installs its own signal handlers.
         with detach(pidfile, signal_map={}):
             return daemon.run()
@@ -286,7 +286,8 @@ def cmd_service(args: argparse.Namespace) -> int:
     return action(args.scope, args.dry_run, sys.stdout, user_name=args.user_name)
 
 
-COMMANDS = {"doctor": cmd_doctor, "logs": cmd_logs, "service": cmd_service, "run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config}
+COMMANDS = {"run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config, "doctor": cmd_doctor,
+            "logs": cmd_logs, "service": cmd_service}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

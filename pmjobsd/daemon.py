@@ -37,7 +37,6 @@ from .status import build_status, iso
 from .web import AddressRefused, StatusServer, monotonic_health
 
 EXIT_OK = 0
-EXIT_ERROR = 1
 EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
 
 
@@ -317,8 +316,11 @@ class Daemon:
             self.notifier.status(f"{len(self.jobs)} jobs; last run: {last.job} {last.status.value}")
             self._last_status = time.monotonic()
         for record in completed:
+            if record.final:
+                continue
             job = self.jobs.get(record.job)
-            if record.final or job is None or not job.definition.enabled:
+            if job is None or not job.definition.enabled:
+                self.runner.give_up(record.run_id, "the job was disabled or removed before its retry")
                 continue
             delay = job.definition.backoff.delay(record.attempt) * random.uniform(1.0, 1.2)
             with self._sched_lock:
