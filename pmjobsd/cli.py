@@ -29,6 +29,7 @@ EXIT_USAGE = 2
 # The seed blueprint's spellings (`password-manager --jobs status`, `--doctor`, `--logs bundle`).
 ALIASES = {"--jobs": [], "--doctor": ["doctor"], "--logs": ["logs"]}
 FOLDER_FLAGS = ("data_dir", "config_dir", "cache_dir", "log_dir", "settings")
+FOLDER_OPTIONS = tuple("--" + name.replace("_", "-") for name in FOLDER_FLAGS)
 
 
 def _add_folder_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -68,12 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     run_now.add_argument("--wait", action="store_true", help="wait for the run to finish; exit with its status")
     run_now.add_argument("--json", action="store_true")
 
+    def action(commands, name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _add_folder_flags(sub, suppress=True)
+        return sub
+
     config = command("config", "validate, show or describe the settings")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    validate = config_commands.add_parser("validate", help="check a settings file; exit 1 when invalid")
+    validate = action(config_commands, "validate", "check a settings file; exit 1 when invalid")
     validate.add_argument("path", nargs="?", type=Path)
-    config_commands.add_parser("show", help="the effective settings (secrets redacted)")
-    config_commands.add_parser("schema", help="JSON Schema of the \"jobs\" key")
+    action(config_commands, "show", "the effective settings (secrets redacted)")
+    action(config_commands, "schema", "JSON Schema of the \"jobs\" key")
 
     doctor = command("doctor", "check the installation, the app's files and the daemon; exit 0 OK, 1 WARN, 2 FAIL")
     doctor.add_argument("--json", action="store_true", help="the report as JSON")
@@ -81,12 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs = command("logs", "support bundle and retention of logs and run history")
     logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION", required=True)
-    bundle = logs_commands.add_parser("bundle", help="write a redacted zip of logs, status and doctor report for support")
+    bundle = action(logs_commands, "bundle", "write a redacted zip of logs, status and doctor report for support")
     bundle.add_argument("-o", "--output", type=Path, metavar="PATH", help="zip file or folder (default: the current folder)")
     bundle.add_argument("--days", type=int, default=7, help="days of run history to include (default: 7)")
-    purge = logs_commands.add_parser("purge", help="delete log archives and run history older than N days")
+    purge = action(logs_commands, "purge", "delete log archives and run history older than N days")
     purge.add_argument("--days", type=int, required=True, help="keep this many days (at least 1)")
-    purge.add_argument("--json", action="store_true")
+    purge.add_argument("--json", action="store_true", help="the report as JSON")
 
     service_parser = command("service", "install, remove or inspect the systemd unit / launchd agent")
     service_parser.add_argument("action", choices=("install", "uninstall", "status"))
@@ -101,11 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _expand_aliases(argv: list[str]) -> list[str]:
-    for index, arg in enumerate(argv):
+    """Rewrite the blueprint's spellings (``--jobs status``) before the command word, past any folder flags."""
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
         if arg in ALIASES:
             return argv[:index] + ALIASES[arg] + argv[index + 1:]
+        if arg in FOLDER_OPTIONS:
+            index += 2  # the flag and its value
+            continue
         if not arg.startswith("-"):
             break
+        index += 1
     return argv
 
 

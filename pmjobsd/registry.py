@@ -47,6 +47,9 @@ class JobSpec:
     defaults: Mapping[str, Any]
     options_model: type[BaseModel] | None = None
     enabled_by_default: bool = True
+    # With catch_up, a job that never ran runs once at start; a rotation of logs a few seconds
+    # old is no use, so such jobs wait for their first slot.
+    run_at_first_start: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 

@@ -114,7 +114,7 @@ class Scheduler:
             if catch_up and job.definition.catch_up:
                 last = (last_slots or {}).get(name)
                 missed = job.schedule.previous_at_or_before(now)
-                if last is None or missed > last:
+                if (last is None and job.run_at_first_start) or (last is not None and missed > last):
                     caught_up.append(CatchUp(name, missed if last is not None else None, last))
                     self._push(DueItem(now.timestamp(), next(self._seq), name, "catch_up", missed))
         self._compact()

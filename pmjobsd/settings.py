@@ -186,6 +186,7 @@ class ResolvedJob:
     builtin: bool
     schedule: cron.CronSchedule
     description: str = ""
+    run_at_first_start: bool = True  # catch up even when it never ran (see JobSpec)
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,8 @@ def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJ
         return None, issues
     schedule = cron.CronSchedule(definition.cron, settings.zone())
     description = spec.description if spec else (getattr(func, "__doc__", None) or "").strip().split("\n")[0]
-    return ResolvedJob(name, definition, func, options, spec is not None, schedule, description), []
+    first_start = spec.run_at_first_start if spec else True
+    return ResolvedJob(name, definition, func, options, spec is not None, schedule, description, first_start), []
 
 
 def load_settings(path: Path) -> LoadedSettings:

@@ -17,7 +17,7 @@ from pmjobsd.alerts import AlertManager, DeliveryError, Message, SinkPlan, build
 from pmjobsd.alerts.desktop_linux import FreedesktopSink
 from pmjobsd.alerts.desktop_macos import MacNotificationSink
 from pmjobsd.alerts.retry import send_with_retries
-from pmjobsd.alerts.webhook import SIGNATURE_HEADER, JsonWebhookSink
+from pmjobsd.alerts.webhook import SIGNATURE_HEADER, JsonWebhookSink, sign
 from pmjobsd.context import Notice, Status
 from pmjobsd.joblog import EventLogger, setup_logging
 from pmjobsd.observers import RunRecord
@@ -135,9 +135,10 @@ def test_loopback_webhook_bypasses_the_environment_proxy(monkeypatch):
 def test_tampered_body_fails_signature_check():
     sink = JsonWebhookSink("json://127.0.0.1:9/x", SECRET)
     body = sink.payload(Message("alert", "t", "b", {"job": "j"}))
-    good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    sent = sign(body, SECRET)  # the header value the sink sends with this body
+    assert sent == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     tampered = body.replace(b'"j"', b'"k"')
-    assert good != "sha256=" + hmac.new(SECRET.encode(), tampered, hashlib.sha256).hexdigest()
+    assert tampered != body and not hmac.compare_digest(sent, sign(tampered, SECRET))
 
 
 def test_repeat_after_and_state_survives_restart(paths, jobs_log):
@@ -327,10 +328,12 @@ class HangingSink:
     def __init__(self):
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.returned = threading.Event()
 
     def send(self, message):
         self.entered.set()
         self.release.wait(30)
+        self.returned.set()
         raise DeliveryError("timeout")
 
 
@@ -362,7 +365,7 @@ def test_hanging_and_refusing_sinks_never_block_the_runner(paths, jobs_log):
     runner.start()
     runner.join(20)
     assert job_done.is_set() and hanging.entered.wait(10)
-    assert not hanging.release.is_set()  # the run finished while the sink was still stuck
+    assert not hanging.returned.is_set()  # the run finished while the sink was still stuck
     wait_for(lambda: len(recorder.snapshot()) == 3)  # the healthy sink got everything
     for index in range(6):  # the stuck sink's bounded queue overflows: dropped, not piled up
         alert_manager.notice("breach_cache_refresh", "r", Notice(f"n{index}", "body"))

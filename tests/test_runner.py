@@ -173,8 +173,10 @@ def test_queued_run_waits_for_an_abandoned_thread(runner_setup):
     assert runner.offer(queued, "queue") is None
     time.sleep(0.3)
     assert [r.run_id for r in runner.expire_overdue()] == [first.run_id]
-    time.sleep(0.2)
-    assert not runner.running() and not queued.done.is_set()  # not started beside the stuck thread
+    # The seat is free (a fresh worker took it): a runnable request would start at once...
+    other = run(runner, job("other", sample_jobs.ok))
+    assert other.done.wait(10)
+    assert not runner.running() and not queued.done.is_set()  # ...but the queued one waits for the thread
     release.set()
     wait_for(lambda: queued.done.is_set(), message="queued run after the abandoned thread exited")
 

@@ -24,9 +24,9 @@ class FakeClock(Clock):
         self.current = datetime.fromtimestamp(timestamp, UTC)
 
 
-def job(name: str, cron: str, tz=UTC, **definition) -> ResolvedJob:
+def job(name: str, cron: str, tz=UTC, first_start: bool = True, **definition) -> ResolvedJob:
     return ResolvedJob(name, JobDefinition(cron=cron, callable="tests.sample_jobs:ok", **definition),
-                       sample_jobs.ok, {}, False, CronSchedule(cron, tz))
+                       sample_jobs.ok, {}, False, CronSchedule(cron, tz), run_at_first_start=first_start)
 
 
 def run_until(scheduler: Scheduler, clock: FakeClock, end: datetime) -> list:
@@ -156,3 +156,12 @@ def test_a_reload_as_a_slot_falls_due_does_not_lose_it():
     changed = {**jobs, "hourly": job("hourly", "30 * * * *")}
     scheduler.load(changed, catch_up=False)
     assert scheduler.next_run("hourly") == datetime(2026, 11, 28, 10, 30, tzinfo=UTC)
+
+
+def test_a_job_that_waits_for_its_first_slot_is_caught_up_only_once_it_ran():
+    clock = FakeClock(datetime(2026, 11, 28, 9, 10, tzinfo=UTC))
+    scheduler = Scheduler(clock)
+    rotation = {"rotate": job("rotate", "30 3 * * 0", first_start=False)}
+    assert scheduler.load(rotation, {}) == [] and scheduler.pop_due() == []  # never ran: waits for Sunday
+    caught = scheduler.load(rotation, {"rotate": datetime(2026, 11, 15, 3, 30, tzinfo=UTC)})
+    assert [(c.job, c.missed_slot) for c in caught] == [("rotate", datetime(2026, 11, 22, 3, 30, tzinfo=UTC))]

@@ -93,4 +93,5 @@ JOB = JobSpec(
     description="Rotate the app's log and jobs.log (rename or copy-truncate) and gzip old archives",
     defaults={"cron": "30 3 * * 0", "timeout": 3600, "retries": 1, "overlap": "skip", "catch_up": True},
     options_model=LogRotationOptions,
+    run_at_first_start=False,
 )
