@@ -118,7 +118,7 @@ def check_dependencies(env: DoctorEnv) -> list[Check]:
         problems = _problems(requirements)
         if problems:
             checks.append(ok(f"optional.{extra}", "optional, not usable: " + "; ".join(p for _, p in problems)
-                             + " (journald gets plain lines, no sd_notify)"))
+                             + " (journald gets plain lines; sd_notify uses the built-in NOTIFY_SOCKET fallback)"))
         else:
             checks.append(ok(f"optional.{extra}", "optional, installed: " + ", ".join(
                 f"{req.name} {metadata.version(req.name)}" for req in requirements)))
