@@ -90,7 +90,7 @@ class _ServerProcess:
 
 
 def run(quick: bool = False) -> list[dict]:
-    count, range_size, sample = (200, 100, 40) if quick else (2000, 800, 8)
+    count, range_size, sample = (200, 100, 40) if quick else (2000, 800, 4)
     prefixes = [f"{i * 131:05X}" for i in range(count)]
     rows: list[dict] = []
     with _ServerProcess(range_size, padding=200) as server, tempfile.TemporaryDirectory() as tmp:
