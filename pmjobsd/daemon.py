@@ -173,12 +173,7 @@ class Daemon:
         self.metrics.set_jobs(name for name, job in new.jobs.items() if job.definition.enabled)
         self.metrics.set_textfile(new.settings.metrics.textfile)
         if new.settings.alerts != old.settings.alerts:
-            previous = self.alerts
-            self.alerts = AlertManager(new.settings.alerts, self.paths, EventLogger("alerts"), host=socket.gethostname(),
-                                       on_delivery=self.metrics.alert_delivered)
-            self.observers[self.observers.index(previous)] = self.alerts
-            self.runner.observers = list(self.observers)
-            previous.close()
+            self.alerts.reconfigure(new.settings.alerts)
         endpoint = ("enabled", "host", "port", "allow_remote")
         if any(getattr(new.settings.metrics, key) != getattr(old.settings.metrics, key) for key in endpoint):
             self._stop_web()
@@ -301,8 +296,10 @@ class Daemon:
         self.runner.resize(new.settings.max_workers)
         with self._sched_lock:
             self.scheduler.load(jobs, catch_up=False)
-            dropped = [record for record in self.runner.awaiting_retry()
-                       if not self.scheduler.pending_retries(record.job)]
+        # Only retries of jobs that are gone or disabled; a run that failed just now may not have
+        # its retry scheduled yet (_schedule_retries runs after this in the loop).
+        dropped = [record for record in self.runner.awaiting_retry()
+                   if record.job not in jobs or not jobs[record.job].definition.enabled]
         for record in dropped:
             self.runner.give_up(record.run_id, "the job was disabled or removed before its retry")
         self._reconfigure_observers(old, new)

@@ -248,11 +248,15 @@ class RunHistory:
         return slots
 
     def consecutive_failures(self, job: str) -> int:
-        """Final outcomes of ``job`` that were FAIL or TIMEOUT, counted back from the newest."""
+        """Final outcomes of ``job`` that were FAIL or TIMEOUT, counted back from the newest.
+
+        INTERRUPTED runs (the daemon stopped) say nothing about the job: they neither
+        count nor end the streak, like the alert rules treat them.
+        """
         row = self._execute(
             "SELECT COUNT(*) FROM runs WHERE job = ?1 AND final = 1 AND status IN ('FAIL', 'TIMEOUT')"
             " AND started_at > COALESCE((SELECT MAX(started_at) FROM runs WHERE job = ?1 AND final = 1"
-            " AND status NOT IN ('FAIL', 'TIMEOUT', 'RUNNING')), -1)",
+            " AND status NOT IN ('FAIL', 'TIMEOUT', 'RUNNING', 'INTERRUPTED')), -1)",
             (job,),
         ).fetchone()
         return row[0]

@@ -44,6 +44,8 @@ ATTEMPT_STATUSES = ("OK", "WARN", "FAIL", "TIMEOUT", "INTERRUPTED")
 
 # The built-in jobs' own counts, as named gauges: (job, JobResult.metrics key) -> (metric, help).
 # Every other number a job reports is pmjobsd_job_result_value{job_name, name}.
+# A job's own number that needs scaling to the metric's base unit.
+RESULT_SCALE = {("backup_integrity_check", "newest_backup_age_days"): 86400.0}
 NAMED_RESULTS: dict[tuple[str, str], tuple[str, str]] = {
     ("breach_cache_refresh", "prefixes_refreshed"): (
         "pmjobsd_breach_prefixes_refreshed", "HIBP range prefixes refreshed by the last breach cache refresh"),
@@ -59,8 +61,9 @@ NAMED_RESULTS: dict[tuple[str, str], tuple[str, str]] = {
         "pmjobsd_backups_verified", "Backups fully verified by the last backup integrity check"),
     ("backup_integrity_check", "backups_failed"): (
         "pmjobsd_backups_failed", "Backups that failed the last backup integrity check"),
+    # Prometheus wants base units: the job reports days, the metric is seconds (scaled below).
     ("backup_integrity_check", "newest_backup_age_days"): (
-        "pmjobsd_backup_newest_age_days", "Age of the newest backup in days"),
+        "pmjobsd_backup_newest_age_seconds", "Age of the newest backup in seconds"),
     ("browser_bridge_health", "reachable"): (
         "pmjobsd_browser_bridge_reachable", "1 when the app's browser bridge answered its health check"),
 }
@@ -192,7 +195,7 @@ class StatusCollector(Collector):
                 metric = NAMED_RESULTS.get((job_name, name))
                 if metric is not None:
                     named.setdefault(metric[0], GaugeMetricFamily(metric[0], metric[1], labels=["job_name"]))
-                    named[metric[0]].add_metric([job_name], value)
+                    named[metric[0]].add_metric([job_name], value * RESULT_SCALE.get((job_name, name), 1.0))
         yield generic
         yield from named.values()
 
@@ -267,6 +270,8 @@ class MetricsObserver(NullObserver):
             self.retries.labels(record.job).inc()
 
     def run_finished(self, record: RunRecord) -> None:
+        if record.given_up:
+            return  # the attempt was counted when it ended; it only became final now
         self.runs.labels(record.job, record.status.value).inc()
         if record.finished_at is not None:
             self.duration.labels(record.job).observe(max(0.0, record.finished_at - record.started_at))

@@ -20,7 +20,7 @@ class RunRecord:
 
     ``final`` is True when no retry follows (the outcome alerts act on);
     ``consecutive_failures`` counts final FAIL/TIMEOUT outcomes in a row,
-    this one included.
+    this one included (INTERRUPTED neither counts nor breaks the streak).
     """
 
     run_id: str
@@ -37,6 +37,7 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     final: bool = True
     consecutive_failures: int = 0
+    given_up: bool = False  # told again when a dropped retry made this attempt final after all
 
     @property
     def duration_ms(self) -> int | None:

@@ -309,7 +309,7 @@ class Runner:
             record = self._awaiting_retry.pop(run_id, None)
         if record is None:
             return None
-        record.final = True
+        record.final = record.given_up = True
         self.history.mark_final(record.run_id, record.attempt)
         record.consecutive_failures = self.history.consecutive_failures(record.job)
         self.log.warning("job.retry_dropped", component="runner", job=record.job, run_id=record.run_id,

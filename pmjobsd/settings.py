@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from . import cron, registry
 from .privacy import redact_settings
@@ -96,11 +96,27 @@ class JobDefinition(_Frozen):
         return value
 
 
+def _notification_url(url: str) -> str:
+    """A target must at least parse as a URL with a scheme; the error never quotes it (it may hold a token)."""
+    from urllib.parse import urlsplit
+
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        raise ValueError(f"not a readable URL ({exc})") from None
+    if not scheme:
+        raise ValueError("expected a notification URL such as 'json://host/path' or 'mailtos://...'")
+    return url
+
+
+NotificationUrl = Annotated[str, AfterValidator(_notification_url)]
+
+
 class Alerts(_Frozen):
     desktop: bool = True
-    targets: list[str] = Field(default_factory=list, description="apprise URLs notified when a job fails")
+    targets: list[NotificationUrl] = Field(default_factory=list, description="apprise URLs notified when a job fails")
     escalate_after: int = Field(2, ge=1, description="consecutive failures before escalation_targets are told too")
-    escalation_targets: list[str] = Field(default_factory=list)
+    escalation_targets: list[NotificationUrl] = Field(default_factory=list)
     allow_remote: bool = Field(False, description="allow alerts to leave the machine (webhooks, e-mail, chat)")
     repeat_after: Duration | None = Field(None, description="re-announce a job that keeps failing after this long")
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for signing generic JSON webhooks")

@@ -64,3 +64,10 @@ def stubborn(ctx: JobContext) -> JobResult:
 def notify_pid(ctx: JobContext) -> JobResult:
     _mark(ctx, f"pid={os.getpid()}")
     return JobResult.ok(str(Path.cwd()) and "pid noted")
+
+
+def slow_fail(ctx: JobContext) -> None:
+    """Fails after ``seconds`` (the cancel flag cuts the wait short)."""
+    _mark(ctx, "slow_fail")
+    ctx.cancel_event.wait(float(ctx.options.get("seconds", 1)))
+    raise RuntimeError(f"attempt {ctx.attempt} failed slowly")

@@ -410,3 +410,49 @@ def test_http_4xx_is_permanent_5xx_transient():
         finally:
             server.shutdown()
         assert error.value.permanent is permanent and error.value.reason == f"HTTP {status}"
+
+
+def test_reconfigure_swaps_sinks_and_keeps_what_was_announced(paths, jobs_log):
+    first, first_got = webhook_receiver()
+    second, second_got = webhook_receiver()
+    try:
+        alerts = manager(Alerts(desktop=False, targets=[f"json://127.0.0.1:{first.server_port}/a"]), paths)
+        alerts.run_finished(record(status=Status.FAIL))
+        wait_for(lambda: len(first_got.snapshot()) == 1)
+        alerts.reconfigure(Alerts(desktop=False, targets=[f"json://127.0.0.1:{second.server_port}/b"]))
+        alerts.run_finished(record(status=Status.FAIL, streak=1))  # still failing: not announced again
+        alerts.run_finished(record(status=Status.OK))
+        wait_for(lambda: len(second_got.snapshot()) == 1)
+        assert bodies(second_got)[0]["kind"] == "resolved"  # the new sinks know the failure was announced
+        assert len(first_got.snapshot()) == 1
+        alerts.close()
+    finally:
+        first.shutdown()
+        second.shutdown()
+
+
+def test_a_worker_closed_with_a_full_queue_still_ends(paths, jobs_log):
+    from pmjobsd.alerts.delivery import SinkWorker
+
+    hanging = HangingSink()
+    worker = SinkWorker(hanging, lambda *args: None, queue_size=1, attempts=1)
+    worker.submit(Message("notice", "t", "b", {}))
+    assert hanging.entered.wait(10)
+    worker.submit(Message("notice", "t", "b", {}))  # fills the queue behind the stuck message
+    assert worker.close(time.monotonic() + 0.2) is False  # no room for the stop marker
+    hanging.release.set()
+    wait_for(lambda: not worker._thread.is_alive(), timeout=10)
+
+
+def test_notices_to_remote_sinks_are_scrubbed(paths, jobs_log):
+    server, received = webhook_receiver()
+    try:
+        alerts = manager(Alerts(desktop=False, targets=[f"json://127.0.0.1:{server.server_port}/n"]), paths)
+        alerts.notice("my_job", "r1", Notice(f"see https://hooks.example.org/{TOKEN}",
+                                             f"mail ops@{SITE} or https://x.example/{TOKEN}", private_body=SITE))
+        wait_for(lambda: received.snapshot())
+        text = received.snapshot()[0]["body"].decode()
+        assert TOKEN not in text and SITE not in text and "https://hooks.example.org/<redacted>" in text
+        alerts.close()
+    finally:
+        server.shutdown()

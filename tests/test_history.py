@@ -37,6 +37,7 @@ def test_consecutive_failures_and_mark_final(tmp_path):
         attempt("b", Status.OK)
         attempt("c", Status.FAIL)
         attempt("d", Status.TIMEOUT)
+        attempt("i", Status.INTERRUPTED)  # the daemon stopped: neither counts nor ends the streak
         attempt("e", Status.FAIL, final=False)  # a retry was still to come
         assert history.consecutive_failures("job") == 2
         history.mark_final("e", 1)

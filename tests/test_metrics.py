@@ -111,9 +111,24 @@ def test_counters_histogram_and_results(observer):
 @pytest.mark.skipif(not PROMTOOL, reason="promtool (Debian package prometheus) not installed")
 def test_promtool_accepts_the_exposition(observer):
     observer.set_jobs(["backup_integrity_check", "other"])
-    observer.run_finished(record(metrics={"backups_verified": 2}))
+    # Every number a built-in job reports with a named metric, so each name and unit is checked.
+    observer.run_finished(record(metrics={"backups_verified": 2, "backups_failed": 0, "newest_backup_age_days": 1.5}))
     observer.alert_delivered("webhook", "failed")
-    promtool_check(observer.exposition())
+    exposition = observer.exposition()
+    promtool_check(exposition)
+    assert samples(exposition)[("pmjobsd_backup_newest_age_seconds", (("job_name", "backup_integrity_check"),))] == 1.5 * 86400
+
+
+def test_a_given_up_attempt_is_not_counted_twice(observer):
+    observer.set_jobs(["backup_integrity_check"])
+    failed = record(status=Status.FAIL, final=False)
+    observer.run_finished(failed)
+    failed.final = failed.given_up = True  # Runner.give_up tells the observers again
+    observer.run_finished(failed)
+    found = samples(observer.exposition())
+    job = (("job_name", "backup_integrity_check"),)
+    assert found[("pmjobsd_job_runs_total", job + (("status", "FAIL"),))] == 1
+    assert found[("pmjobsd_job_duration_seconds_count", job)] == 1
 
 
 def test_status_gauge_follows_the_document_at_each_scrape(observer):

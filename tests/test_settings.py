@@ -108,3 +108,12 @@ def test_schema_describes_definitions():
 def test_app_keys_survive_and_are_visible(tmp_path):
     loaded = load_settings(write(tmp_path / "s.json", {"theme": "dark", "browser_bridge": {"port": 43110}}))
     assert loaded.app_settings["browser_bridge"]["port"] == 43110
+
+
+def test_an_unreadable_alert_target_is_a_config_error_that_does_not_quote_it(tmp_path):
+    loaded = load_settings(write(tmp_path / "s.json", {"jobs": {"alerts": {
+        "targets": ["json://[abc/hook-T0KEN"], "escalation_targets": ["no-scheme-T0KEN"]}}}))
+    assert loaded.fatal
+    paths = sorted(issue.path for issue in loaded.issues)
+    assert paths == ["jobs.alerts.escalation_targets.0", "jobs.alerts.targets.0"]
+    assert "T0KEN" not in " ".join(issue.message for issue in loaded.issues)

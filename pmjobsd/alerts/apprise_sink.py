@@ -21,8 +21,11 @@ _NOTIFY_TYPE = {"alert": "failure", "escalation": "failure", "repeat": "failure"
 
 
 def scheme_of(url: str) -> str:
-    """The URL's scheme, the only part of a target that is safe to log."""
-    return urlsplit(url).scheme.lower() or "?"
+    """The URL's scheme, the only part of a target that is safe to log ("?" when unreadable)."""
+    try:
+        return urlsplit(url).scheme.lower() or "?"
+    except ValueError:  # e.g. "json://[abc/hook": an unclosed IPv6 bracket
+        return "?"
 
 
 def _with_timeouts(url: str, timeout: float) -> str:

@@ -67,6 +67,8 @@ class SinkWorker:
                 self._on_result(self.sink, item, "failed", self._attempts, exc.reason)
             else:
                 self._on_result(self.sink, item, "sent", attempts, None)
+            if self._stopping.is_set() and self._queue.empty():
+                return  # closing, and close() found the queue too full for its stop marker
 
     def close(self, deadline: float) -> bool:
         """Stop after the queued messages (no more retry pauses); True if the thread ended by ``deadline``."""

@@ -75,12 +75,30 @@ class AlertManager(NullObserver):
         self._state = AlertState(paths.state_dir / FILE_NAME)
         if self._state.problem:
             log.warning("alert.state_invalid", error=self._state.problem)
-        plan = sinks if sinks is not None else build_sinks(alerts, timeout=sink_timeout)
-        self._report_plan(plan)
         self._log_result = log_result(log)
-        options = {"queue_size": queue_size, "attempts": attempts, "retry_delay": retry_delay}
-        self._primary = [SinkWorker(sink, self._result, **options) for sink in plan.primary]
-        self._escalation = [SinkWorker(sink, self._result, **options) for sink in plan.escalation]
+        self._sink_timeout = sink_timeout
+        self._worker_options = {"queue_size": queue_size, "attempts": attempts, "retry_delay": retry_delay}
+        self._primary, self._escalation = self._start_workers(
+            sinks if sinks is not None else build_sinks(alerts, timeout=sink_timeout))
+
+    def _start_workers(self, plan: SinkPlan) -> tuple[list[SinkWorker], list[SinkWorker]]:
+        self._report_plan(plan)
+        return ([SinkWorker(sink, self._result, **self._worker_options) for sink in plan.primary],
+                [SinkWorker(sink, self._result, **self._worker_options) for sink in plan.escalation])
+
+    def reconfigure(self, alerts: Alerts) -> None:
+        """Use new alert settings: new sinks, the same announcement state.
+
+        Rebuilding the manager instead would split what was announced between two
+        objects for runs that finish during the swap.  The old sinks drain on a
+        helper thread, so a stuck sink never holds up the caller (the scheduler loop).
+        """
+        plan = build_sinks(alerts, timeout=self._sink_timeout)
+        with self._lock:
+            self._alerts = alerts
+            old = self._primary + self._escalation
+            self._primary, self._escalation = self._start_workers(plan)
+        threading.Thread(target=self._close_workers, args=(old, 5.0), name="pmjobsd-alert-close", daemon=True).start()
 
     # --- start-up report ---------------------------------------------------
     def _report_plan(self, plan: SinkPlan) -> None:
@@ -116,15 +134,21 @@ class AlertManager(NullObserver):
     def notice(self, job: str, run_id: str, notice: Notice) -> None:
         """Deliver a job's notice to the primary sinks (desktop gets ``private_body``)."""
         fields = self._base_fields(job, run_id)
+        # Like alert summaries, a job's own words are scrubbed (URLs with tokens, addresses) and capped;
+        # only private_body, shown by the local desktop alone, is passed as the job wrote it.
         message = Message(
-            "notice", notice.title, notice.body, fields, private_body=notice.private_body, urgency=notice.urgency
+            "notice", scrub_text(notice.title)[:MAX_SUMMARY], scrub_text(notice.body)[:4 * MAX_SUMMARY], fields,
+            private_body=notice.private_body, urgency=notice.urgency,
         )
         self._submit(self._primary, message)
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush queued messages for up to ``timeout`` seconds, then stop (threads are daemons)."""
+        self._close_workers(self._primary + self._escalation, timeout)
+
+    def _close_workers(self, workers: list[SinkWorker], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        for worker in self._primary + self._escalation:
+        for worker in workers:
             if not worker.close(deadline):
                 self._log.warning("alert.close_timeout", sink=worker.sink.kind)
 

@@ -77,10 +77,10 @@ def build_sinks(alerts: Alerts, timeout: float = 10.0, platform: str | None = No
         ("alerts.escalation_targets", alerts.escalation_targets, plan.escalation),
     ):
         for index, url in enumerate(urls):
-            if is_remote_target(url) and not alerts.allow_remote:
-                plan.remote_disabled += 1
-                continue
             try:
+                if is_remote_target(url) and not alerts.allow_remote:
+                    plan.remote_disabled += 1
+                    continue
                 into.append(build_target(url, alerts, timeout))
             except ValueError as exc:
                 plan.problems.append(TargetProblem(f"{setting}[{index}]", scheme_of(url), str(exc)))

@@ -302,3 +302,17 @@ def test_control_socket_in_a_deep_state_folder_without_runtime_dir(home, monkeyp
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_a_settings_change_noticed_with_a_failure_keeps_its_retry(home, daemon_factory):
+    """The loop reloads before it schedules retries: a failure arriving with a reload must still be retried."""
+    settings = {"wake_interval": "30s", "definitions": {
+        "slow": {"cron": "@yearly", "callable": "tests.sample_jobs:slow_fail", "retries": 1,
+                 "backoff": {"initial": 0.2}, "options": {"seconds": 1.5}}}}
+    home.write_settings(dict(settings))
+    daemon_factory()
+    wait_for(lambda: home.events("job.started", job="slow"), message="first attempt")
+    home.write_settings(dict(settings, max_workers=3))  # the app rewrote settings.json meanwhile
+    wait_for(lambda: len(home.events("job.failed", job="slow")) == 2, message="both attempts")
+    assert home.events("config.reloaded") and not home.events("job.retry_dropped")
+    assert [e["attempt"] for e in home.events("job.retry_scheduled", job="slow")] == [2]
