@@ -80,7 +80,10 @@ class _Worker(threading.Thread):
             request = self.runner._queue.get()
             if request is None:  # shutdown sentinel
                 return
-            self.runner._execute(request, self)
+            try:
+                self.runner._execute(request, self)
+            except Exception as exc:  # the history or log could not be written: keep worker and daemon alive
+                self.runner._execute_failed(request, exc)
 
 
 class Runner:
@@ -208,6 +211,16 @@ class Runner:
                 self._start_waiting(job.name)
             self.log.warning("job.abandoned_thread_exited", job=job.name, run_id=request.run_id, status=status.value)
             self.wake()
+
+    def _execute_failed(self, request: RunRequest, exc: Exception) -> None:
+        """Recording an attempt failed (disk full, database locked too long): forget it, say so, go on."""
+        with self._lock:
+            self._active.pop(request.run_id, None)
+            self._start_waiting(request.job.name)
+        self.log.error("job.record_failed", job=request.job.name, run_id=request.run_id, attempt=request.attempt,
+                       error=f"{type(exc).__name__}: {exc}")
+        request.done.set()
+        self.wake()
 
     @staticmethod
     def _call(job: ResolvedJob, context: JobContext):

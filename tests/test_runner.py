@@ -1,5 +1,6 @@
 """The runner in-process: outcomes, timeouts that free the seat, overlap, observers."""
 
+import sqlite3
 import threading
 import time
 from datetime import timezone
@@ -191,3 +192,22 @@ def test_give_up_makes_the_last_attempt_final(runner_setup):
     assert recorder.finished[-1] is record  # alerts see the final failure
     assert history.recent("flaky", 1)[0]["final"] is True
     assert runner.give_up(request.run_id, "again") is None
+
+
+def test_a_history_that_cannot_be_written_does_not_kill_the_worker(runner_setup, monkeypatch):
+    runner, history, _ = runner_setup
+    real_record_start = history.record_start
+    calls = []
+
+    def failing_once(record):
+        calls.append(record.job)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_record_start(record)
+
+    monkeypatch.setattr(history, "record_start", failing_once)
+    lost = run(runner, job("lost", sample_jobs.ok))
+    assert lost.done.wait(10) and lost.record is None
+    assert not runner.busy("lost")  # not stuck as running
+    after = run(runner, job("after", sample_jobs.ok))  # the only worker is still there
+    assert after.done.wait(10) and after.record.status is Status.OK
