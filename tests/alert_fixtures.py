@@ -5,27 +5,14 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import os
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> object:
-    """Poll ``predicate`` until truthy; a bounded wait for background threads, not a timing assertion."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def free_port() -> int:

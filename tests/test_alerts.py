@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import stat
 import sys
 import threading
@@ -31,9 +30,9 @@ from .alert_fixtures import (
     make_self_signed,
     read_log_lines,
     recording_proxy,
-    wait_for,
     webhook_receiver,
 )
+from .conftest import wait_for
 from .helpers import app_paths
 
 SECRET = "CANARY-webhook-secret-7f3a"

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from pmjobsd.detach import AlreadyRunning, LockedPidFile
+from tests.conftest import wait_for
 
 # Stands in for `pmjobsd run --detach --pidfile PATH` until the CLI is wired.
 DAEMON = r"""
@@ -46,17 +46,6 @@ def _start(tmp_path: Path, pidfile: Path) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=30)
 
 
-def _wait_for(condition, what: str, limit: float = 20.0):
-    """Poll until ``condition()`` is truthy; a bound on a wait, not a timing assertion."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"gave up waiting for {what}")
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -76,7 +65,7 @@ def started(tmp_path):
     pidfile = tmp_path / "state" / "pmjobsd.pid"
     result = _start(tmp_path, pidfile)
     assert result.returncode == 0, result.stderr  # the starter returns once the daemon is off
-    line = _wait_for(lambda: _daemon_line(tmp_path), "the daemon's first log line")
+    line = wait_for(lambda: _daemon_line(tmp_path), 20, message="the daemon's first log line")
     pid = int(line.split("pid=")[1].split()[0])
     yield pidfile, pid, line
     if _alive(pid):
@@ -109,8 +98,8 @@ def test_second_start_is_refused(started, tmp_path):
 def test_sigterm_stops_it_and_removes_the_pidfile(started):
     pidfile, pid, _line = started
     os.kill(pid, signal.SIGTERM)
-    _wait_for(lambda: not pidfile.exists(), "the pidfile to be removed")
-    _wait_for(lambda: not _alive(pid), "the daemon to exit")
+    wait_for(lambda: not pidfile.exists(), 20, message="the pidfile to be removed")
+    wait_for(lambda: not _alive(pid), 20, message="the daemon to exit")
 
 
 def test_stale_pidfile_is_recovered(tmp_path):
@@ -120,14 +109,14 @@ def test_stale_pidfile_is_recovered(tmp_path):
     pidfile.write_text(f"{dead_pid}\n")  # left behind by a daemon killed with SIGKILL
     result = _start(tmp_path, pidfile)
     assert result.returncode == 0, result.stderr
-    line = _wait_for(lambda: _daemon_line(tmp_path), "the daemon's first log line")
+    line = wait_for(lambda: _daemon_line(tmp_path), 20, message="the daemon's first log line")
     pid = int(line.split("pid=")[1].split()[0])
     try:
         assert f"stale={dead_pid}" in line
         assert int(pidfile.read_text()) == pid
     finally:
         os.kill(pid, signal.SIGTERM)
-        _wait_for(lambda: not pidfile.exists(), "the pidfile to be removed")
+        wait_for(lambda: not pidfile.exists(), 20, message="the pidfile to be removed")
 
 
 def test_lock_in_process(tmp_path):
