@@ -17,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import apprise  # noqa: E402
+import apprise
 
-from pmjobsd.alerts import AlertManager  # noqa: E402
-from pmjobsd.context import Status  # noqa: E402
-from pmjobsd.joblog import EventLogger  # noqa: E402
-from pmjobsd.observers import RunRecord  # noqa: E402
-from pmjobsd.paths import AppPaths  # noqa: E402
-from pmjobsd.settings import Alerts  # noqa: E402
+from pmjobsd.alerts import AlertManager
+from pmjobsd.app.paths import AppPaths
+from pmjobsd.core.context import Status
+from pmjobsd.core.observers import RunRecord
+from pmjobsd.core.settings import Alerts
+from pmjobsd.observe.joblog import EventLogger
 
 
 def _silent_server() -> tuple[socket.socket, list]:
@@ -46,8 +46,18 @@ def _silent_server() -> tuple[socket.socket, list]:
 
 def _record(index: int) -> RunRecord:
     now = time.time()
-    return RunRecord(f"run-{index}", f"job{index}", 1, "schedule", None, now, Status.FAIL, now,
-                     summary="failed", consecutive_failures=1)
+    return RunRecord(
+        f"run-{index}",
+        f"job{index}",
+        1,
+        "schedule",
+        None,
+        now,
+        Status.FAIL,
+        now,
+        summary="failed",
+        consecutive_failures=1,
+    )
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -56,9 +66,18 @@ def run(quick: bool = False) -> list[dict]:
     port = sock.getsockname()[1]
     url = f"json://127.0.0.1:{port}/hook"
     with tempfile.TemporaryDirectory() as home:
-        paths = AppPaths.resolve(data_dir=Path(home) / "data", config_dir=Path(home) / "config", cache_dir=Path(home) / "cache")
-        manager = AlertManager(Alerts(desktop=False, targets=[url]), paths, EventLogger("bench"), host="bench",
-                               sink_timeout=1.0, attempts=1, queue_size=rounds + 1)
+        paths = AppPaths.resolve(
+            data_dir=Path(home) / "data", config_dir=Path(home) / "config", cache_dir=Path(home) / "cache"
+        )
+        manager = AlertManager(
+            Alerts(desktop=False, targets=[url]),
+            paths,
+            EventLogger("bench"),
+            host="bench",
+            sink_timeout=1.0,
+            attempts=1,
+            queue_size=rounds + 1,
+        )
         started = time.perf_counter()
         for index in range(rounds):
             manager.run_finished(_record(index))
@@ -74,15 +93,18 @@ def run(quick: bool = False) -> list[dict]:
     sock.close()
     for conn in held:
         conn.close()
-    return [{
-        "benchmark": "runner delay per failed run, webhook endpoint hanging",
-        "pmjobsd": round(ours_ms, 3),
-        "baseline": round(baseline_ms, 1),
-        "baseline_name": "apprise notify inline (1 s timeouts)",
-        "unit": "ms",
-        "ratio": round(ours_ms / baseline_ms, 5) if baseline_ms else None,
-        "notes": f"{rounds} runs, each a new job (one fsync'd alerts.json write); delivery runs on the sink's own thread with the same 1 s timeout",
-    }]
+    return [
+        {
+            "benchmark": "runner delay per failed run, webhook endpoint hanging",
+            "pmjobsd": round(ours_ms, 3),
+            "baseline": round(baseline_ms, 1),
+            "baseline_name": "apprise notify inline (1 s timeouts)",
+            "unit": "ms",
+            "ratio": round(ours_ms / baseline_ms, 5) if baseline_ms else None,
+            "notes": f"{rounds} runs, each a new job (one fsync'd alerts.json write); "
+            "delivery runs on the sink's own thread with the same 1 s timeout",
+        }
+    ]
 
 
 if __name__ == "__main__":

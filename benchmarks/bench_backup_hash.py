@@ -8,7 +8,7 @@ export), 8 files by default (``--quick``: 64 MB).  Rows, each side by side on
 the same files in the same run, best of 2 (the files are in the page cache
 for both, so this measures hashing, not the disk):
 
-* ``sha256 of every backup``: :func:`pmjobsd.checksums.sha256_file` vs ``sha256sum FILES``
+* ``sha256 of every backup``: :func:`pmjobsd.jobs.backup.checksums.sha256_file` vs ``sha256sum FILES``
 * ``job, hash check only``: a whole ``backup_integrity_check`` run whose backups
   are already recorded (``verify_latest=0``: hash and compare with SHA256SUMS)
   vs ``sha256sum -c SHA256SUMS``
@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pmjobsd.checksums import sha256_file  # noqa: E402
-from pmjobsd.jobs import backup_integrity_check as job  # noqa: E402
-from tests.appfixtures import canary_entry, create_vault, write_key_files  # noqa: E402
-from tests.helpers import app_paths, make_context  # noqa: E402
+from pmjobsd.jobs.backup import backup_integrity_check as job
+from pmjobsd.jobs.backup.checksums import sha256_file
+from tests.support.appfixtures import canary_entry, create_vault, write_key_files
+from tests.support.helpers import app_paths, make_context
 
 FILES = 8
 
@@ -59,7 +59,9 @@ def _build(home: Path, size_mb: int) -> list[Path]:
         archive.write(vault, "passwords.db")
         for name in ("secret.key", "auth.json", "crypto.salt"):
             archive.write(paths.data_dir / name, name)
-        archive.writestr("metadata.json", '{"version": "2.0", "timestamp": %d, "description": "bench"}' % (now - 86400 * FILES))
+        archive.writestr(
+            "metadata.json", f'{{"version": "2.0", "timestamp": {now - 86400 * FILES}, "description": "bench"}}'
+        )
     backups = [first]
     for i in range(1, FILES):
         copy = folder / f"password_manager_backup_{now - 86400 * (FILES - i)}.zip"
@@ -111,9 +113,21 @@ def run(quick: bool = False, size_mb: int | None = None) -> list[dict]:
             sha256_file(backup)
 
         ours = _best(lambda: [sha256_file(b) for b in backups])
-        base = _best(lambda: subprocess.run([sha256sum, *map(str, backups)], check=True, capture_output=True)) if sha256sum else None
-        rows.append(_row("sha256 of every backup", megabytes, ours, base, "sha256sum FILES",
-                         f"{len(backups)} files, {megabytes:.0f} MB, 1 MiB reads"))
+        base = (
+            _best(lambda: subprocess.run([sha256sum, *map(str, backups)], check=True, capture_output=True))
+            if sha256sum
+            else None
+        )
+        rows.append(
+            _row(
+                "sha256 of every backup",
+                megabytes,
+                ours,
+                base,
+                "sha256sum FILES",
+                f"{len(backups)} files, {megabytes:.0f} MB, 1 MiB reads",
+            )
+        )
 
         def job_run(options):
             result = job.run(make_context(home, "backup_integrity_check", options))
@@ -128,8 +142,16 @@ def run(quick: bool = False, size_mb: int | None = None) -> list[dict]:
             subprocess.run([sha256sum, "-c", "--quiet", "SHA256SUMS"], cwd=backup_dir, check=True, capture_output=True)
 
         base = _best(verify_with_coreutils) if sha256sum else None
-        rows.append(_row("job, hash check only", megabytes, ours, base, "sha256sum -c SHA256SUMS",
-                         "whole backup_integrity_check run incl. live vault integrity_check"))
+        rows.append(
+            _row(
+                "job, hash check only",
+                megabytes,
+                ours,
+                base,
+                "sha256sum -c SHA256SUMS",
+                "whole backup_integrity_check run incl. live vault integrity_check",
+            )
+        )
 
         ours = _best(lambda: job_run(full))
 
@@ -139,8 +161,16 @@ def run(quick: bool = False, size_mb: int | None = None) -> list[dict]:
                 subprocess.run([unzip, "-tq", str(backup)], check=True, capture_output=True)
 
         base = _best(full_with_tools) if sha256sum and unzip else None
-        rows.append(_row("job, full check", megabytes, ours, base, "sha256sum -c + unzip -tq",
-                         "pmjobsd also extracts passwords.db, integrity-checks and compares it"))
+        rows.append(
+            _row(
+                "job, full check",
+                megabytes,
+                ours,
+                base,
+                "sha256sum -c + unzip -tq",
+                "pmjobsd also extracts passwords.db, integrity-checks and compares it",
+            )
+        )
     return rows
 
 
@@ -149,8 +179,10 @@ def _print(rows: list[dict]) -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['benchmark']:<26} {row['pmjobsd']:>9} {row['baseline'] or '-':>9} {row['ratio'] or '-':>6}  "
-              f"{row['unit']}  {row['baseline_name']} / {row['notes']}")
+        print(
+            f"{row['benchmark']:<26} {row['pmjobsd']:>9} {row['baseline'] or '-':>9} {row['ratio'] or '-':>6}  "
+            f"{row['unit']}  {row['baseline_name']} / {row['notes']}"
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from pmjobsd.jobs.breach_cache_refresh import BreachCacheRefreshOptions, run_refresh  # noqa: E402
-from tests.fake_hibp import range_for  # noqa: E402
-from tests.helpers import make_context  # noqa: E402
+from pmjobsd.jobs.breach.breach_cache_refresh import BreachCacheRefreshOptions, run_refresh  # noqa: E402
+from tests.support.fake_hibp import range_for  # noqa: E402
+from tests.support.helpers import make_context  # noqa: E402
 
 try:
     from secure_password_manager.utils import security_analyzer as app_analyzer
@@ -77,11 +77,14 @@ class _ServerProcess:
 
     def __init__(self, range_size: int, padding: int):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_hibp", str(range_size), str(padding), "2"],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "tests.support.fake_hibp", str(range_size), str(padding), "2"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.base = self.process.stdout.readline().strip()
 
-    def __enter__(self) -> "_ServerProcess":
+    def __enter__(self) -> _ServerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -97,15 +100,28 @@ def run(quick: bool = False) -> list[dict]:
         # Warm the server's generated ranges, so both sides are timed against a server that only serves.
         warm = requests.Session()
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda p: warm.get(f"{server.base}/range/{p}", headers={"Add-Padding": "true"}).content,
-                          prefixes))
+            list(
+                pool.map(
+                    lambda p: warm.get(f"{server.base}/range/{p}", headers={"Add-Padding": "true"}).content, prefixes
+                )
+            )
         warm.close()
 
         # pmjobsd
         home = Path(tmp) / "pm"
-        ctx = make_context(home, "breach_cache_refresh", BreachCacheRefreshOptions(
-            api_base=server.base, breach_api_base=server.base, rate_limit=0, concurrency=8,
-            max_requests=count, check_latest_breach=False), timeout=3600)
+        ctx = make_context(
+            home,
+            "breach_cache_refresh",
+            BreachCacheRefreshOptions(
+                api_base=server.base,
+                breach_api_base=server.base,
+                rate_limit=0,
+                concurrency=8,
+                max_requests=count,
+                check_latest_breach=False,
+            ),
+            timeout=3600,
+        )
         _seed_cache(ctx.paths.breach_cache_path, range_size, prefixes)
         file_size = ctx.paths.breach_cache_path.stat().st_size
         started = time.perf_counter()
@@ -127,17 +143,39 @@ def run(quick: bool = False) -> list[dict]:
     scaled = "" if sample == count else f"; timed on {sample} prefixes and scaled to {count} (constant file size)"
     shape = f"{count} prefixes x {range_size} suffixes (+200 padding lines), cache file {file_size / 1e6:.1f} MB"
     writer = "app's real _cache_breach_data" if app_analyzer else "app writer restated"
-    rows.append(dict(benchmark=f"refresh {count} cached prefixes (wall time)", pmjobsd=round(pm_seconds, 2),
-                     baseline=round(app_seconds, 2), baseline_name="app: requests.get + full JSON rewrite per prefix",
-                     unit="s", ratio=round(app_seconds / pm_seconds, 1),
-                     notes=f"{shape}; rate limit lifted, 8 in flight; {writer}{scaled}"))
-    rows.append(dict(benchmark="requests per second", pmjobsd=round(count / pm_seconds, 1),
-                     baseline=round(count / app_seconds, 2), baseline_name="app: sequential, new connection each",
-                     unit="req/s", ratio=round(app_seconds / pm_seconds, 1),
-                     notes="127.0.0.1 server in its own process; the default rate_limit (10/s) is what pmjobsd uses against HIBP"))
-    rows.append(dict(benchmark="cache file rewrites", pmjobsd=pm_writes, baseline=count,
-                     baseline_name="app: one per prefix", unit="writes", ratio=round(count / max(pm_writes, 1), 1),
-                     notes=f"each rewrite is the whole {file_size / 1e6:.1f} MB file"))
+    rows.append(
+        dict(
+            benchmark=f"refresh {count} cached prefixes (wall time)",
+            pmjobsd=round(pm_seconds, 2),
+            baseline=round(app_seconds, 2),
+            baseline_name="app: requests.get + full JSON rewrite per prefix",
+            unit="s",
+            ratio=round(app_seconds / pm_seconds, 1),
+            notes=f"{shape}; rate limit lifted, 8 in flight; {writer}{scaled}",
+        )
+    )
+    rows.append(
+        dict(
+            benchmark="requests per second",
+            pmjobsd=round(count / pm_seconds, 1),
+            baseline=round(count / app_seconds, 2),
+            baseline_name="app: sequential, new connection each",
+            unit="req/s",
+            ratio=round(app_seconds / pm_seconds, 1),
+            notes="127.0.0.1 server in its own process; the default rate_limit (10/s) is what pmjobsd uses against HIBP",
+        )
+    )
+    rows.append(
+        dict(
+            benchmark="cache file rewrites",
+            pmjobsd=pm_writes,
+            baseline=count,
+            baseline_name="app: one per prefix",
+            unit="writes",
+            ratio=round(count / max(pm_writes, 1), 1),
+            notes=f"each rewrite is the whole {file_size / 1e6:.1f} MB file",
+        )
+    )
     return rows
 
 

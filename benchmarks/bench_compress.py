@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pmjobsd.compression import compress_archive  # noqa: E402
+from pmjobsd.jobs.logs.compression import compress_archive
 
 MESSAGES = [
     "Added password entry id={n}",

@@ -31,14 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED  # noqa: E402
-from apscheduler.executors.pool import ThreadPoolExecutor  # noqa: E402
-from apscheduler.schedulers.background import BackgroundScheduler  # noqa: E402
-from apscheduler.triggers.cron import CronTrigger  # noqa: E402
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
-from benchmarks.bench_idle import Program  # noqa: E402
-from benchmarks.common import percentiles, pmjobsd_command, print_table, row, write_settings  # noqa: E402
-from pmjobsd import registry  # noqa: E402
+from benchmarks.bench_idle import Program
+from benchmarks.common import percentiles, pmjobsd_command, print_table, row, write_settings
+from pmjobsd.core import registry
 
 WORKERS = 4
 BURST_JOBS = 200
@@ -70,11 +70,14 @@ def measure_pmjobsd(load: Load, root: Path) -> tuple[list[float], int]:
     definitions = {name: {"enabled": False} for name in registry.BUILTIN_JOBS}
     for index in range(load.jobs):
         definitions[f"probe_{index:03d}"] = {
-            "callable": "benchmarks.probe_jobs:record_start", "cron": f"{second} {minute} {hour} * * *",
-            "catch_up": False, "options": {"out": str(out)},
+            "callable": "benchmarks.probe_jobs:record_start",
+            "cron": f"{second} {minute} {hour} * * *",
+            "catch_up": False,
+            "options": {"out": str(out)},
         }
-    write_settings(root, {"timezone": "UTC", "max_workers": WORKERS, "alerts": {"desktop": False},
-                          "definitions": definitions})
+    write_settings(
+        root, {"timezone": "UTC", "max_workers": WORKERS, "alerts": {"desktop": False}, "definitions": definitions}
+    )
     daemon = Program("pmjobsd", pmjobsd_command(), root)
     try:
         daemon.wait_ready()
@@ -112,8 +115,9 @@ def measure_apscheduler(load: Load, root: Path) -> tuple[list[float], int]:
         with open(out, "a") as handle:
             handle.write(f"{job_id} {started!r}\n")
 
-    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(WORKERS)}, timezone="UTC",
-                                    job_defaults={"misfire_grace_time": None})
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(WORKERS)}, timezone="UTC", job_defaults={"misfire_grace_time": None}
+    )
     scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES)
     second, minute, hour = load.fields
     for index in range(load.jobs):
@@ -131,7 +135,7 @@ def measure_apscheduler(load: Load, root: Path) -> tuple[list[float], int]:
         started[job_id].append(float(when))
     lateness = []
     for job_id, slots in submitted.items():
-        for slot, when in zip(slots, started[job_id]):  # the executor starts each job's runs in order
+        for slot, when in zip(slots, started[job_id], strict=False):  # the executor starts each job's runs in order
             if load.in_window(slot):
                 lateness.append(when - slot.timestamp())
     return lateness, load.expected() - len(lateness)
@@ -157,17 +161,34 @@ def wait_until(end: datetime, done) -> None:
 def run(quick: bool = False) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_dispatch_") as folder:
-        for name, jobs, seconds, every_second in (("burst", BURST_JOBS, 1, False),
-                                                  ("steady", STEADY_JOBS, 5 if quick else 10, True)):
+        for name, jobs, seconds, every_second in (
+            ("burst", BURST_JOBS, 1, False),
+            ("steady", STEADY_JOBS, 5 if quick else 10, True),
+        ):
             ours, ours_skipped = measure_pmjobsd(Load(name, jobs, seconds, every_second), Path(folder) / name)
             theirs, theirs_skipped = measure_apscheduler(Load(name, jobs, seconds, every_second), Path(folder))
-            label = (f"{jobs} jobs due in the same second" if name == "burst"
-                     else f"{jobs} jobs every second ({jobs} runs/s, {seconds} s)")
-            notes = (f"{len(ours)} vs {len(theirs)} runs measured; not run: {ours_skipped} vs {theirs_skipped}; "
-                     f"{WORKERS} workers")
-            for stat, ours_s, theirs_s in zip(("p50", "p99", "max"), percentiles(ours), percentiles(theirs)):
-                rows.append(row(f"lateness {stat}: {label}", ours_s * 1000, theirs_s * 1000,
-                                "APScheduler 3 (same load)", "ms", notes))
+            label = (
+                f"{jobs} jobs due in the same second"
+                if name == "burst"
+                else f"{jobs} jobs every second ({jobs} runs/s, {seconds} s)"
+            )
+            notes = (
+                f"{len(ours)} vs {len(theirs)} runs measured; not run: {ours_skipped} vs {theirs_skipped}; "
+                f"{WORKERS} workers"
+            )
+            for stat, ours_s, theirs_s in zip(
+                ("p50", "p99", "max"), percentiles(ours), percentiles(theirs), strict=True
+            ):
+                rows.append(
+                    row(
+                        f"lateness {stat}: {label}",
+                        ours_s * 1000,
+                        theirs_s * 1000,
+                        "APScheduler 3 (same load)",
+                        "ms",
+                        notes,
+                    )
+                )
     return rows
 
 

@@ -33,10 +33,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    NotifySocket, ProcessSample, home_env, memory_kb, pmjobsd_command, print_table, row, write_settings,
+from benchmarks.common import (
+    NotifySocket,
+    ProcessSample,
+    home_env,
+    memory_kb,
+    pmjobsd_command,
+    print_table,
+    row,
+    write_settings,
 )
-from pmjobsd import cron, registry  # noqa: E402
+from pmjobsd.core import cron, registry
 
 HERE = Path(__file__).resolve().parent
 SETTLE_SECONDS = 3.0
@@ -69,8 +76,9 @@ class Program:
         self.notify = NotifySocket(root / "notify.sock")
         self.stderr = open(root / f"{name.split()[0]}.stderr", "a")
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(command, env=home_env(root, self.notify.path), stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr)
+        self.proc = subprocess.Popen(
+            command, env=home_env(root, self.notify.path), stdout=subprocess.DEVNULL, stderr=self.stderr
+        )
 
     def wait_ready(self) -> float:
         """Seconds from exec to READY=1."""
@@ -146,21 +154,52 @@ def run(quick: bool = False, seconds: float | None = None) -> list[dict]:
         else:
             compared = "pmjobsd wakes once per wake_interval (60 s); the baseline sleeps until its next fire time"
         rows += [
-            row(f"idle wake-ups over {window:g} s", ours["wakeups"], other["wakeups"], baseline, "wake-ups",
+            row(
+                f"idle wake-ups over {window:g} s",
+                ours["wakeups"],
+                other["wakeups"],
+                baseline,
+                "wake-ups",
                 f"voluntary context switches summed over all threads ({ours['threads']} vs {other['threads']}); "
-                f"{compared}"),
-            row(f"idle CPU over {window:g} s", ours["run_ms"], other["run_ms"], baseline, "ms",
+                f"{compared}",
+            ),
+            row(
+                f"idle CPU over {window:g} s",
+                ours["run_ms"],
+                other["run_ms"],
+                baseline,
+                "ms",
                 f"on-CPU time from /proc/PID/task/*/schedstat (ns); utime+stime from /proc/PID/stat: "
-                f"{ours['cpu_s'] * 1000:.0f} vs {other['cpu_s'] * 1000:.0f} ms (10 ms ticks)"),
-            row("idle RSS", ours["rss_kb"] / 1024, other["rss_kb"] / 1024, baseline, "MB", "VmRSS at the end of the window"),
+                f"{ours['cpu_s'] * 1000:.0f} vs {other['cpu_s'] * 1000:.0f} ms (10 ms ticks)",
+            ),
+            row(
+                "idle RSS",
+                ours["rss_kb"] / 1024,
+                other["rss_kb"] / 1024,
+                baseline,
+                "MB",
+                "VmRSS at the end of the window",
+            ),
         ]
     aps, loop = startup["APScheduler 3"], startup["schedule loop"]
     rows += [
-        row("start-up: exec to READY=1", startup["pmjobsd"]["ready_s"] * 1000, aps["ready_s"] * 1000, "APScheduler 3",
-            "ms", f"median; schedule loop {loop['ready_s'] * 1000:.0f} ms; pmjobsd validates settings, opens history, "
-                  "binds the control socket"),
-        row("start-up: peak RSS (VmHWM)", startup["pmjobsd"]["hwm_kb"] / 1024, aps["hwm_kb"] / 1024, "APScheduler 3",
-            "MB", f"at READY=1; schedule loop {loop['hwm_kb'] / 1024:.1f} MB"),
+        row(
+            "start-up: exec to READY=1",
+            startup["pmjobsd"]["ready_s"] * 1000,
+            aps["ready_s"] * 1000,
+            "APScheduler 3",
+            "ms",
+            f"median; schedule loop {loop['ready_s'] * 1000:.0f} ms; pmjobsd validates settings, opens history, "
+            "binds the control socket",
+        ),
+        row(
+            "start-up: peak RSS (VmHWM)",
+            startup["pmjobsd"]["hwm_kb"] / 1024,
+            aps["hwm_kb"] / 1024,
+            "APScheduler 3",
+            "MB",
+            f"at READY=1; schedule loop {loop['hwm_kb'] / 1024:.1f} MB",
+        ),
     ]
     return rows
 

@@ -1,6 +1,6 @@
 """What a scrape costs: pmjobsd computes its gauges from the status document at every scrape.
 
-pmjobsd: ``GET /metrics`` on :class:`pmjobsd.web.StatusServer`, whose collector
+pmjobsd: ``GET /metrics`` on :class:`pmjobsd.observe.web.StatusServer`, whose collector
 builds the status document (settings + a real run history of 1 000 and of
 20 000 attempts, 12 jobs) at each request.  Baseline: ``prometheus_client.start_http_server``
 serving a registry whose gauges were set beforehand (the cached-gauge design
@@ -22,15 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server  # noqa: E402
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from pmjobsd.context import Status  # noqa: E402
-from pmjobsd.history import RunHistory  # noqa: E402
-from pmjobsd.metrics import MetricsObserver  # noqa: E402
-from pmjobsd.observers import RunRecord  # noqa: E402
-from pmjobsd.settings import load_settings  # noqa: E402
-from pmjobsd.status import build_status  # noqa: E402
-from pmjobsd.web import Health, StatusServer  # noqa: E402
+from pmjobsd.core.context import Status
+from pmjobsd.core.history import RunHistory
+from pmjobsd.core.observers import RunRecord
+from pmjobsd.core.settings import load_settings
+from pmjobsd.observe.metrics import MetricsObserver
+from pmjobsd.observe.status import build_status
+from pmjobsd.observe.web import Health, StatusServer
 
 JOBS = 12
 HISTORY_SIZES = (1_000, 20_000)  # a month of the built-in jobs; a month of a job every two minutes
@@ -61,8 +61,18 @@ def _fill_history(history: RunHistory, names: list[str], attempts: int) -> None:
     now = time.time() - attempts
     statuses = [Status.OK, Status.OK, Status.WARN, Status.FAIL]
     for index in range(attempts):
-        record = RunRecord(f"run-{index}", names[index % len(names)], 1, "schedule", None, now + index,
-                           statuses[index % 4], now + index + 0.5, summary="bench", metrics={"items": index})
+        record = RunRecord(
+            f"run-{index}",
+            names[index % len(names)],
+            1,
+            "schedule",
+            None,
+            now + index,
+            statuses[index % 4],
+            now + index + 0.5,
+            summary="bench",
+            metrics={"items": index},
+        )
         history.record_start(record)
         history.record_finish(record)
 
@@ -78,8 +88,19 @@ def _run_once(attempts: int, rounds: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as folder:
         settings_path = Path(folder) / "settings.json"
         names = [f"job_{n:02d}" for n in range(JOBS)]
-        settings_path.write_text(json.dumps({"jobs": {"timezone": "UTC", "definitions": {
-            name: {"cron": "*/5 * * * *", "callable": "tests.web_jobs:counted"} for name in names}}}))
+        settings_path.write_text(
+            json.dumps(
+                {
+                    "jobs": {
+                        "timezone": "UTC",
+                        "definitions": {
+                            name: {"cron": "*/5 * * * *", "callable": "tests.support.web_jobs:counted"}
+                            for name in names
+                        },
+                    }
+                }
+            )
+        )
         loaded = load_settings(settings_path)
         history = RunHistory(Path(folder) / "history.db")
         _fill_history(history, names, attempts)
@@ -89,8 +110,14 @@ def _run_once(attempts: int, rounds: int) -> list[dict]:
             return build_status(loaded, history, daemon=daemon)
 
         metrics = MetricsObserver(document, history=history)
-        server = StatusServer("127.0.0.1", 0, allow_remote=False, metrics_source=metrics.exposition,
-                              status_source=document, health_source=lambda: Health(True, 0, 1))
+        server = StatusServer(
+            "127.0.0.1",
+            0,
+            allow_remote=False,
+            metrics_source=metrics.exposition,
+            status_source=document,
+            health_source=lambda: Health(True, 0, 1),
+        )
         server.start()
         port = server.address[1]
         ours_metrics = _time_gets(port, "/metrics", rounds)
@@ -100,9 +127,15 @@ def _run_once(attempts: int, rounds: int) -> list[dict]:
 
         # Baseline: the same families, values set ahead of time, served by prometheus_client itself.
         registry = CollectorRegistry()
-        families = ["pmjobsd_job_last_run_timestamp_seconds", "pmjobsd_job_next_run_timestamp_seconds",
-                    "pmjobsd_job_status", "pmjobsd_job_running", "pmjobsd_job_enabled",
-                    "pmjobsd_job_consecutive_failures", "pmjobsd_job_last_success_timestamp_seconds"]
+        families = [
+            "pmjobsd_job_last_run_timestamp_seconds",
+            "pmjobsd_job_next_run_timestamp_seconds",
+            "pmjobsd_job_status",
+            "pmjobsd_job_running",
+            "pmjobsd_job_enabled",
+            "pmjobsd_job_consecutive_failures",
+            "pmjobsd_job_last_success_timestamp_seconds",
+        ]
         for name in families:
             gauge = Gauge(name, "cached", ["job_name"], registry=registry)
             for job in names:
@@ -117,15 +150,33 @@ def _run_once(attempts: int, rounds: int) -> list[dict]:
         history.close()
     note = f"{JOBS} jobs, {attempts} attempts in the history, median of {rounds} keep-alive GETs on 127.0.0.1"
     return [
-        {"benchmark": f"GET /metrics ({attempts} attempts)", "pmjobsd": round(ours_metrics, 2), "baseline": round(baseline_metrics, 2),
-         "baseline_name": "prometheus_client start_http_server, gauges cached", "unit": "ms",
-         "ratio": round(ours_metrics / baseline_metrics, 2), "notes": note + "; gauges computed from the status document"},
-        {"benchmark": f"GET / ({attempts} attempts)", "pmjobsd": round(ours_page, 2), "baseline": round(baseline_metrics, 2),
-         "baseline_name": "same baseline (cached /metrics)", "unit": "ms",
-         "ratio": round(ours_page / baseline_metrics, 2), "notes": note},
-        {"benchmark": f"GET /healthz ({attempts} attempts)", "pmjobsd": round(ours_health, 2), "baseline": round(baseline_metrics, 2),
-         "baseline_name": "same baseline (cached /metrics)", "unit": "ms",
-         "ratio": round(ours_health / baseline_metrics, 2), "notes": "reads the heartbeat only, no lock"},
+        {
+            "benchmark": f"GET /metrics ({attempts} attempts)",
+            "pmjobsd": round(ours_metrics, 2),
+            "baseline": round(baseline_metrics, 2),
+            "baseline_name": "prometheus_client start_http_server, gauges cached",
+            "unit": "ms",
+            "ratio": round(ours_metrics / baseline_metrics, 2),
+            "notes": note + "; gauges computed from the status document",
+        },
+        {
+            "benchmark": f"GET / ({attempts} attempts)",
+            "pmjobsd": round(ours_page, 2),
+            "baseline": round(baseline_metrics, 2),
+            "baseline_name": "same baseline (cached /metrics)",
+            "unit": "ms",
+            "ratio": round(ours_page / baseline_metrics, 2),
+            "notes": note,
+        },
+        {
+            "benchmark": f"GET /healthz ({attempts} attempts)",
+            "pmjobsd": round(ours_health, 2),
+            "baseline": round(baseline_metrics, 2),
+            "baseline_name": "same baseline (cached /metrics)",
+            "unit": "ms",
+            "ratio": round(ours_health / baseline_metrics, 2),
+            "notes": "reads the heartbeat only, no lock",
+        },
     ]
 
 

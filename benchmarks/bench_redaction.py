@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pmjobsd.redaction import VaultRedactor  # noqa: E402
+from pmjobsd.diagnostics.redaction import VaultRedactor
 
 
 def _data(entries: int, lines: int) -> tuple[dict[str, str], str]:
@@ -37,13 +37,15 @@ def _data(entries: int, lines: int) -> tuple[dict[str, str], str]:
 
 def _regex_baseline(terms: dict[str, str], text: str) -> str:
     by_folded = {term.lower(): tag for term, tag in terms.items()}
-    pattern = re.compile(r"(?<![\w])(" + "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)) + r")(?![\w])", re.I)
+    pattern = re.compile(
+        r"(?<![\w])(" + "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)) + r")(?![\w])", re.I
+    )
     return pattern.sub(lambda m: by_folded[m.group(0).lower()], text)
 
 
 def run(quick: bool = False) -> list[dict]:
     rows = []
-    for entries in ((100, 1000) if quick else (100, 1000, 2500)):
+    for entries in (100, 1000) if quick else (100, 1000, 2500):
         terms, text = _data(entries, 5000 if quick else 20000)
         redactor = VaultRedactor(terms, lambda entry_id: str(entry_id))
         started = time.perf_counter()
@@ -53,15 +55,17 @@ def run(quick: bool = False) -> list[dict]:
         theirs = _regex_baseline(terms, text)
         baseline_s = time.perf_counter() - started
         assert ours == theirs, "outputs differ"
-        rows.append({
-            "benchmark": f"redact {len(text) // 1024} KiB app log, {entries} vault entries",
-            "pmjobsd": round(ours_s * 1000, 1),
-            "baseline": round(baseline_s * 1000, 1),
-            "baseline_name": "one re alternation of all terms (re.I)",
-            "unit": "ms",
-            "ratio": round(ours_s / baseline_s, 3) if baseline_s else None,
-            "notes": f"{2 * entries} terms; same output checked",
-        })
+        rows.append(
+            {
+                "benchmark": f"redact {len(text) // 1024} KiB app log, {entries} vault entries",
+                "pmjobsd": round(ours_s * 1000, 1),
+                "baseline": round(baseline_s * 1000, 1),
+                "baseline_name": "one re alternation of all terms (re.I)",
+                "unit": "ms",
+                "ratio": round(ours_s / baseline_s, 3) if baseline_s else None,
+                "notes": f"{2 * entries} terms; same output checked",
+            }
+        )
     return rows
 
 

@@ -25,17 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import print_table, row  # noqa: E402
-from benchmarks.probe_jobs import noop  # noqa: E402
-from pmjobsd.alerts.manager import AlertManager  # noqa: E402
-from pmjobsd.cron import CronSchedule  # noqa: E402
-from pmjobsd.history import RunHistory  # noqa: E402
-from pmjobsd.joblog import EventLogger, LOGGER_NAME, setup_logging  # noqa: E402
-from pmjobsd.observers import RunRecord  # noqa: E402
-from pmjobsd.paths import AppPaths  # noqa: E402
-from pmjobsd.privacy import EntryIdHasher  # noqa: E402
-from pmjobsd.runner import RunRequest, Runner, new_run_id  # noqa: E402
-from pmjobsd.settings import Alerts, JobDefinition, ResolvedJob  # noqa: E402
+from benchmarks.common import print_table, row
+from benchmarks.probe_jobs import noop
+from pmjobsd.alerts.manager import AlertManager
+from pmjobsd.app.paths import AppPaths
+from pmjobsd.core.cron import CronSchedule
+from pmjobsd.core.history import RunHistory
+from pmjobsd.core.observers import RunRecord
+from pmjobsd.core.privacy import EntryIdHasher
+from pmjobsd.core.runner import Runner, RunRequest, new_run_id
+from pmjobsd.core.settings import Alerts, JobDefinition, ResolvedJob
+from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 
 WORKERS = 4
 
@@ -43,10 +43,21 @@ WORKERS = 4
 def pmjobsd_runs_per_second(paths: AppPaths, runs: int) -> float:
     history = RunHistory(paths.history_path)
     alerts = AlertManager(Alerts(desktop=False), paths, EventLogger("alerts"), host="bench")
-    runner = Runner(max_workers=WORKERS, history=history, paths=paths,
-                    hash_entry_id=EntryIdHasher.from_file(paths.id_key_path), observers=[alerts])
-    job = ResolvedJob("noop", JobDefinition(cron="* * * * *", overlap="allow"), noop, {}, False,
-                      CronSchedule("* * * * *", timezone.utc))
+    runner = Runner(
+        max_workers=WORKERS,
+        history=history,
+        paths=paths,
+        hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
+        observers=[alerts],
+    )
+    job = ResolvedJob(
+        "noop",
+        JobDefinition(cron="* * * * *", overlap="allow"),
+        noop,
+        {},
+        False,
+        CronSchedule("* * * * *", timezone.utc),
+    )
     requests = [RunRequest(job, "schedule") for _ in range(runs)]
     started = time.perf_counter()
     for request in requests:
@@ -104,10 +115,15 @@ def run(quick: bool = False) -> list[dict]:
                 logging.getLogger(LOGGER_NAME).removeHandler(handler)
                 handler.close()
     baseline = pool_runs_per_second(runs)
-    notes = (f"{runs} runs; {1e6 / ours:.0f} us per run, of which history (2 writes) {history_cost:.0f} us and "
-             f"2 jobs.log lines {2 * log_cost:.0f} us, timed alone")
-    return [row("no-op runs per second (history + jobs.log)", ours, baseline, "ThreadPoolExecutor(4), bare",
-                "runs/s", notes)]
+    notes = (
+        f"{runs} runs; {1e6 / ours:.0f} us per run, of which history (2 writes) {history_cost:.0f} us and "
+        f"2 jobs.log lines {2 * log_cost:.0f} us, timed alone"
+    )
+    return [
+        row(
+            "no-op runs per second (history + jobs.log)", ours, baseline, "ThreadPoolExecutor(4), bare", "runs/s", notes
+        )
+    ]
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import memory_kb, print_table, row, write_settings  # noqa: E402
+from benchmarks.common import memory_kb, print_table, row, write_settings
 
 SCALE_JOBS = 10_000
 TICKS = 1000
@@ -48,13 +48,15 @@ def _far_hour() -> int:
 
 def child_pmjobsd(jobs: int) -> dict:
     from benchmarks import probe_jobs  # noqa: F401 - imported before the baseline reading, like the libraries
-    from pmjobsd import registry
-    from pmjobsd.scheduler import Scheduler
-    from pmjobsd.settings import load_settings
+    from pmjobsd.core import registry
+    from pmjobsd.core.scheduler import Scheduler
+    from pmjobsd.core.settings import load_settings
 
     hour = _far_hour()
-    definitions = {f"job_{i:05d}": {"callable": "benchmarks.probe_jobs:noop", "cron": f"{i % 60} {hour} * * *",
-                                    "catch_up": False} for i in range(jobs)}
+    definitions = {
+        f"job_{i:05d}": {"callable": "benchmarks.probe_jobs:noop", "cron": f"{i % 60} {hour} * * *", "catch_up": False}
+        for i in range(jobs)
+    }
     definitions.update({name: {"enabled": False} for name in registry.BUILTIN_JOBS})
     folder = Path(tempfile.mkdtemp(prefix="bench_scale_"))
     settings_path = write_settings(folder, {"timezone": "UTC", "definitions": definitions})
@@ -112,8 +114,9 @@ def _cpu_per_call(function) -> float:
 
 def in_child(kind: str, jobs: int) -> dict:
     """Run ``child_<kind>`` in a fresh interpreter and return what it measured."""
-    output = subprocess.run([sys.executable, __file__, "--child", kind, "--jobs", str(jobs)],
-                            capture_output=True, text=True, check=True).stdout
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--jobs", str(jobs)], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -149,9 +152,9 @@ def pmjobsd_due_run_us(n: int, ticks: int, real_cron: bool = True) -> float:
 
     ``real_cron=False`` uses :class:`DailyAt` instead of cronsim.
     """
-    from pmjobsd.cron import CronSchedule
-    from pmjobsd.scheduler import Scheduler
-    from pmjobsd.settings import JobDefinition, ResolvedJob
+    from pmjobsd.core.cron import CronSchedule
+    from pmjobsd.core.scheduler import Scheduler
+    from pmjobsd.core.settings import JobDefinition, ResolvedJob
 
     definition = JobDefinition(cron="* * * * *", catch_up=False)
     schedules: dict[int, object] = {}
@@ -160,8 +163,9 @@ def pmjobsd_due_run_us(n: int, ticks: int, real_cron: bool = True) -> float:
         second_of_day = (i * 86400 // n) if n <= 86400 else i % 86400
         if second_of_day not in schedules:
             h, m, s = second_of_day // 3600, second_of_day // 60 % 60, second_of_day % 60
-            schedules[second_of_day] = (CronSchedule(f"{s} {m} {h} * * *", timezone.utc) if real_cron
-                                        else DailyAt(second_of_day))
+            schedules[second_of_day] = (
+                CronSchedule(f"{s} {m} {h} * * *", timezone.utc) if real_cron else DailyAt(second_of_day)
+            )
         jobs[f"job_{i}"] = ResolvedJob(f"job_{i}", definition, lambda ctx: None, {}, False, schedules[second_of_day])
     clock = FixedClock(datetime(2026, 11, 28, tzinfo=timezone.utc))
     scheduler = Scheduler(clock)
@@ -201,24 +205,47 @@ def schedule_due_run_us(n: int, ticks: int) -> float:
 def run(quick: bool = False) -> list[dict]:
     ours, theirs = in_child("pmjobsd", SCALE_JOBS), in_child("apscheduler", SCALE_JOBS)
     rows = [
-        row(f"memory for {SCALE_JOBS:,} scheduled jobs", ours["rss_kb"] / 1024, theirs["rss_kb"] / 1024,
-            "APScheduler 3", "MB", f"RSS added; loading took {ours['build_s']:.2f} s (settings validated) vs "
-                                   f"{theirs['build_s']:.2f} s (add_job)"),
-        row(f"CPU per scheduler tick, {SCALE_JOBS:,} jobs, none due", ours["tick_us"], theirs["tick_us"],
-            "APScheduler 3", "us", "pmjobsd: pop_due()+next_wake(); APScheduler: _process_jobs()"),
+        row(
+            f"memory for {SCALE_JOBS:,} scheduled jobs",
+            ours["rss_kb"] / 1024,
+            theirs["rss_kb"] / 1024,
+            "APScheduler 3",
+            "MB",
+            f"RSS added; loading took {ours['build_s']:.2f} s (settings validated) vs "
+            f"{theirs['build_s']:.2f} s (add_job)",
+        ),
+        row(
+            f"CPU per scheduler tick, {SCALE_JOBS:,} jobs, none due",
+            ours["tick_us"],
+            theirs["tick_us"],
+            "APScheduler 3",
+            "us",
+            "pmjobsd: pop_due()+next_wake(); APScheduler: _process_jobs()",
+        ),
     ]
     sizes = (100, 1000, 10_000, 100_000)
     growth = {}
     ticks = 300 if quick else 2000
     for n in sizes:
-        growth[n] = (pmjobsd_due_run_us(n, ticks), pmjobsd_due_run_us(n, ticks, real_cron=False),
-                     schedule_due_run_us(n, max(10, min(ticks, 2_000_000 // n))))
+        growth[n] = (
+            pmjobsd_due_run_us(n, ticks),
+            pmjobsd_due_run_us(n, ticks, real_cron=False),
+            schedule_due_run_us(n, max(10, min(ticks, 2_000_000 // n))),
+        )
         gc.collect()
     for n in sizes:
         ours_us, heap_us, theirs_us = growth[n]
-        rows.append(row(f"find+reschedule one due run, n={n:,}", ours_us, theirs_us, "schedule run_pending()", "us",
-                        f"scheduler part without the cronsim step {heap_us:.1f} us (x{heap_us / growth[100][1]:.2f} "
-                        f"from n=100); schedule x{theirs_us / growth[100][2]:.0f} from n=100"))
+        rows.append(
+            row(
+                f"find+reschedule one due run, n={n:,}",
+                ours_us,
+                theirs_us,
+                "schedule run_pending()",
+                "us",
+                f"scheduler part without the cronsim step {heap_us:.1f} us (x{heap_us / growth[100][1]:.2f} "
+                f"from n=100); schedule x{theirs_us / growth[100][2]:.0f} from n=100",
+            )
+        )
     return rows
 
 

@@ -28,12 +28,20 @@ def sig(value: float | None, digits: int = 3) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
-def row(benchmark: str, ours: float | None, baseline: float | None, baseline_name: str, unit: str,
-        notes: str = "") -> dict:
+def row(
+    benchmark: str, ours: float | None, baseline: float | None, baseline_name: str, unit: str, notes: str = ""
+) -> dict:
     """One result row; ratio = pmjobsd / baseline."""
     ratio = sig(ours / baseline) if ours is not None and baseline else None
-    return {"benchmark": benchmark, "pmjobsd": sig(ours), "baseline": sig(baseline), "baseline_name": baseline_name,
-            "unit": unit, "ratio": ratio, "notes": notes}
+    return {
+        "benchmark": benchmark,
+        "pmjobsd": sig(ours),
+        "baseline": sig(baseline),
+        "baseline_name": baseline_name,
+        "unit": unit,
+        "ratio": ratio,
+        "notes": notes,
+    }
 
 
 def print_table(rows: list[dict]) -> None:
@@ -54,7 +62,7 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), from /proc/PID/stat."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -67,7 +75,9 @@ def thread_counters(pid: int) -> dict[int, tuple[int, int]]:
             run_ns = int((task / "schedstat").read_text().split()[0])
         except (FileNotFoundError, ProcessLookupError):
             continue  # the thread ended while we looked
-        switches = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("voluntary_ctxt_switches"))
+        switches = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")
+        )
         counters[int(task.name)] = (switches, run_ns)
     return counters
 
@@ -88,21 +98,34 @@ class ProcessSample:
         self.cpu = cpu_seconds(pid)
         self.threads = thread_counters(pid)
 
-    def since(self, earlier: "ProcessSample") -> dict:
+    def since(self, earlier: ProcessSample) -> dict:
         """Differences from ``earlier``; threads born in between count from zero."""
         wakeups = sum(now[0] - earlier.threads.get(tid, (0, 0))[0] for tid, now in self.threads.items())
         run_ns = sum(now[1] - earlier.threads.get(tid, (0, 0))[1] for tid, now in self.threads.items())
-        return {"cpu_s": self.cpu - earlier.cpu, "wakeups": wakeups, "run_ms": run_ns / 1e6,
-                "threads": len(self.threads), "rss_kb": memory_kb(self.pid)}
+        return {
+            "cpu_s": self.cpu - earlier.cpu,
+            "wakeups": wakeups,
+            "run_ms": run_ns / 1e6,
+            "threads": len(self.threads),
+            "rss_kb": memory_kb(self.pid),
+        }
 
 
 # --- a temporary app home ------------------------------------------------------------------
 def home_env(root: Path, notify_socket: Path | None = None) -> dict[str, str]:
     """Environment for a child on the temporary HOME ``root`` (XDG folders, repo on the path)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "NOTIFY_SOCKET", "WATCHDOG_", "JOURNAL_STREAM"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "NOTIFY_SOCKET", "WATCHDOG_", "JOURNAL_STREAM"))
+    }
     (root / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
-    env.update(HOME=str(root), XDG_RUNTIME_DIR=str(root / "run"), PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])))
+    env.update(
+        HOME=str(root),
+        XDG_RUNTIME_DIR=str(root / "run"),
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
+    )
     if notify_socket is not None:
         env["NOTIFY_SOCKET"] = str(notify_socket)
     return env
@@ -136,7 +159,7 @@ class NotifySocket:
             self.sock.settimeout(max(0.01, end - time.monotonic()))
             try:
                 message = self.sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError(f"no READY=1 on {self.path} within {timeout:g}s") from None
             if b"READY=1" in message.split(b"\n"):
                 return time.perf_counter()

@@ -45,11 +45,17 @@ def module_names(only: list[str] | None) -> list[str]:
 def run_module(name: str, quick: bool) -> tuple[list[dict], float]:
     """Run ``benchmarks.<name>.run(quick)`` in a child process; return its rows and the seconds it took."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [sys.executable, str(HERE / "run.py"), "--module", name, "--out", out.name] + (["--quick"] if quick else [])
+        command = [sys.executable, str(HERE / "run.py"), "--module", name, "--out", out.name] + (
+            ["--quick"] if quick else []
+        )
         started = time.perf_counter()
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=MODULE_TIMEOUT, cwd=HERE.parent)
-            error = None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["exit %d" % result.returncode])[-1]
+            error = (
+                None
+                if result.returncode == 0
+                else (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            )
         except subprocess.TimeoutExpired:
             error = f"took longer than {MODULE_TIMEOUT} s"
         seconds = time.perf_counter() - started
@@ -59,8 +65,14 @@ def run_module(name: str, quick: bool) -> tuple[list[dict], float]:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
 
     def version(package: str) -> str:
         try:
@@ -68,10 +80,15 @@ def machine() -> dict:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
         "commit": commit or "unknown",
         "versions": {package: version(package) for package in ("schedule", "APScheduler", "cronsim", "pydantic")},
     }
@@ -94,8 +111,14 @@ def markdown(info: dict, modules: list[dict], quick: bool) -> str:
     ]
     for module in modules:
         for r in module["rows"]:
-            lines.append("| " + " | ".join(_cell(r.get(key)).replace("|", "/") for key in
-                                            ("benchmark", "pmjobsd", "baseline", "unit", "ratio", "baseline_name", "notes")) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    _cell(r.get(key)).replace("|", "/")
+                    for key in ("benchmark", "pmjobsd", "baseline", "unit", "ratio", "baseline_name", "notes")
+                )
+                + " |"
+            )
     lines += ["", "Seconds per module: " + ", ".join(f"{m['module']} {m['seconds']:.0f}" for m in modules) + "."]
     return "\n".join(lines) + "\n"
 
@@ -120,7 +143,9 @@ def main() -> None:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     (results / "latest.md").write_text(text)
-    (results / "latest.json").write_text(json.dumps({"machine": info, "quick": args.quick, "modules": modules}, indent=2))
+    (results / "latest.json").write_text(
+        json.dumps({"machine": info, "quick": args.quick, "modules": modules}, indent=2)
+    )
     print(text)
     print(f"written: {results / 'latest.md'}, {results / 'latest.json'}", file=sys.stderr)
 

@@ -1,4 +1,4 @@
-"""The ``pmjobsd`` command line (DESIGN §4)."""
+"""The ``pmjobsd`` command line (docs/architecture.md, "Contracts")."""
 
 from __future__ import annotations
 
@@ -7,23 +7,25 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from . import __version__, control
-from .context import Status
-from .daemon import Daemon, resolve_paths, run_summary
-from .detach import AlreadyRunning as DetachAlreadyRunning
-from .detach import detach
-from .history import RunHistory
-from .joblog import setup_logging
-from .journal import journal_handler
-from .lock import AlreadyRunning, holder_pid
-from .paths import AppPaths
-from .privacy import EntryIdHasher
-from .runner import RunRequest, Runner
-from .settings import describe, load_settings, settings_schema
-from .status import exit_code, offline_status, render_text
+from pmjobsd import __version__
+from pmjobsd.app.paths import AppPaths
+from pmjobsd.core import control
+from pmjobsd.core.context import Status
+from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
+from pmjobsd.core.history import RunHistory
+from pmjobsd.core.privacy import EntryIdHasher
+from pmjobsd.core.runner import Runner, RunRequest
+from pmjobsd.core.settings import describe, load_settings, settings_schema
+from pmjobsd.observe.joblog import setup_logging
+from pmjobsd.observe.journald import journal_handler
+from pmjobsd.observe.status import exit_code, offline_status, render_text
+from pmjobsd.system.detach import AlreadyRunning as DetachAlreadyRunning
+from pmjobsd.system.detach import detach
+from pmjobsd.system.lock import AlreadyRunning, holder_pid
 
 EXIT_USAGE = 2
 # The seed blueprint's spellings (`password-manager --jobs status`, `--doctor`, `--logs bundle`).
@@ -57,8 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detach", action="store_true", help="detach from the terminal (where no service manager runs)")
     run.add_argument("--pidfile", type=Path, help="pid file to lock when detached")
     console = run.add_mutually_exclusive_group()
-    console.add_argument("--console", dest="console", action="store_const", const=True, default=None,
-                         help="human-readable log lines on stderr (default: when stderr is a terminal)")
+    console.add_argument(
+        "--console",
+        dest="console",
+        action="store_const",
+        const=True,
+        default=None,
+        help="human-readable log lines on stderr (default: when stderr is a terminal)",
+    )
     console.add_argument("--no-console", dest="console", action="store_const", const=False)
 
     status = command("status", "show each job's state; exit 0 OK, 1 WARN, 2 FAIL")
@@ -79,16 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate = action(config_commands, "validate", "check a settings file; exit 1 when invalid")
     validate.add_argument("path", nargs="?", type=Path)
     action(config_commands, "show", "the effective settings (secrets redacted)")
-    action(config_commands, "schema", "JSON Schema of the \"jobs\" key")
+    action(config_commands, "schema", 'JSON Schema of the "jobs" key')
 
     doctor = command("doctor", "check the installation, the app's files and the daemon; exit 0 OK, 1 WARN, 2 FAIL")
     doctor.add_argument("--json", action="store_true", help="the report as JSON")
-    doctor.add_argument("--online", action="store_true", help="also check that the breach API and the browser bridge answer")
+    doctor.add_argument(
+        "--online", action="store_true", help="also check that the breach API and the browser bridge answer"
+    )
 
     logs = command("logs", "support bundle and retention of logs and run history")
     logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION", required=True)
     bundle = action(logs_commands, "bundle", "write a redacted zip of logs, status and doctor report for support")
-    bundle.add_argument("-o", "--output", type=Path, metavar="PATH", help="zip file or folder (default: the current folder)")
+    bundle.add_argument(
+        "-o", "--output", type=Path, metavar="PATH", help="zip file or folder (default: the current folder)"
+    )
     bundle.add_argument("--days", type=int, default=7, help="days of run history to include (default: 7)")
     purge = action(logs_commands, "purge", "delete log archives and run history older than N days")
     purge.add_argument("--days", type=int, required=True, help="keep this many days (at least 1)")
@@ -97,10 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     service_parser = command("service", "install, remove or inspect the systemd unit / launchd agent")
     service_parser.add_argument("action", choices=("install", "uninstall", "status"))
     scope = service_parser.add_mutually_exclusive_group()
-    scope.add_argument("--user", dest="scope", action="store_const", const="user", default="user",
-                       help="a per-user service that starts at login (default)")
-    scope.add_argument("--system", dest="scope", action="store_const", const="system",
-                       help="a system service running as the vault's owner (headless servers)")
+    scope.add_argument(
+        "--user",
+        dest="scope",
+        action="store_const",
+        const="user",
+        default="user",
+        help="a per-user service that starts at login (default)",
+    )
+    scope.add_argument(
+        "--system",
+        dest="scope",
+        action="store_const",
+        const="system",
+        help="a system service running as the vault's owner (headless servers)",
+    )
     service_parser.add_argument("--user-name", help="the vault's owner for --system (default: $SUDO_USER)")
     service_parser.add_argument("--dry-run", action="store_true", help="print the files and commands, change nothing")
     return parser
@@ -112,7 +135,7 @@ def _expand_aliases(argv: list[str]) -> list[str]:
     while index < len(argv):
         arg = argv[index]
         if arg in ALIASES:
-            return argv[:index] + ALIASES[arg] + argv[index + 1:]
+            return argv[:index] + ALIASES[arg] + argv[index + 1 :]
         if arg in FOLDER_OPTIONS:
             index += 2  # the flag and its value
             continue
@@ -177,8 +200,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_run_now(args: argparse.Namespace) -> int:
     paths, loaded = _effective_paths(args)
     try:
-        response = control.ask_daemon(paths.control_socket_candidates, {"cmd": "run-now", "job": args.job, "wait": args.wait},
-                                      timeout=None if args.wait else 10.0)
+        response = control.ask_daemon(
+            paths.control_socket_candidates,
+            {"cmd": "run-now", "job": args.job, "wait": args.wait},
+            timeout=None if args.wait else 10.0,
+        )
     except control.NoDaemon:
         holder = holder_pid(paths.lock_path)
         if holder is None:
@@ -196,7 +222,9 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     run = response.get("run")
     if not args.json:
         if run:
-            print(f"{run['job']}: {run['status']} in {run['duration_ms']} ms — {run['summary'] or run.get('error') or ''}")
+            print(
+                f"{run['job']}: {run['status']} in {run['duration_ms']} ms — {run['summary'] or run.get('error') or ''}"
+            )
         else:
             print(f"{response['job']}: started (run_id {response['run_id']})")
     return Status(run["status"]).severity if run else 0
@@ -211,9 +239,13 @@ def _run_in_process(paths: AppPaths, loaded, name: str) -> dict[str, Any]:
         return {"ok": False, "error": f"unknown job {name!r}; known jobs: {', '.join(sorted(loaded.jobs))}"}
     setup_logging(paths.jobs_log_path, console=False)
     with RunHistory(paths.history_path) as history:
-        runner = Runner(max_workers=1, history=history, paths=paths,
-                        hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
-                        app_settings=lambda: dict(loaded.app_settings))
+        runner = Runner(
+            max_workers=1,
+            history=history,
+            paths=paths,
+            hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
+            app_settings=lambda: dict(loaded.app_settings),
+        )
         request = RunRequest(job, "manual")
         runner.offer(request, "allow")
         deadline = time.monotonic() + job.definition.timeout
@@ -250,7 +282,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     paths, loaded = _effective_paths(args)
     if args.logs_command == "purge":
-        from .retention import purge
+        from pmjobsd.jobs.logs.retention import purge
 
         if args.days < 1:
             print(f"pmjobsd: --days must be at least 1, got {args.days}", file=sys.stderr)
@@ -262,8 +294,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
             print(report)
         return 0 if report.ok else 2
     if args.logs_command == "bundle":
-        from .bundle import create_bundle
-        from .doctor import DoctorEnv
+        from pmjobsd.diagnostics.bundle import create_bundle
+        from pmjobsd.diagnostics.doctor import DoctorEnv
 
         if args.days < 1:
             print(f"pmjobsd: --days must be at least 1, got {args.days}", file=sys.stderr)
@@ -281,7 +313,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from . import doctor
+    from pmjobsd.diagnostics import doctor
 
     paths, loaded = _effective_paths(args)
     checks = doctor.run_checks(doctor.DoctorEnv(paths, loaded, online=args.online))
@@ -293,19 +325,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from . import service
+    from pmjobsd.system import service
 
     action = {"install": service.install, "uninstall": service.uninstall, "status": service.status}[args.action]
     return action(args.scope, args.dry_run, sys.stdout, user_name=args.user_name)
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "run-now": cmd_run_now, "config": cmd_config, "doctor": cmd_doctor,
-            "logs": cmd_logs, "service": cmd_service}
+COMMANDS = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "run-now": cmd_run_now,
+    "config": cmd_config,
+    "doctor": cmd_doctor,
+    "logs": cmd_logs,
+    "service": cmd_service,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_expand_aliases(list(sys.argv[1:] if argv is None else argv)))
-    os.umask(0o077)  # every file and folder any command creates is private (DESIGN §2)
+    os.umask(0o077)  # every file and folder any command creates is private (0600 files, 0700 folders)
     return COMMANDS[args.command](args)
 
 

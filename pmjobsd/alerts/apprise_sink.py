@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import DeliveryError, Message
+from pmjobsd.alerts.base import DeliveryError, Message
 
 # apprise's NotifyType values; apprise itself is imported only when a target uses it
 # (it costs ~80 ms and several MB at start-up, for nothing when no target is set).
-_NOTIFY_TYPE = {"alert": "failure", "escalation": "failure", "repeat": "failure", "resolved": "success",
-                "notice": "info"}
+_NOTIFY_TYPE = {
+    "alert": "failure",
+    "escalation": "failure",
+    "repeat": "failure",
+    "resolved": "success",
+    "notice": "info",
+}
 
 
 def scheme_of(url: str) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from ..joblog import EventLogger
-from .base import DeliveryError, Message, Sink
-from .retry import send_with_retries
+from pmjobsd.alerts.base import DeliveryError, Message, Sink
+from pmjobsd.alerts.retry import send_with_retries
+from pmjobsd.observe.joblog import EventLogger
 
 # (sink, message, outcome "sent"|"failed", attempts, reason or None)
 ResultCallback = Callable[[Sink, Message, str, int, "str | None"], None]
@@ -81,7 +81,7 @@ class SinkWorker:
         return not self._thread.is_alive()
 
 
-def log_result(log: EventLogger) -> Callable[[Sink, Message, str, int, "str | None"], None]:
+def log_result(log: EventLogger) -> Callable[[Sink, Message, str, int, str | None], None]:
     """A result callback writing ``alert.sent`` / ``alert.failed`` with the sink kind only."""
 
     def report(sink: Sink, message: Message, outcome: str, attempts: int, reason: str | None) -> None:

@@ -19,7 +19,7 @@ import os
 from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
 from jeepney.io.blocking import open_dbus_connection
 
-from .base import DeliveryError, Message
+from pmjobsd.alerts.base import DeliveryError, Message
 
 NOTIFICATIONS = DBusAddress(
     "/org/freedesktop/Notifications",
@@ -65,8 +65,16 @@ class FreedesktopSink:
             NOTIFICATIONS,
             "Notify",
             "susssasa{sv}i",
-            (self._app_name, 0, "dialog-warning" if message.kind != "resolved" else "dialog-information",
-             message.title, _escape(body), [], hints, expire_ms),
+            (
+                self._app_name,
+                0,
+                "dialog-warning" if message.kind != "resolved" else "dialog-information",
+                message.title,
+                _escape(body),
+                [],
+                hints,
+                expire_ms,
+            ),
         )
         try:
             with open_dbus_connection(bus=self._bus, auth_timeout=self._timeout) as connection:

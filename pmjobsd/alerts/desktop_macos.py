@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 
-from .base import DeliveryError, Message
+from pmjobsd.alerts.base import DeliveryError, Message
 
 _SCRIPT = (
     "on run argv",

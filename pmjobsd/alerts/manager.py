@@ -12,7 +12,7 @@ Rules (per job, across daemon restarts through :class:`AlertState`):
   one ``resolved`` to whoever was told about the failure;
 * ``notice(...)``: a job's user-facing message to the primary sinks.
 
-Messages carry job, status, summary, run_id, host and time only (DESIGN §6):
+Messages carry job, status, summary, run_id, host and time only (docs/architecture.md, "Privacy"):
 never the run's error text, and the summary passes ``scrub_text``.
 """
 
@@ -21,19 +21,20 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
-from ..context import Notice, Status
-from ..joblog import EventLogger
-from ..observers import NullObserver, RunRecord
-from ..paths import AppPaths
-from ..privacy import scrub_text
-from ..settings import Alerts
-from .base import Message, Sink
-from .delivery import SinkWorker, log_result
-from .state import FILE_NAME, AlertState
-from .targets import SinkPlan, build_sinks
+from pmjobsd.alerts.base import Message, Sink
+from pmjobsd.alerts.delivery import SinkWorker, log_result
+from pmjobsd.alerts.state import FILE_NAME, AlertState
+from pmjobsd.alerts.targets import SinkPlan, build_sinks
+from pmjobsd.app.paths import AppPaths
+from pmjobsd.core.context import Notice, Status
+from pmjobsd.core.observers import NullObserver, RunRecord
+from pmjobsd.core.privacy import scrub_text
+from pmjobsd.core.settings import Alerts
+from pmjobsd.observe.joblog import EventLogger
 
 FAILING = frozenset({Status.FAIL, Status.TIMEOUT})
 # Outcomes that say nothing about the job's health (the daemon stopped it, it still runs).
@@ -49,7 +50,7 @@ def _status(value: Any) -> Status:
 
 
 class AlertManager(NullObserver):
-    """Implements :class:`pmjobsd.observers.RunObserver`; every method returns at once."""
+    """Implements :class:`pmjobsd.core.observers.RunObserver`; every method returns at once."""
 
     def __init__(
         self,
@@ -79,12 +80,15 @@ class AlertManager(NullObserver):
         self._sink_timeout = sink_timeout
         self._worker_options = {"queue_size": queue_size, "attempts": attempts, "retry_delay": retry_delay}
         self._primary, self._escalation = self._start_workers(
-            sinks if sinks is not None else build_sinks(alerts, timeout=sink_timeout))
+            sinks if sinks is not None else build_sinks(alerts, timeout=sink_timeout)
+        )
 
     def _start_workers(self, plan: SinkPlan) -> tuple[list[SinkWorker], list[SinkWorker]]:
         self._report_plan(plan)
-        return ([SinkWorker(sink, self._result, **self._worker_options) for sink in plan.primary],
-                [SinkWorker(sink, self._result, **self._worker_options) for sink in plan.escalation])
+        return (
+            [SinkWorker(sink, self._result, **self._worker_options) for sink in plan.primary],
+            [SinkWorker(sink, self._result, **self._worker_options) for sink in plan.escalation],
+        )
 
     def reconfigure(self, alerts: Alerts) -> None:
         """Use new alert settings: new sinks, the same announcement state.
@@ -109,7 +113,9 @@ class AlertManager(NullObserver):
                 reason="remote alert targets are configured but alerts.allow_remote is false",
             )
         for problem in plan.problems:
-            self._log.warning("alert.target_invalid", setting=problem.setting, scheme=problem.scheme, error=problem.reason)
+            self._log.warning(
+                "alert.target_invalid", setting=problem.setting, scheme=problem.scheme, error=problem.reason
+            )
         if plan.desktop_unavailable and self._alerts.desktop:
             self._log.info("alert.desktop_unavailable", reason=plan.desktop_unavailable)
         self._log.info(
@@ -128,7 +134,7 @@ class AlertManager(NullObserver):
         """Queue whatever this final outcome calls for; never raises into the runner."""
         try:
             self._on_finished(record)
-        except Exception as exc:  # noqa: BLE001 - alerts must never break a run
+        except Exception as exc:
             self._log.error("alert.error", job=record.job, run_id=record.run_id, error=f"{type(exc).__name__}: {exc}")
 
     def notice(self, job: str, run_id: str, notice: Notice) -> None:
@@ -137,8 +143,12 @@ class AlertManager(NullObserver):
         # Like alert summaries, a job's own words are scrubbed (URLs with tokens, addresses) and capped;
         # only private_body, shown by the local desktop alone, is passed as the job wrote it.
         message = Message(
-            "notice", scrub_text(notice.title)[:MAX_SUMMARY], scrub_text(notice.body)[:4 * MAX_SUMMARY], fields,
-            private_body=notice.private_body, urgency=notice.urgency,
+            "notice",
+            scrub_text(notice.title)[:MAX_SUMMARY],
+            scrub_text(notice.body)[: 4 * MAX_SUMMARY],
+            fields,
+            private_body=notice.private_body,
+            urgency=notice.urgency,
         )
         self._submit(self._primary, message)
 
@@ -194,7 +204,9 @@ class AlertManager(NullObserver):
         when = datetime.fromtimestamp(self._clock() if now is None else now, timezone.utc)
         return {"job": job, "run_id": run_id, "host": self._host, "time": when.isoformat(timespec="seconds")}
 
-    def _message(self, kind: str, record: RunRecord, status: Status, now: float, previous: str | None = None) -> Message:
+    def _message(
+        self, kind: str, record: RunRecord, status: Status, now: float, previous: str | None = None
+    ) -> Message:
         summary = scrub_text(record.summary or "")[:MAX_SUMMARY]
         fields = {
             **self._base_fields(record.job, record.run_id, now),
@@ -225,5 +237,5 @@ class AlertManager(NullObserver):
         if self._on_delivery is not None:
             try:
                 self._on_delivery(sink.kind, outcome)
-            except Exception:  # noqa: BLE001 - a metrics hook must not kill a delivery thread
+            except Exception:
                 pass

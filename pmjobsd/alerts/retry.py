@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from .base import DeliveryError, Message, Sink
+from pmjobsd.alerts.base import DeliveryError, Message, Sink
 
 
 def send_with_retries(
@@ -31,7 +31,7 @@ def send_with_retries(
             return attempt
         except DeliveryError as exc:
             error = exc
-        except Exception as exc:  # noqa: BLE001 - see docstring
+        except Exception as exc:
             error = DeliveryError(f"{type(exc).__name__} in sink")
         if error.permanent or attempt == attempts:
             raise error

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
-from ..paths import ensure_private_dir
+from pmjobsd.app.paths import ensure_private_dir
+from pmjobsd.system.files import write_atomic
 
 FILE_NAME = "alerts.json"
 
@@ -40,7 +40,9 @@ class AlertState:
             return {}
         jobs = data.get("jobs") if isinstance(data, dict) else None
         if not isinstance(jobs, dict) or not all(isinstance(entry, dict) for entry in jobs.values()):
-            self.problem = f"{self.path}: expected {{\"version\": 1, \"jobs\": {{name: {{...}}}}}}; starting with no announced alerts"
+            self.problem = (
+                f'{self.path}: expected {{"version": 1, "jobs": {{name: {{...}}}}}}; starting with no announced alerts'
+            )
             return {}
         return {str(name): dict(entry) for name, entry in jobs.items()}
 

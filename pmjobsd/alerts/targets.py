@@ -12,12 +12,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ..settings import Alerts
-from .apprise_sink import AppriseSink, scheme_of
-from .base import Sink
-from .desktop_linux import FreedesktopSink, session_bus_address
-from .desktop_macos import MacNotificationSink
-from .webhook import SCHEMES as WEBHOOK_SCHEMES, JsonWebhookSink, is_loopback_url
+from pmjobsd.alerts.apprise_sink import AppriseSink, scheme_of
+from pmjobsd.alerts.base import Sink
+from pmjobsd.alerts.desktop_linux import FreedesktopSink, session_bus_address
+from pmjobsd.alerts.desktop_macos import MacNotificationSink
+from pmjobsd.alerts.webhook import SCHEMES as WEBHOOK_SCHEMES
+from pmjobsd.alerts.webhook import JsonWebhookSink, is_loopback_url
+from pmjobsd.core.settings import Alerts
 
 
 @dataclass(frozen=True)

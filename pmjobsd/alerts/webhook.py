@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from .base import DeliveryError, Message
+from pmjobsd.alerts.base import DeliveryError, Message
 
 SIGNATURE_HEADER = "X-Pmjobsd-Signature"
 SCHEMES = {"json": "http", "jsons": "https"}

@@ -16,19 +16,26 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..context import JobContext, JobResult
-from ..registry import JobSpec
-from ..settings import Duration
+from pmjobsd.core.context import JobContext, JobResult
+from pmjobsd.core.registry import JobSpec
+from pmjobsd.core.settings import Duration
 
 # The app's defaults (secure_password_manager/utils/config.py, DEFAULT_SETTINGS["browser_bridge"]).
-APP_DEFAULTS = {"enabled": False, "host": "127.0.0.1", "port": 43110, "enable_tls": False, "enable_domain_socket": False}
+APP_DEFAULTS = {
+    "enabled": False,
+    "host": "127.0.0.1",
+    "port": 43110,
+    "enable_tls": False,
+    "enable_domain_socket": False,
+}
 # Console scripts and modules of secure-password-manager 1.11 (its wheel's entry_points.txt).
 APP_COMMANDS = ("password-manager", "password-manager-gui")
 APP_MODULES = ("secure_password_manager",)
@@ -61,7 +68,11 @@ class ProbeFailure(Exception):
 def app_commands() -> tuple[str, ...]:
     """The app's console scripts, from its installed metadata when present, else the 1.11 names."""
     try:
-        names = {ep.name for ep in metadata.distribution("secure-password-manager").entry_points if ep.group in ("console_scripts", "gui_scripts")}
+        names = {
+            ep.name
+            for ep in metadata.distribution("secure-password-manager").entry_points
+            if ep.group in ("console_scripts", "gui_scripts")
+        }
     except metadata.PackageNotFoundError:
         names = set()
     return tuple(sorted(names | set(APP_COMMANDS)))
@@ -170,7 +181,7 @@ def probe_socket(path: Path, timeout: float) -> None:
             if length > 1 << 20:
                 raise ProbeFailure("bad socket answer (too large)")
             reply = json.loads(_recv_exact(sock, length))
-    except socket.timeout:
+    except TimeoutError:
         raise ProbeFailure("socket timeout") from None
     except ConnectionRefusedError:
         raise ProbeFailure("socket refused") from None
@@ -196,7 +207,9 @@ def make_job(is_app_running: Callable[[Options], bool] | None = None) -> Callabl
     detect = is_app_running or (lambda options: app_running(tuple(options.app_commands) + app_commands()))
 
     def browser_bridge_health(ctx: JobContext) -> JobResult:
-        options: Options = ctx.options if isinstance(ctx.options, Options) else Options.model_validate(ctx.options or {})
+        options: Options = (
+            ctx.options if isinstance(ctx.options, Options) else Options.model_validate(ctx.options or {})
+        )
         try:
             bridge = bridge_settings(dict(ctx.app_settings), ctx.paths.settings_path)
         except ValueError as exc:

@@ -1,7 +1,7 @@
 """``expiring_password_digest``: passwords already expired or expiring soon, nearest first.
 
 Reads ``expiry_date`` (unix seconds) from the vault read-only
-(:func:`pmjobsd.vault.read_vault`).  WARN when any entry is expired or due
+(:func:`pmjobsd.app.vault.read_vault`).  WARN when any entry is expired or due
 within ``urgent_days``; OK otherwise.  A desktop notice summarises them: its
 ``body`` carries counts only; ``private_body`` names websites (shown only by
 local desktop sinks) and only while ``show_sites`` is true.  Summary, details,
@@ -14,10 +14,10 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..context import JobContext, JobResult, Notice, Status
-from ..registry import JobSpec
-from ..settings import Duration
-from ..vault import ExpiryEntry, VaultError, entries_expiring_by, read_vault
+from pmjobsd.app.vault import ExpiryEntry, VaultError, entries_expiring_by, read_vault
+from pmjobsd.core.context import JobContext, JobResult, Notice, Status
+from pmjobsd.core.registry import JobSpec
+from pmjobsd.core.settings import Duration
 
 DAY = 86400
 MAX_DETAIL_ENTRIES = 50
@@ -66,7 +66,8 @@ def run(ctx: JobContext) -> JobResult:
             ctx.paths.vault_path,
             lambda conn: entries_expiring_by(conn, int(now + options.window_days * DAY)),
             lock_timeout=min(options.lock_timeout, max(ctx.time_left(), 0.1)),
-            scratch_dir=ctx.state_dir, check_cancelled=ctx.check_cancelled,
+            scratch_dir=ctx.state_dir,
+            check_cancelled=ctx.check_cancelled,
         )
     except VaultError as exc:
         ctx.log.warning("vault.unreadable", reason=exc.reason, error=str(exc))
@@ -77,23 +78,31 @@ def run(ctx: JobContext) -> JobResult:
     expired = [e for e in entries if e.expiry_date <= now]
     expiring = [e for e in entries if e.expiry_date > now]
     urgent = [e for e in expiring if e.expiry_date - now <= options.urgent_days * DAY]
-    ctx.log.info("vault.read", access=result.access, attempts=result.attempts,
-                 expired=len(expired), expiring=len(expiring))
+    ctx.log.info(
+        "vault.read", access=result.access, attempts=result.attempts, expired=len(expired), expiring=len(expiring)
+    )
     for entry in entries[:MAX_DETAIL_ENTRIES]:
-        ctx.log.info("digest.entry", entry_id_hash=ctx.hash_entry_id(entry.id),
-                     days_left=round((entry.expiry_date - now) / DAY, 1))
+        ctx.log.info(
+            "digest.entry",
+            entry_id_hash=ctx.hash_entry_id(entry.id),
+            days_left=round((entry.expiry_date - now) / DAY, 1),
+        )
 
-    summary = (f"{_plural(len(expired), 'password')} expired, {len(expiring)} expiring within "
-               f"{options.window_days} days ({len(urgent)} within {options.urgent_days})")
+    summary = (
+        f"{_plural(len(expired), 'password')} expired, {len(expiring)} expiring within "
+        f"{options.window_days} days ({len(urgent)} within {options.urgent_days})"
+    )
     if entries:
         nearest = entries[0].expiry_date - now
-        ctx.notify(Notice(
-            title="Passwords expired" if expired else "Passwords expiring soon",
-            body=f"{_plural(len(expired), 'password')} expired, {len(expiring)} expiring within "
-                 f"{options.window_days} days (nearest: {_when(nearest)}).",
-            private_body=_private_body(entries, now, options.max_sites_listed) if options.show_sites else None,
-            urgency="critical" if expired else ("normal" if urgent else "low"),
-        ))
+        ctx.notify(
+            Notice(
+                title="Passwords expired" if expired else "Passwords expiring soon",
+                body=f"{_plural(len(expired), 'password')} expired, {len(expiring)} expiring within "
+                f"{options.window_days} days (nearest: {_when(nearest)}).",
+                private_body=_private_body(entries, now, options.max_sites_listed) if options.show_sites else None,
+                urgency="critical" if expired else ("normal" if urgent else "low"),
+            )
+        )
     details = {
         "expired": len(expired),
         "expiring": len(expiring),

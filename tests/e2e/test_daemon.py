@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import wait_for
+from tests.support.daemon import wait_for
 
-TICK = {"cron": "* * * * * *", "callable": "tests.sample_jobs:ok"}
+TICK = {"cron": "* * * * * *", "callable": "tests.support.sample_jobs:ok"}
 
 
 def rows(home, job=None):
@@ -74,7 +74,7 @@ def test_second_instance_is_refused(home, daemon_factory):
 def test_reload_on_sighup_and_on_file_change_keeps_last_good_settings(home, daemon_factory):
     home.write_settings({"definitions": {"tick": TICK}})
     daemon = daemon_factory()
-    home.write_settings({"definitions": {"tick": TICK, "tock": {**TICK, "callable": "tests.sample_jobs:warn"}}})
+    home.write_settings({"definitions": {"tick": TICK, "tock": {**TICK, "callable": "tests.support.sample_jobs:warn"}}})
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: home.events("job.succeeded", job="tock"), message="tock after reload")
     assert home.events("config.reloaded")
@@ -102,9 +102,20 @@ def test_reload_on_sighup_and_on_file_change_keeps_last_good_settings(home, daem
 
 
 def test_sigterm_drains_running_jobs_and_closes_history(home, daemon_factory):
-    home.write_settings({"shutdown_grace": "10s", "definitions": {
-        "sleepy": {"cron": "@yearly", "callable": "tests.sample_jobs:sleepy", "catch_up": True,
-                   "options": {"seconds": 60}, "timeout": "2m"}}})
+    home.write_settings(
+        {
+            "shutdown_grace": "10s",
+            "definitions": {
+                "sleepy": {
+                    "cron": "@yearly",
+                    "callable": "tests.support.sample_jobs:sleepy",
+                    "catch_up": True,
+                    "options": {"seconds": 60},
+                    "timeout": "2m",
+                }
+            },
+        }
+    )
     daemon = daemon_factory()
     wait_for(lambda: home.events("job.started", job="sleepy"), message="sleepy started")
     started = time.monotonic()
@@ -117,9 +128,18 @@ def test_sigterm_drains_running_jobs_and_closes_history(home, daemon_factory):
 
 
 def test_kill_9_leaves_an_interrupted_run_never_a_stuck_one(home, daemon_factory):
-    home.write_settings({"definitions": {
-        "stubborn": {"cron": "@yearly", "callable": "tests.sample_jobs:stubborn", "options": {"seconds": 60},
-                     "timeout": "5m"}}})
+    home.write_settings(
+        {
+            "definitions": {
+                "stubborn": {
+                    "cron": "@yearly",
+                    "callable": "tests.support.sample_jobs:stubborn",
+                    "options": {"seconds": 60},
+                    "timeout": "5m",
+                }
+            }
+        }
+    )
     daemon = daemon_factory()
     wait_for(lambda: home.events("job.started", job="stubborn"), message="stubborn started")
     daemon.kill()
@@ -133,9 +153,18 @@ def test_kill_9_leaves_an_interrupted_run_never_a_stuck_one(home, daemon_factory
 
 
 def test_hanging_job_times_out_and_is_not_piled_up(home, daemon_factory):
-    home.write_settings({"definitions": {
-        "hang": {"cron": "* * * * * *", "callable": "tests.sample_jobs:stubborn", "timeout": "1s",
-                 "options": {"seconds": 4}}}})
+    home.write_settings(
+        {
+            "definitions": {
+                "hang": {
+                    "cron": "* * * * * *",
+                    "callable": "tests.support.sample_jobs:stubborn",
+                    "timeout": "1s",
+                    "options": {"seconds": 4},
+                }
+            }
+        }
+    )
     daemon_factory()
     wait_for(lambda: home.events("job.timeout", job="hang"), message="job.timeout")
     timeout = home.events("job.timeout", job="hang")[0]
@@ -143,15 +172,27 @@ def test_hanging_job_times_out_and_is_not_piled_up(home, daemon_factory):
     code, document = home.status()
     (job,) = [j for j in document["jobs"] if j["name"] == "hang"]
     assert job["status"] == "FAIL" and code == 2
-    wait_for(lambda: any("timed-out run" in e["reason"] for e in home.events("job.skipped", job="hang")),
-             message="skips while the abandoned thread lives")
+    wait_for(
+        lambda: any("timed-out run" in e["reason"] for e in home.events("job.skipped", job="hang")),
+        message="skips while the abandoned thread lives",
+    )
     wait_for(lambda: home.events("job.abandoned_thread_exited", job="hang"), timeout=10, message="thread exit")
 
 
 def test_failing_job_is_retried_with_backoff(home, daemon_factory):
-    home.write_settings({"definitions": {
-        "flaky": {"cron": "@yearly", "callable": "tests.sample_jobs:flaky", "retries": 3,
-                  "backoff": {"initial": 0.3, "factor": 3}, "options": {"succeed_on": 3}}}})
+    home.write_settings(
+        {
+            "definitions": {
+                "flaky": {
+                    "cron": "@yearly",
+                    "callable": "tests.support.sample_jobs:flaky",
+                    "retries": 3,
+                    "backoff": {"initial": 0.3, "factor": 3},
+                    "options": {"succeed_on": 3},
+                }
+            }
+        }
+    )
     daemon_factory()
     wait_for(lambda: home.events("job.succeeded", job="flaky"), message="flaky succeeded")
     retries = home.events("job.retry_scheduled", job="flaky")
@@ -164,9 +205,18 @@ def test_failing_job_is_retried_with_backoff(home, daemon_factory):
 
 
 def test_overlap_skip(home, daemon_factory):
-    home.write_settings({"definitions": {
-        "slow": {"cron": "* * * * * *", "callable": "tests.sample_jobs:sleepy", "options": {"seconds": 2.5},
-                 "catch_up": False}}})
+    home.write_settings(
+        {
+            "definitions": {
+                "slow": {
+                    "cron": "* * * * * *",
+                    "callable": "tests.support.sample_jobs:sleepy",
+                    "options": {"seconds": 2.5},
+                    "catch_up": False,
+                }
+            }
+        }
+    )
     daemon_factory()
     wait_for(lambda: home.events("job.skipped", job="slow"), message="a skipped slot")
     assert "overlap=skip" in home.events("job.skipped", job="slow")[0]["reason"]
@@ -176,7 +226,9 @@ def test_overlap_skip(home, daemon_factory):
 
 
 def test_catch_up_after_the_daemon_was_down_across_a_slot(home, daemon_factory):
-    home.write_settings({"definitions": {"every3": {"cron": "*/3 * * * * *", "callable": "tests.sample_jobs:ok"}}})
+    home.write_settings(
+        {"definitions": {"every3": {"cron": "*/3 * * * * *", "callable": "tests.support.sample_jobs:ok"}}}
+    )
     daemon = daemon_factory()
     wait_for(lambda: home.events("job.succeeded", job="every3", status="OK"), message="first run")
     assert home.events("job.caught_up", job="every3")[0]["reason"] == "never_run"
@@ -190,7 +242,7 @@ def test_catch_up_after_the_daemon_was_down_across_a_slot(home, daemon_factory):
 
 
 def test_run_now_without_a_daemon_runs_in_process_and_is_recorded(home):
-    home.write_settings({"definitions": {"tick": TICK, "boom": {**TICK, "callable": "tests.sample_jobs:fail"}}})
+    home.write_settings({"definitions": {"tick": TICK, "boom": {**TICK, "callable": "tests.support.sample_jobs:fail"}}})
     result = home.cli("run-now", "tick", "--wait")
     assert result.returncode == 0 and "tick: OK" in result.stdout
     failed = home.cli("run-now", "boom")
@@ -222,7 +274,9 @@ def test_aliases_and_bad_flags(home):
     assert result.returncode == 1 and json.loads(result.stdout)["daemon"]["running"] is False  # no daemon: WARN
     bad = home.cli("status", "--colour")
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
-    home.settings_path.write_text('{"jobs": {"definitions": {"x": {"cron": "1 2 3", "callable": "tests.sample_jobs:ok"}}}}')
+    home.settings_path.write_text(
+        '{"jobs": {"definitions": {"x": {"cron": "1 2 3", "callable": "tests.support.sample_jobs:ok"}}}}'
+    )
     invalid = home.cli("config", "validate")
     assert invalid.returncode == 1 and "jobs.definitions.x.cron" in invalid.stderr
 
@@ -239,9 +293,20 @@ def test_logs_purge_command(home):
 
 
 def test_a_retry_that_cannot_start_makes_the_failure_final(home, daemon_factory):
-    home.write_settings({"definitions": {
-        "hang": {"cron": "@yearly", "callable": "tests.sample_jobs:stubborn", "timeout": "1s", "retries": 1,
-                 "backoff": {"initial": 0.2}, "options": {"seconds": 6}}}})
+    home.write_settings(
+        {
+            "definitions": {
+                "hang": {
+                    "cron": "@yearly",
+                    "callable": "tests.support.sample_jobs:stubborn",
+                    "timeout": "1s",
+                    "retries": 1,
+                    "backoff": {"initial": 0.2},
+                    "options": {"seconds": 6},
+                }
+            }
+        }
+    )
     daemon_factory()
     wait_for(lambda: home.events("job.retry_dropped", job="hang"), message="retry dropped")
     assert "timed-out run" in home.events("job.retry_dropped", job="hang")[0]["reason"]
@@ -269,10 +334,20 @@ def test_run_now_never_runs_beside_a_daemon_that_does_not_answer(home, tmp_path)
     home.write_settings({"definitions": {"tick": {**TICK, "options": {"marker": str(tmp_path / "ran")}}}})
     lock = home.data_dir / "jobs" / "pmjobsd.pid"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600);"
-        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True);"
-        "time.sleep(60)"), str(lock)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600);"
+                "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True);"
+                "time.sleep(60)"
+            ),
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         result = home.cli("run-now", "tick", "--wait")
@@ -291,13 +366,15 @@ def test_control_socket_in_a_deep_state_folder_without_runtime_dir(home, monkeyp
     env = {k: v for k, v in home.env().items() if k != "XDG_RUNTIME_DIR"}
     socket_path = home.data_dir / "jobs" / "control.sock"
     assert len(str(socket_path)) > 108  # longer than AF_UNIX allows
-    proc = subprocess.Popen([sys.executable, "-m", "pmjobsd", "run", "--no-console"], env=env,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pmjobsd", "run", "--no-console"], env=env, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: home.events("daemon.ready"), message="ready")
         assert socket_path.is_socket()
-        status = subprocess.run([sys.executable, "-m", "pmjobsd", "status", "--json"], env=env,
-                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run(
+            [sys.executable, "-m", "pmjobsd", "status", "--json"], env=env, capture_output=True, text=True, timeout=30
+        )
         assert json.loads(status.stdout)["daemon"]["pid"] == proc.pid
     finally:
         proc.terminate()
@@ -306,9 +383,18 @@ def test_control_socket_in_a_deep_state_folder_without_runtime_dir(home, monkeyp
 
 def test_a_settings_change_noticed_with_a_failure_keeps_its_retry(home, daemon_factory):
     """The loop reloads before it schedules retries: a failure arriving with a reload must still be retried."""
-    settings = {"wake_interval": "30s", "definitions": {
-        "slow": {"cron": "@yearly", "callable": "tests.sample_jobs:slow_fail", "retries": 1,
-                 "backoff": {"initial": 0.2}, "options": {"seconds": 1.5}}}}
+    settings = {
+        "wake_interval": "30s",
+        "definitions": {
+            "slow": {
+                "cron": "@yearly",
+                "callable": "tests.support.sample_jobs:slow_fail",
+                "retries": 1,
+                "backoff": {"initial": 0.2},
+                "options": {"seconds": 1.5},
+            }
+        },
+    }
     home.write_settings(dict(settings))
     daemon_factory()
     wait_for(lambda: home.events("job.started", job="slow"), message="first attempt")

@@ -12,12 +12,17 @@ import time
 
 import pytest
 
-from tests.alert_fixtures import NotificationService, SessionBus, webhook_receiver
-from tests.appfixtures import CANARY, canary_entry, create_backup, create_vault, truncate, write_key_files
-from tests.conftest import DaemonProcess, wait_for
+from tests.support.alert_fixtures import NotificationService, SessionBus, webhook_receiver
+from tests.support.appfixtures import CANARY, canary_entry, create_backup, create_vault, truncate, write_key_files
+from tests.support.daemon import DaemonProcess, wait_for
 
-LOCAL_JOBS = ("expiring_password_digest", "backup_integrity_check", "log_rotation", "log_purge",
-              "browser_bridge_health")
+LOCAL_JOBS = (
+    "expiring_password_digest",
+    "backup_integrity_check",
+    "log_rotation",
+    "log_purge",
+    "browser_bridge_health",
+)
 
 
 @pytest.fixture
@@ -36,8 +41,9 @@ def test_no_canary_leaves_the_vault(home, bus, monkeypatch):
     session, notifications = bus
     vault = home.data_dir / "passwords.db"
     write_key_files(home.data_dir)
-    create_vault(vault, [canary_entry(1, expires_in_days=-2), canary_entry(2, expires_in_days=3),
-                         canary_entry(3)], history=2)
+    create_vault(
+        vault, [canary_entry(1, expires_in_days=-2), canary_entry(2, expires_in_days=3), canary_entry(3)], history=2
+    )
     hour_ago = int(time.time()) - 3600
     good = create_backup(home.data_dir / "backups", vault, timestamp=hour_ago)
     bad = create_backup(home.data_dir / "backups", vault, timestamp=hour_ago + 60)
@@ -50,20 +56,31 @@ def test_no_canary_leaves_the_vault(home, bus, monkeypatch):
 
     server, received = webhook_receiver()
     hook = f"json://127.0.0.1:{server.server_port}/hook/{CANARY}-token"
-    home.write_settings({
-        "alerts": {"desktop": True, "targets": [hook], "webhook_secret": f"{CANARY}-secret"},
-        # retries 0: the failing backup check is final at once, so its alert goes out now.
-        "definitions": {name: {"enabled": True, "catch_up": True, "retries": 0} for name in LOCAL_JOBS},
-    }, browser_bridge={"enabled": True, "host": "127.0.0.1", "port": 9})
+    home.write_settings(
+        {
+            "alerts": {"desktop": True, "targets": [hook], "webhook_secret": f"{CANARY}-secret"},
+            # retries 0: the failing backup check is final at once, so its alert goes out now.
+            "definitions": {name: {"enabled": True, "catch_up": True, "retries": 0} for name in LOCAL_JOBS},
+        },
+        browser_bridge={"enabled": True, "host": "127.0.0.1", "port": 9},
+    )
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", session.address)
     daemon = DaemonProcess(home).wait_ready()
     try:
         # log_rotation waits for its first slot instead of running at first start: run it now.
         assert home.cli("run-now", "log_rotation", "--wait").returncode == 0
-        wait_for(lambda: all(home.events("job.succeeded", job=name) or home.events("job.failed", job=name)
-                             for name in LOCAL_JOBS), timeout=30, message="every local job finished")
-        wait_for(lambda: any(b"backup_integrity_check" in r["body"] for r in received.snapshot())
-                 and notifications.calls, timeout=20, message="alert and notice")
+        wait_for(
+            lambda: all(
+                home.events("job.succeeded", job=name) or home.events("job.failed", job=name) for name in LOCAL_JOBS
+            ),
+            timeout=30,
+            message="every local job finished",
+        )
+        wait_for(
+            lambda: any(b"backup_integrity_check" in r["body"] for r in received.snapshot()) and notifications.calls,
+            timeout=20,
+            message="alert and notice",
+        )
         status = home.cli("status", "--json").stdout
         config = home.cli("config", "show").stdout
     finally:
@@ -75,10 +92,20 @@ def test_no_canary_leaves_the_vault(home, bus, monkeypatch):
     assert any("backup_integrity_check" in body for body in bodies)
     assert any(call for call in notifications.calls if f"{CANARY}-site-" in json.dumps(call, default=str))
 
-    history_dump = subprocess.run([sys.executable, "-c", (
-        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]);"
-        "print('\\n'.join(map(str, c.execute('select * from runs'))))"), str(home.history_path)],
-        capture_output=True, text=True, check=True).stdout
+    history_dump = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]);"
+                "print('\\n'.join(map(str, c.execute('select * from runs'))))"
+            ),
+            str(home.history_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     state_files = "".join(p.read_text(errors="replace") for p in (home.data_dir / "jobs").rglob("*.json"))
     outputs = {
         "jobs.log": "".join(p.read_text() for p in home.jobs_log.parent.glob("jobs.log*")),

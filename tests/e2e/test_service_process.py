@@ -9,18 +9,19 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import wait_for
+from tests.support.daemon import wait_for
 
 
 def test_notify_protocol_from_a_real_daemon(home, tmp_path):
-    home.write_settings({"definitions": {"tick": {"cron": "* * * * * *", "callable": "tests.sample_jobs:ok"}}})
+    home.write_settings({"definitions": {"tick": {"cron": "* * * * * *", "callable": "tests.support.sample_jobs:ok"}}})
     address = str(tmp_path / "notify.sock")
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(address)
     receiver.settimeout(1.0)
     env = {**home.env(), "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
-    proc = subprocess.Popen([sys.executable, "-m", "pmjobsd", "run", "--no-console"], env=env,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pmjobsd", "run", "--no-console"], env=env, stderr=subprocess.DEVNULL
+    )
     env["WATCHDOG_PID"] = str(proc.pid)
     messages: list[str] = []
 
@@ -29,7 +30,7 @@ def test_notify_protocol_from_a_real_daemon(home, tmp_path):
         while time.monotonic() < end:
             try:
                 messages.append(receiver.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if predicate():
                 return
@@ -73,9 +74,20 @@ def test_detach_writes_a_locked_pidfile_refuses_a_second_start_and_stops_on_sigt
 
 
 def test_too_many_abandoned_threads_exit_for_a_clean_restart(home, daemon_factory):
-    home.write_settings({"max_abandoned_threads": 1, "definitions": {
-        f"stuck{i}": {"cron": "@yearly", "callable": "tests.sample_jobs:stubborn", "timeout": "0.5s",
-                      "options": {"seconds": 20}} for i in range(2)}})
+    home.write_settings(
+        {
+            "max_abandoned_threads": 1,
+            "definitions": {
+                f"stuck{i}": {
+                    "cron": "@yearly",
+                    "callable": "tests.support.sample_jobs:stubborn",
+                    "timeout": "0.5s",
+                    "options": {"seconds": 20},
+                }
+                for i in range(2)
+            },
+        }
+    )
     daemon = daemon_factory()
     assert daemon.proc.wait(30) == 75
     (event,) = home.events("daemon.restart_required")

@@ -18,17 +18,25 @@ from html.parser import HTMLParser
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.appfixtures import CANARY, assert_no_canary, canary_entry, create_backup, create_vault, write_key_files
-from tests.conftest import REPO, wait_for
+from tests.support import REPO
+from tests.support.appfixtures import (
+    CANARY,
+    assert_no_canary,
+    canary_entry,
+    create_backup,
+    create_vault,
+    write_key_files,
+)
+from tests.support.daemon import wait_for
 
-COUNTED = {"cron": "* * * * * *", "callable": "tests.web_jobs:counted"}
-ALTERNATING = {"cron": "* * * * * *", "callable": "tests.web_jobs:alternating", "retries": 0}
+COUNTED = {"cron": "* * * * * *", "callable": "tests.support.web_jobs:counted"}
+ALTERNATING = {"cron": "* * * * * *", "callable": "tests.support.web_jobs:alternating", "retries": 0}
 # Jobs that run once at start (catch-up of a never-run job) and then sit: one per outcome.
 SETTLED = {
-    "yearly": {"cron": "@yearly", "callable": "tests.web_jobs:counted", "catch_up": False},
-    "switched_off": {"cron": "@daily", "callable": "tests.web_jobs:counted", "enabled": False},
-    "failing": {"cron": "@yearly", "callable": "tests.sample_jobs:fail", "retries": 0},
-    "warning": {"cron": "@yearly", "callable": "tests.sample_jobs:warn"},
+    "yearly": {"cron": "@yearly", "callable": "tests.support.web_jobs:counted", "catch_up": False},
+    "switched_off": {"cron": "@daily", "callable": "tests.support.web_jobs:counted", "enabled": False},
+    "failing": {"cron": "@yearly", "callable": "tests.support.sample_jobs:fail", "retries": 0},
+    "warning": {"cron": "@yearly", "callable": "tests.support.sample_jobs:warn"},
 }
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -77,9 +85,15 @@ def test_prometheus_scrapes_the_daemon(home, daemon_factory, tmp_path):
     )
     log = open(tmp_path / "prometheus.log", "w")
     server = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prometheus_port}"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
     )
 
     def query(expression: str) -> list:
@@ -91,16 +105,30 @@ def test_prometheus_scrapes_the_daemon(home, daemon_factory, tmp_path):
             return []
 
     try:
-        up = wait_for(lambda: [r for r in query('up{job="pmjobsd"}') if r["value"][1] == "1"], timeout=60,
-                      interval=0.5, message="Prometheus sees up == 1")
+        up = wait_for(
+            lambda: [r for r in query('up{job="pmjobsd"}') if r["value"][1] == "1"],
+            timeout=60,
+            interval=0.5,
+            message="Prometheus sees up == 1",
+        )
         assert up[0]["metric"]["instance"] == f"127.0.0.1:{port}"
-        runs = wait_for(lambda: [r for r in query('pmjobsd_job_runs_total{job_name="counted",status="OK"}')
-                                 if float(r["value"][1]) >= 1], timeout=30, interval=0.5, message="runs scraped")
+        runs = wait_for(
+            lambda: [
+                r for r in query('pmjobsd_job_runs_total{job_name="counted",status="OK"}') if float(r["value"][1]) >= 1
+            ],
+            timeout=30,
+            interval=0.5,
+            message="runs scraped",
+        )
         # job_name arrives as is, and Prometheus's own job label is untouched (no exported_job).
         assert runs[0]["metric"]["job"] == "pmjobsd" and "exported_job" not in runs[0]["metric"]
         assert query('pmjobsd_build_info{version="0.1.0"}')
-        assert wait_for(lambda: query('pmjobsd_job_result_value{job_name="counted",name="things_counted"} == 3'),
-                        timeout=30, interval=0.5, message="the job's own number")
+        assert wait_for(
+            lambda: query('pmjobsd_job_result_value{job_name="counted",name="things_counted"} == 3'),
+            timeout=30,
+            interval=0.5,
+            message="the job's own number",
+        )
     finally:
         server.terminate()
         server.wait(30)
@@ -112,24 +140,42 @@ def test_status_page_in_headless_chromium(home, daemon_factory, tmp_path):
     if not CHROMIUM:
         pytest.skip("chromium (Debian package chromium) not installed")
     port = free_port()
-    home.write_settings({**web_settings(port), "definitions": {
-        "alternating": ALTERNATING, "counted": COUNTED,
-        **SETTLED}})
+    home.write_settings(
+        {**web_settings(port), "definitions": {"alternating": ALTERNATING, "counted": COUNTED, **SETTLED}}
+    )
     daemon = daemon_factory()
-    wait_for(lambda: len(home.events("job.started", job="alternating")) >= 4 and home.events("job.failed", job="failing"),
-             timeout=30, message="four runs")
+    wait_for(
+        lambda: len(home.events("job.started", job="alternating")) >= 4 and home.events("job.failed", job="failing"),
+        timeout=30,
+        message="four runs",
+    )
     # Stop the runs (the page then shows a settled history), then render it.
-    home.write_settings({**web_settings(port), "definitions": {
-        "alternating": {**ALTERNATING, "cron": "@yearly"}, "counted": {**COUNTED, "cron": "@yearly"},
-        **SETTLED}})
+    home.write_settings(
+        {
+            **web_settings(port),
+            "definitions": {
+                "alternating": {**ALTERNATING, "cron": "@yearly"},
+                "counted": {**COUNTED, "cron": "@yearly"},
+                **SETTLED,
+            },
+        }
+    )
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: home.events("config.reloaded"), message="reloaded")
     wait_for(lambda: all(job["status"] != "RUNNING" for job in home.status()[1]["jobs"]), message="idle")
 
     url = f"http://127.0.0.1:{port}/"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ]
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90)
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = PageRows()
@@ -154,8 +200,12 @@ def test_status_page_in_headless_chromium(home, daemon_factory, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "status-page.png"
     screenshot.unlink(missing_ok=True)
-    shot = subprocess.run([CHROMIUM, *flags, f"--screenshot={screenshot}", "--window-size=1280,760",
-                           "--hide-scrollbars", url], capture_output=True, text=True, timeout=90)
+    shot = subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={screenshot}", "--window-size=1280,760", "--hide-scrollbars", url],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert daemon.stop() == 0
@@ -205,11 +255,20 @@ def test_counters_survive_a_reload_and_the_server_moves_with_its_port(home, daem
     first, second = free_port(), free_port()
     home.write_settings({**web_settings(first), "definitions": {"counted": COUNTED}})
     daemon = daemon_factory()
-    before = wait_for(lambda: (metric_value(first, "pmjobsd_job_runs_total", job_name="counted", status="OK") or 0) >= 3
-                      and metric_value(first, "pmjobsd_job_runs_total", job_name="counted", status="OK"),
-                      message="three counted runs")
-    home.write_settings({**web_settings(second, cors_origins=["https://app.example"]), "alerts": {"desktop": False},
-                         "definitions": {"counted": COUNTED}})
+    before = wait_for(
+        lambda: (
+            (metric_value(first, "pmjobsd_job_runs_total", job_name="counted", status="OK") or 0) >= 3
+            and metric_value(first, "pmjobsd_job_runs_total", job_name="counted", status="OK")
+        ),
+        message="three counted runs",
+    )
+    home.write_settings(
+        {
+            **web_settings(second, cors_origins=["https://app.example"]),
+            "alerts": {"desktop": False},
+            "definitions": {"counted": COUNTED},
+        }
+    )
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: home.events("metrics.listening", port=second), message="listening on the new port")
     after = metric_value(second, "pmjobsd_job_runs_total", job_name="counted", status="OK")
@@ -262,8 +321,9 @@ def test_healthz_fails_while_the_scheduler_loop_is_wedged(home, daemon_factory):
     fifo = home.settings_path.with_name("settings.fifo")
     os.mkfifo(fifo, 0o600)
     os.replace(fifo, home.settings_path)
-    code_body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(get(port, "/healthz")), timeout=30,
-                         message="healthz 503")
+    code_body = wait_for(
+        lambda: (lambda r: r if r[0] == 503 else None)(get(port, "/healthz")), timeout=30, message="healthz 503"
+    )
     health = json.loads(code_body[2])
     assert health["status"] == "stalled" and health["heartbeat_age_s"] > health["limit_s"] == 2.5
     assert get(port, "/metrics")[0] == 200  # the endpoint itself still answers
@@ -281,23 +341,40 @@ def test_healthz_fails_while_the_scheduler_loop_is_wedged(home, daemon_factory):
 def test_no_canary_in_any_response(home, daemon_factory, tmp_path):
     """A vault and backups full of canary strings; the jobs read them; nothing served contains one."""
     port = free_port()
-    vault = create_vault(home.data_dir / "passwords.db", [
-        canary_entry(1, expires_in_days=3), canary_entry(2, expires_in_days=-1), canary_entry(3)])
+    vault = create_vault(
+        home.data_dir / "passwords.db",
+        [canary_entry(1, expires_in_days=3), canary_entry(2, expires_in_days=-1), canary_entry(3)],
+    )
     write_key_files(home.data_dir)
     backup = create_backup(home.data_dir / "backups", vault, timestamp=int(time.time()) - 3600)
     os.utime(backup, (time.time() - 3600, time.time() - 3600))  # settled: the job does not skip it
     textfile = tmp_path / "pmjobsd.prom"
     every_second = {"cron": "* * * * * *", "retries": 0}
-    home.write_settings({**web_settings(port, textfile=str(textfile)), "definitions": {
-        "expiring_password_digest": every_second, "backup_integrity_check": every_second,
-        "leaky": {"cron": "* * * * * *", "callable": "tests.web_jobs:counted"}}})
+    home.write_settings(
+        {
+            **web_settings(port, textfile=str(textfile)),
+            "definitions": {
+                "expiring_password_digest": every_second,
+                "backup_integrity_check": every_second,
+                "leaky": {"cron": "* * * * * *", "callable": "tests.support.web_jobs:counted"},
+            },
+        }
+    )
     daemon = daemon_factory()
-    wait_for(lambda: home.events("job.succeeded", job="expiring_password_digest")
-             and home.events("job.succeeded", job="backup_integrity_check")
-             or home.events("job.failed"), timeout=30, message="both vault jobs ran")
+    wait_for(
+        lambda: (
+            home.events("job.succeeded", job="expiring_password_digest")
+            and home.events("job.succeeded", job="backup_integrity_check")
+            or home.events("job.failed")
+        ),
+        timeout=30,
+        message="both vault jobs ran",
+    )
     assert not home.events("job.failed"), home.events("job.failed")
-    wait_for(lambda: metric_value(port, "pmjobsd_passwords_expiring", job_name="expiring_password_digest") == 1,
-             message="expiring count")
+    wait_for(
+        lambda: metric_value(port, "pmjobsd_passwords_expiring", job_name="expiring_password_digest") == 1,
+        message="expiring count",
+    )
     assert metric_value(port, "pmjobsd_passwords_expired", job_name="expiring_password_digest") == 1
     verified = metric_value(port, "pmjobsd_backups_verified", job_name="backup_integrity_check")
     assert verified >= 1, get(port, "/v1/jobs")[2].decode()
@@ -331,7 +408,7 @@ def test_alert_deliveries_are_counted(home, daemon_factory):
     received = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             received.append(self.rfile.read(int(self.headers["Content-Length"])))
             self.send_response(204)
             self.end_headers()
@@ -344,13 +421,22 @@ def test_alert_deliveries_are_counted(home, daemon_factory):
     port = free_port()
     secret_url = f"json://127.0.0.1:{hook.server_address[1]}/hook/{CANARY}-token"
     try:
-        home.write_settings({**web_settings(port), "alerts": {"desktop": False, "targets": [secret_url]},
-                             "definitions": {"failing": SETTLED["failing"]}})
+        home.write_settings(
+            {
+                **web_settings(port),
+                "alerts": {"desktop": False, "targets": [secret_url]},
+                "definitions": {"failing": SETTLED["failing"]},
+            }
+        )
         daemon = daemon_factory()
-        wait_for(lambda: metric_value(port, "pmjobsd_alerts_total", sink="webhook", result="sent") == 1,
-                 message="one delivery counted")
+        wait_for(
+            lambda: metric_value(port, "pmjobsd_alerts_total", sink="webhook", result="sent") == 1,
+            message="one delivery counted",
+        )
         assert received
-        assert_no_canary(get(port, "/metrics")[2].decode(), get(port, "/v1/jobs")[2].decode(), get(port, "/")[2].decode())
+        assert_no_canary(
+            get(port, "/metrics")[2].decode(), get(port, "/v1/jobs")[2].decode(), get(port, "/")[2].decode()
+        )
         assert daemon.stop() == 0
     finally:
         hook.shutdown()

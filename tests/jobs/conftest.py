@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pmjobsd.joblog import setup_logging
-from tests.helpers import app_paths
+from pmjobsd.observe.joblog import setup_logging
+from tests.support.helpers import app_paths
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    """A temporary HOME (job tests build the app's folders under it with tests.helpers.app_paths)."""
+    """A temporary HOME (job tests build the app's folders under it with tests.support.helpers.app_paths)."""
     return tmp_path / "home"
 
 

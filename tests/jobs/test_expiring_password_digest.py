@@ -6,13 +6,14 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from pmjobsd.context import Notice, Status
+from pmjobsd.core.context import Notice, Status
+from pmjobsd.core.registry import load_builtin
 from pmjobsd.jobs import expiring_password_digest as digest
 from pmjobsd.jobs.expiring_password_digest import DigestOptions
-from pmjobsd.registry import load_builtin
-from tests.appfixtures import AppProcess, CANARY, assert_no_canary, canary_entry, create_vault
-from tests.helpers import app_paths, make_context
+from tests.support.appfixtures import CANARY, AppProcess, assert_no_canary, canary_entry, create_vault
+from tests.support.helpers import app_paths, make_context
 
 NOW = int(time.time())
 
@@ -28,13 +29,16 @@ def _run(home: Path, options: DigestOptions | None = None):
 
 
 def _mixed_vault(home: Path) -> Path:
-    return _vault(home, [
-        canary_entry(1, now=NOW, expires_in_days=10),   # id 1: expiring, not urgent
-        canary_entry(2, now=NOW, expires_in_days=-2),   # id 2: expired
-        canary_entry(3, now=NOW, expires_in_days=60),   # id 3: beyond the window
-        canary_entry(4, now=NOW),                       # id 4: never expires
-        canary_entry(5, now=NOW, expires_in_days=3),    # id 5: urgent
-    ])
+    return _vault(
+        home,
+        [
+            canary_entry(1, now=NOW, expires_in_days=10),  # id 1: expiring, not urgent
+            canary_entry(2, now=NOW, expires_in_days=-2),  # id 2: expired
+            canary_entry(3, now=NOW, expires_in_days=60),  # id 3: beyond the window
+            canary_entry(4, now=NOW),  # id 4: never expires
+            canary_entry(5, now=NOW, expires_in_days=3),  # id 5: urgent
+        ],
+    )
 
 
 def test_counts_order_and_notice(home: Path, jobs_log: Path):
@@ -130,5 +134,5 @@ def test_registered_with_its_defaults():
     assert spec.func is digest.run and spec.defaults["cron"] == "0 9 * * *"
     assert spec.options_model is DigestOptions
     assert DigestOptions.model_validate({"window_days": 30}).show_sites is True
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         DigestOptions.model_validate({"window_days": 0})

@@ -1,0 +1,11 @@
+"""The public interface for job authors: everything a job needs, and nothing else.
+
+A job is ``def job(ctx: JobContext) -> JobResult | None``; built-in jobs
+(``pmjobsd/jobs/``) import only from here and from the helpers of their own
+sub-package, exactly like a user's ``"callable": "module:function"`` job.
+"""
+
+from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice, Status
+from pmjobsd.core.settings import Duration
+
+__all__ = ["Duration", "JobCancelled", "JobContext", "JobResult", "Notice", "Status"]

@@ -1,0 +1,153 @@
+"""Where the app's files and pmjobsd's own files live (docs/architecture.md, "Files").
+
+The app resolves its folders by XDG rules; so do we, so that pmjobsd finds the
+vault, settings and caches exactly where the app keeps them.  Each folder can be
+overridden (command line first, then the ``jobs.paths`` settings, then XDG).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+APP_NAME = "secure-password-manager"
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    # XDG says: an unset *or empty* variable, or a relative path, means the default.
+    value = os.environ.get(var, "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path.home() / fallback
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    """Resolved folders; every file path is derived from these."""
+
+    data_dir: Path
+    config_dir: Path
+    cache_dir: Path
+    log_dir: Path
+    settings_override: Path | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        data_dir: str | os.PathLike | None = None,
+        config_dir: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        log_dir: str | os.PathLike | None = None,
+        settings: str | os.PathLike | None = None,
+    ) -> AppPaths:
+        """Resolve folders from explicit values, else XDG variables, else their defaults."""
+        data = Path(data_dir) if data_dir else _xdg("XDG_DATA_HOME", ".local/share") / APP_NAME
+        return cls(
+            data_dir=data,
+            config_dir=Path(config_dir) if config_dir else _xdg("XDG_CONFIG_HOME", ".config") / APP_NAME,
+            cache_dir=Path(cache_dir) if cache_dir else _xdg("XDG_CACHE_HOME", ".cache") / APP_NAME,
+            log_dir=Path(log_dir) if log_dir else data / "logs",
+            settings_override=Path(settings) if settings else None,
+        )
+
+    def with_overrides(self, **folders: str | None) -> AppPaths:
+        """Return a copy with the given folders replaced (None values are ignored)."""
+        changes = {key: Path(value) for key, value in folders.items() if value}
+        if "data_dir" in changes and "log_dir" not in changes and self.log_dir == self.data_dir / "logs":
+            changes["log_dir"] = changes["data_dir"] / "logs"
+        return replace(self, **changes)
+
+    # --- the app's files -------------------------------------------------
+    @property
+    def settings_path(self) -> Path:
+        return self.settings_override or self.config_dir / "settings.json"
+
+    @property
+    def vault_path(self) -> Path:
+        return self.data_dir / "passwords.db"
+
+    @property
+    def key_files(self) -> tuple[Path, ...]:
+        names = ("secret.key", "secret.key.enc", "crypto.salt", "auth.json", "totp_config.json")
+        return tuple(self.data_dir / name for name in names)
+
+    @property
+    def app_log_path(self) -> Path:
+        return self.data_dir / "logs" / "password_manager.log"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    @property
+    def breach_cache_path(self) -> Path:
+        return self.cache_dir / "breach_cache.json"
+
+    @property
+    def bridge_cert_path(self) -> Path:
+        return self.config_dir / "tls" / "localhost.crt"
+
+    @property
+    def bridge_socket_path(self) -> Path | None:
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        return Path(runtime) / APP_NAME / "bridge.sock" if runtime else None
+
+    # --- pmjobsd's own files ----------------------------------------------
+    @property
+    def jobs_log_path(self) -> Path:
+        return self.log_dir / "jobs.log"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def history_path(self) -> Path:
+        return self.state_dir / "history.db"
+
+    @property
+    def id_key_path(self) -> Path:
+        return self.state_dir / "id-hash.key"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "pmjobsd.pid"
+
+    @property
+    def control_socket_path(self) -> Path:
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if runtime and os.path.isdir(runtime):
+            candidate = Path(runtime) / "pmjobsd" / "control.sock"
+            # AF_UNIX paths are limited to ~104 bytes; fall back to the state folder.
+            if len(os.fsencode(candidate)) < 100:
+                return candidate
+        return self.state_dir / "control.sock"
+
+    @property
+    def control_socket_candidates(self) -> tuple[Path, ...]:
+        """Where clients look for the daemon: its own choice first, then the state folder.
+
+        A daemon started without XDG_RUNTIME_DIR (a system unit) binds in the
+        state folder, while an SSH session asking for status has the variable set.
+        """
+        fallback = self.state_dir / "control.sock"
+        preferred = self.control_socket_path
+        return (preferred,) if preferred == fallback else (preferred, fallback)
+
+    def job_state_dir(self, job_name: str) -> Path:
+        """A private folder for one job's own bookkeeping (ETags, hashes, ...)."""
+        return self.state_dir / "state" / job_name
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) as 0700 folders; tighten it if it already exists and is ours."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    try:
+        if path.stat().st_uid == os.getuid() and (path.stat().st_mode & 0o777) != PRIVATE_DIR_MODE:
+            path.chmod(PRIVATE_DIR_MODE)
+    except OSError:
+        pass
+    return path

@@ -1,0 +1,127 @@
+"""The job interface (README, "Writing a job"): what a job receives and what it returns.
+
+A job is ``def job(ctx: JobContext) -> JobResult | None``.  ``None`` means OK;
+an exception means FAIL with the error recorded.  Built-in and user jobs use
+exactly this interface.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pmjobsd.app.paths import AppPaths
+
+
+class Status(str, enum.Enum):
+    """Outcome of a run (the first three are what a job may return)."""
+
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+    TIMEOUT = "TIMEOUT"
+    INTERRUPTED = "INTERRUPTED"
+    RUNNING = "RUNNING"
+
+    @property
+    def severity(self) -> int:
+        """0 for OK, 1 for WARN-like, 2 for FAIL-like outcomes (status exit codes)."""
+        return {"OK": 0, "RUNNING": 0, "WARN": 1, "INTERRUPTED": 1}.get(self.value, 2)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a run reports: a status, a one-line summary without secrets, details.
+
+    ``metrics`` holds the job's own counts (e.g. ``{"prefixes_refreshed": 12}``),
+    exported as metrics and kept in the run history.
+    """
+
+    status: Status = Status.OK
+    summary: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def ok(cls, summary: str = "", **kw: Any) -> JobResult:
+        return cls(Status.OK, summary, **kw)
+
+    @classmethod
+    def warn(cls, summary: str, **kw: Any) -> JobResult:
+        return cls(Status.WARN, summary, **kw)
+
+    @classmethod
+    def fail(cls, summary: str, **kw: Any) -> JobResult:
+        return cls(Status.FAIL, summary, **kw)
+
+
+class JobCancelled(Exception):
+    """Raised by :meth:`JobContext.check_cancelled` once the run must stop."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A user-facing message from a job (e.g. the expiry digest).
+
+    ``private_body`` may name websites: it is shown only by local desktop sinks
+    and only when the job allows it; every other sink gets ``body``.
+    """
+
+    title: str
+    body: str
+    private_body: str | None = None
+    urgency: str = "normal"  # "low" | "normal" | "critical"
+
+
+@dataclass
+class JobContext:
+    """Everything one run may use.  Jobs must check :attr:`cancelled` between steps."""
+
+    job_name: str
+    run_id: str
+    attempt: int
+    options: Any
+    paths: AppPaths
+    log: EventLogger  # bound to job, run_id and attempt
+    deadline: float  # time.monotonic() value after which the run is timed out
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    app_settings: Mapping[str, Any] = field(default_factory=dict)
+    hash_entry_id: Callable[[Any], str] = lambda entry_id: ""
+    notifier: Callable[[Notice], None] = lambda notice: None
+    progress_callback: Callable[[float | None, str], None] = lambda fraction, message: None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run timed out or the daemon is stopping."""
+        return self.cancel_event.is_set()
+
+    def time_left(self) -> float:
+        """Seconds until the deadline (never negative); bound blocking calls by it."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` if the run must stop now."""
+        if self.cancel_event.is_set():
+            raise JobCancelled(f"{self.job_name} cancelled")
+
+    def progress(self, fraction: float | None = None, message: str = "") -> None:
+        """Report progress (0.0–1.0) with a short message without secrets."""
+        self.progress_callback(fraction, message)
+
+    def notify(self, notice: Notice) -> None:
+        """Send a user-facing notice through the configured alert sinks."""
+        self.notifier(notice)
+
+    @property
+    def state_dir(self):
+        """This job's private folder for its own bookkeeping (created on demand)."""
+        from pmjobsd.app.paths import ensure_private_dir
+
+        return ensure_private_dir(self.paths.job_state_dir(self.job_name))
+
+
+from pmjobsd.observe.joblog import EventLogger  # noqa: E402  (type used in annotations only)

@@ -1,0 +1,509 @@
+"""The daemon: one main loop that sleeps until there is work.
+
+The loop waits in ``select()`` on a wake-up pipe until the next fire time,
+the next run deadline or ``wake_interval`` (whichever is first).  Signals
+(through ``signal.set_wakeup_fd``), finished runs and control requests write
+to that pipe.  Signal handlers only record the signal; stopping, reloading
+and logging happen here in the loop (as gunicorn's arbiter does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from pmjobsd import __version__
+from pmjobsd.alerts.manager import AlertManager
+from pmjobsd.app.paths import AppPaths, ensure_private_dir
+from pmjobsd.core import control
+from pmjobsd.core.history import RunHistory
+from pmjobsd.core.privacy import EntryIdHasher
+from pmjobsd.core.runner import Runner, RunRequest
+from pmjobsd.core.scheduler import Clock, Scheduler
+from pmjobsd.core.settings import LoadedSettings, ResolvedJob, load_settings
+from pmjobsd.observe.joblog import EventLogger, setup_logging
+from pmjobsd.observe.metrics import MetricsObserver
+from pmjobsd.observe.status import build_status, iso
+from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
+from pmjobsd.system.lock import InstanceLock
+from pmjobsd.system.sdnotify import Notifier
+
+EXIT_OK = 0
+EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
+
+
+def resolve_paths(base: AppPaths, loaded: LoadedSettings, cli_overrides: dict[str, str | None]) -> AppPaths:
+    """Folders from settings ``jobs.paths``, then the command line on top (it wins)."""
+    from_settings = loaded.settings.paths.model_dump()
+    merged = {key: cli_overrides.get(key) or from_settings.get(key) for key in ("data_dir", "cache_dir", "log_dir")}
+    return base.with_overrides(**merged)
+
+
+class Daemon:
+    """Owns the scheduler, the runner, the history and the control socket for one state folder."""
+
+    def __init__(
+        self,
+        paths: AppPaths,
+        *,
+        cli_overrides: dict[str, str | None] | None = None,
+        console: bool | None = None,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        extra_log_handlers: list | None = None,
+    ):
+        self.base_paths = paths
+        self.cli_overrides = cli_overrides or {}
+        self.console = console
+        self.clock = clock or Clock()
+        self.notifier = notifier or Notifier()
+        self.extra_log_handlers = extra_log_handlers or []
+        self.log = EventLogger("daemon")
+        self.started_at: float | None = None
+        self.heartbeat = time.monotonic()
+        self._signals: deque[int] = deque()
+        self._sched_lock = threading.RLock()
+        self.web: StatusServer | None = None
+        self.exit_code = EXIT_OK
+        self._last_watchdog = self._last_status = float("-inf")
+
+    # --- wake-ups -----------------------------------------------------------------
+    def wake(self) -> None:
+        """Make the main loop look at its work now (safe from any thread)."""
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop will wake anyway
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)
+
+    def _wait(self, timeout: float) -> None:
+        readable, _, _ = select.select([self._wake_r], [], [], max(0.0, timeout))
+        if readable:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    # --- start ------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the process exit code."""
+        os.umask(0o077)
+        # Made here, not in __init__: detaching closes every descriptor opened before it.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.loaded = load_settings(self.base_paths.settings_path)
+        self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
+        ensure_private_dir(self.paths.state_dir)
+        self.lock = InstanceLock(self.paths.lock_path)
+        self.lock.acquire()  # raises AlreadyRunning
+        try:
+            return self._run_locked()
+        except Exception as exc:
+            # Detached or under a service manager nobody reads our stderr: say it in jobs.log.
+            self.log.error("daemon.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            raise
+        finally:
+            self.lock.release()
+
+    def _run_locked(self) -> int:
+        settings = self.loaded.settings
+        setup_logging(
+            self.paths.jobs_log_path,
+            console=self.console,
+            level=getattr(logging, settings.log_level),
+            extra_handlers=self.extra_log_handlers,
+        )
+        self.started_at = time.time()
+        self.log.info("daemon.started", pid=os.getpid(), version=__version__, settings=str(self.paths.settings_path))
+        self._log_config("config.loaded", self.loaded)
+        self.history = RunHistory(self.paths.history_path)
+        interrupted = self.history.mark_interrupted()
+        if interrupted:
+            self.log.warning("history.interrupted_runs", count=interrupted)
+        self.hasher = EntryIdHasher.from_file(self.paths.id_key_path)
+        self.observers = self._build_observers()
+        self.runner = Runner(
+            max_workers=settings.max_workers,
+            history=self.history,
+            paths=self.paths,
+            hash_entry_id=self.hasher,
+            observers=self.observers,
+            wake=self.wake,
+            app_settings=lambda: dict(self.loaded.app_settings),
+        )
+        self.scheduler = Scheduler(self.clock)
+        self.jobs = dict(self.loaded.jobs)
+        with self._sched_lock:
+            caught_up = self.scheduler.load(self.jobs, self.history.last_slots())
+        for item in caught_up:
+            self.log.info(
+                "job.caught_up",
+                job=item.job,
+                missed_slot=item.missed_slot.isoformat() if item.missed_slot else None,
+                last_slot=item.last_slot.isoformat() if item.last_slot else None,
+                reason="missed" if item.last_slot else "never_run",
+            )
+        self.control = control.ControlServer(self.paths.control_socket_path, self._handle_request)
+        self._start_web()
+        self.metrics.update_textfile()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        try:
+            enabled = sum(1 for job in self.jobs.values() if job.definition.enabled)
+            self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.paths.control_socket_path))
+            self.notifier.ready(status=f"{enabled} jobs scheduled")
+            self._loop()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._shutdown()
+        return self.exit_code
+
+    def _build_observers(self) -> list:
+        """The run observers: metrics (built once: counters survive reloads), alerts (rebuilt when changed)."""
+        self.metrics = MetricsObserver(
+            self.status_document,
+            history=self.history,
+            textfile=self.loaded.settings.metrics.textfile,
+            log=EventLogger("metrics"),
+        )
+        self.metrics.set_jobs(name for name, job in self.loaded.jobs.items() if job.definition.enabled)
+        self.alerts = AlertManager(
+            self.loaded.settings.alerts,
+            self.paths,
+            EventLogger("alerts"),
+            host=socket.gethostname(),
+            on_delivery=self.metrics.alert_delivered,
+        )
+        return [self.metrics, self.alerts]
+
+    def _reconfigure_observers(self, old: LoadedSettings, new: LoadedSettings) -> None:
+        self.metrics.set_jobs(name for name, job in new.jobs.items() if job.definition.enabled)
+        self.metrics.set_textfile(new.settings.metrics.textfile)
+        if new.settings.alerts != old.settings.alerts:
+            self.alerts.reconfigure(new.settings.alerts)
+        endpoint = ("enabled", "host", "port", "allow_remote")
+        if any(getattr(new.settings.metrics, key) != getattr(old.settings.metrics, key) for key in endpoint):
+            self._stop_web()
+            self._start_web()
+
+    # --- the HTTP endpoint (metrics, health, status page) ----------------------------------
+    def _start_web(self) -> None:
+        """Serve /metrics, /healthz, /v1/jobs and / when ``metrics.enabled``; a bad address is logged, not fatal."""
+        self.web = None
+        config = self.loaded.settings.metrics
+        if not config.enabled:
+            return
+        server = StatusServer(
+            config.host,
+            config.port,
+            allow_remote=config.allow_remote,
+            metrics_source=self.metrics.exposition,
+            status_source=self.status_document,
+            health_source=monotonic_health(
+                lambda: self.heartbeat,
+                lambda: self.loaded.settings.wake_interval,
+                lambda: self.loaded.settings.metrics.health_grace,
+            ),
+            cors_origins=lambda: self.loaded.settings.metrics.cors_origins,
+            log=EventLogger("http"),
+        )
+        try:
+            server.start()
+        except (AddressRefused, OSError) as exc:
+            self.log.error("metrics.not_started", host=config.host, port=config.port, error=str(exc))
+            return
+        self.web = server
+        self.log.info("metrics.listening", host=config.host, port=server.address[1])
+
+    def _stop_web(self) -> None:
+        if self.web is not None:
+            self.web.close()
+            self.web = None
+
+    def _log_config(self, event: str, loaded: LoadedSettings) -> None:
+        if loaded.fatal:
+            self.log.error(
+                "config.invalid",
+                path=str(loaded.source),
+                using="defaults",
+                errors=[str(issue) for issue in loaded.issues],
+            )
+            return
+        for name, issues in loaded.job_errors.items():
+            self.log.error(
+                "config.invalid",
+                path=str(loaded.source),
+                job=name,
+                using="job disabled",
+                errors=[str(issue) for issue in issues],
+            )
+        self.log.info(event, path=str(loaded.source), jobs=sorted(loaded.jobs))
+
+    # --- the loop ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            if self._take_signals():
+                return
+            if self._settings_changed():
+                self.reload()
+            self.runner.expire_overdue()
+            self._schedule_retries()
+            self._dispatch_due()
+            if self.runner.abandoned_count() > self.loaded.settings.max_abandoned_threads:
+                self.log.error(
+                    "daemon.restart_required",
+                    abandoned_threads=self.runner.abandoned_count(),
+                    limit=self.loaded.settings.max_abandoned_threads,
+                    exit_code=EXIT_RESTART,
+                )
+                self.exit_code = EXIT_RESTART
+                return
+            self._ping_watchdog()
+            self._wait(self._sleep_seconds())
+
+    def _ping_watchdog(self) -> None:
+        """WATCHDOG=1 after a healthy iteration, at most every quarter interval (a busy loop iterates often)."""
+        interval = self.notifier.watchdog_interval()
+        now = time.monotonic()
+        if interval and now - self._last_watchdog >= interval / 4:
+            self.notifier.watchdog()
+            self._last_watchdog = now
+
+    def _sleep_seconds(self) -> float:
+        cap = self.loaded.settings.wake_interval
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            cap = min(cap, interval / 2)
+        with self._sched_lock:
+            next_wake = self.scheduler.next_wake()
+        candidates = [cap]
+        if next_wake is not None:
+            candidates.append(next_wake - self.clock.now().timestamp())
+        deadline = self.runner.next_deadline()
+        if deadline is not None:
+            candidates.append(deadline - time.monotonic() + 0.01)
+        return max(0.0, min(candidates))
+
+    def _take_signals(self) -> bool:
+        """Act on queued signals; return True when the daemon must stop."""
+        stop = False
+        while self._signals:
+            signum = self._signals.popleft()
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.log.info("daemon.stopping", signal=signal.Signals(signum).name)
+                stop = True
+            elif signum == signal.SIGHUP:
+                self.reload(reason="SIGHUP")
+        return stop
+
+    def _settings_changed(self) -> bool:
+        try:
+            mtime = self.base_paths.settings_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        return mtime != self.loaded.mtime_ns
+
+    def reload(self, reason: str = "settings file changed") -> None:
+        """Re-read the settings; keep the last good ones where the new ones are invalid."""
+        self.notifier.reloading()
+        new = load_settings(self.base_paths.settings_path)
+        if new.fatal:
+            # Keep running the last good settings, but show the new file's problems in status.
+            self.loaded = replace(self.loaded, mtime_ns=new.mtime_ns, issues=new.issues)
+            self.log.error(
+                "config.invalid",
+                path=str(new.source),
+                using="last good settings",
+                reason=reason,
+                errors=[str(issue) for issue in new.issues],
+            )
+            self.notifier.ready()
+            return
+        jobs = dict(new.jobs)
+        for name in new.job_errors:
+            if name in self.jobs:  # a job broken by the edit keeps its last good definition
+                jobs[name] = self.jobs[name]
+        old, self.loaded, self.jobs = self.loaded, new, jobs
+        self.runner.resize(new.settings.max_workers)
+        with self._sched_lock:
+            self.scheduler.load(jobs, catch_up=False)
+        # Only retries of jobs that are gone or disabled; a run that failed just now may not have
+        # its retry scheduled yet (_schedule_retries runs after this in the loop).
+        dropped = [
+            record
+            for record in self.runner.awaiting_retry()
+            if record.job not in jobs or not jobs[record.job].definition.enabled
+        ]
+        for record in dropped:
+            self.runner.give_up(record.run_id, "the job was disabled or removed before its retry")
+        self._reconfigure_observers(old, new)
+        self._log_config("config.reloaded", new)
+        self.notifier.ready()
+
+    def _schedule_retries(self) -> None:
+        completed = self.runner.take_completed()
+        if completed and time.monotonic() - self._last_status >= 1.0:  # one STATUS= a second at most
+            last = completed[-1]
+            self.notifier.status(f"{len(self.jobs)} jobs; last run: {last.job} {last.status.value}")
+            self._last_status = time.monotonic()
+        for record in completed:
+            if record.final:
+                continue
+            job = self.jobs.get(record.job)
+            if job is None or not job.definition.enabled:
+                self.runner.give_up(record.run_id, "the job was disabled or removed before its retry")
+                continue
+            delay = job.definition.backoff.delay(record.attempt) * random.uniform(1.0, 1.2)
+            with self._sched_lock:
+                when = self.scheduler.add_retry(record.job, record.run_id, record.attempt + 1, record.slot, delay)
+            self.log.info(
+                "job.retry_scheduled",
+                job=record.job,
+                run_id=record.run_id,
+                attempt=record.attempt + 1,
+                delay_s=round(delay, 3),
+                at=iso(when),
+            )
+
+    def _dispatch_due(self) -> None:
+        with self._sched_lock:
+            due = self.scheduler.pop_due()
+        for item in due:
+            job = self.jobs.get(item.job)
+            if job is None or not job.definition.enabled:
+                continue
+            request = RunRequest(job, item.trigger, item.slot, item.attempt)
+            if item.run_id:
+                request.run_id = item.run_id
+            reason = None
+            if (
+                item.trigger != "retry"
+                and job.definition.overlap == "skip"
+                and self.scheduler.pending_retries(item.job)
+            ):
+                reason = "a retry of the previous run is pending (overlap=skip)"
+            reason = reason or self.runner.offer(request, job.definition.overlap)
+            if reason:
+                self.log.info(
+                    "job.skipped",
+                    job=item.job,
+                    trigger=item.trigger,
+                    reason=reason,
+                    slot=item.slot.isoformat() if item.slot else None,
+                )
+                if item.trigger == "retry":
+                    self.runner.give_up(item.run_id, f"retry not started: {reason}")
+
+    # --- control requests (from the control socket's threads) ----------------------------
+    def status_document(self) -> dict[str, Any]:
+        daemon = {
+            "running": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": iso(self.started_at),
+            "abandoned_threads": self.runner.abandoned_count(),
+            "heartbeat_age_s": round(time.monotonic() - self.heartbeat, 3),
+            "host": socket.gethostname(),
+        }
+        loaded, jobs = self.loaded, self.jobs
+        # Only the next-run times need the scheduler lock; the history queries run outside it,
+        # so a scrape or a status request never holds up the main loop.
+        with self._sched_lock:
+            next_runs = _NextRuns({name: self.scheduler.next_run(name) for name in jobs})
+        return build_status(
+            loaded,
+            self.history,
+            daemon=daemon,
+            scheduler=next_runs,
+            runner=self.runner,
+            jobs=jobs,
+            now=self.clock.now(),
+        )
+
+    def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        job: ResolvedJob | None = self.jobs.get(name)
+        if job is None:
+            known = ", ".join(sorted(self.jobs))
+            return {"ok": False, "error": f"unknown job {name!r}; known jobs: {known}"}
+        request = RunRequest(job, "manual")
+        reason = self.runner.offer(request, job.definition.overlap)
+        if reason:
+            return {"ok": False, "error": f"{name} not started: {reason}"}
+        response: dict[str, Any] = {"ok": True, "job": name, "run_id": request.run_id, "started": True}
+        if wait:
+            limit = timeout if timeout is not None else job.definition.timeout + 5
+            if request.done.wait(limit) and request.record is not None:
+                response["run"] = run_summary(request.record)
+            else:
+                response["ok"], response["error"] = False, "gave up waiting for the run to finish"
+        return response
+
+    def _handle_request(self, message: dict[str, Any]) -> dict[str, Any]:
+        command = message.get("cmd")
+        if command == "status":
+            return {"ok": True, "status": self.status_document()}
+        if command == "run-now":
+            return self.run_now(str(message.get("job")), bool(message.get("wait")), message.get("timeout"))
+        if command == "reload":
+            self._signals.append(signal.SIGHUP)
+            self.wake()
+            return {"ok": True}
+        if command == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    # --- stop --------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self._stop_web()
+        self.control.close()
+        cut_off = self.runner.shutdown(self.loaded.settings.shutdown_grace)
+        for record in self.runner.awaiting_retry():
+            self.runner.give_up(record.run_id, "pmjobsd stopped before the retry")
+        for observer in self.observers:
+            try:
+                observer.close()
+            except Exception as exc:
+                self.log.error("observer.failed", observer=type(observer).__name__, error=str(exc))
+        self.history.close()
+        self.log.info("daemon.stopped", interrupted_runs=cut_off, exit_code=self.exit_code)
+
+
+class _NextRuns:
+    """A snapshot of the scheduler's next-run times, with the one method build_status asks."""
+
+    def __init__(self, times: dict[str, Any]):
+        self._times = times
+
+    def next_run(self, name: str) -> Any:
+        return self._times.get(name)
+
+
+def run_summary(record) -> dict[str, Any]:
+    return {
+        "run_id": record.run_id,
+        "job": record.job,
+        "status": record.status.value,
+        "attempt": record.attempt,
+        "started_at": iso(record.started_at),
+        "finished_at": iso(record.finished_at),
+        "duration_ms": record.duration_ms,
+        "summary": record.summary,
+        "error": record.error,
+    }

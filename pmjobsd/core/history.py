@@ -1,0 +1,268 @@
+"""Run history: every attempt of every run, in SQLite (WAL) in the state folder.
+
+A row is written when an attempt starts (status RUNNING, with the writer's
+pid) and updated when it ends, so a run in flight when the process died is
+never lost: the next daemon start — or any reader — sees a RUNNING row whose
+pid is gone and reports it as INTERRUPTED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pmjobsd.app.paths import PRIVATE_FILE_MODE, ensure_private_dir
+from pmjobsd.core.context import Status
+from pmjobsd.core.observers import RunRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id       TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    job          TEXT NOT NULL,
+    trigger      TEXT NOT NULL,
+    slot         TEXT,
+    started_at   REAL NOT NULL,
+    finished_at  REAL,
+    status       TEXT NOT NULL,
+    summary      TEXT NOT NULL DEFAULT '',
+    error        TEXT,
+    duration_ms  INTEGER,
+    details      TEXT NOT NULL DEFAULT '{}',
+    metrics      TEXT NOT NULL DEFAULT '{}',
+    final        INTEGER NOT NULL DEFAULT 1,
+    pid          INTEGER NOT NULL,
+    pid_started  REAL,
+    PRIMARY KEY (run_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started_at);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_at);
+"""
+_FINISHED = "status NOT IN ('RUNNING')"
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None when there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return -1.0  # alive, start time unknown
+
+
+_own_start: tuple[int, float | None] = (-1, None)
+
+
+def _own_start_time() -> float | None:
+    """This process's start time, cached per pid (a detached daemon has a new pid after fork)."""
+    global _own_start
+    if _own_start[0] != os.getpid():
+        _own_start = (os.getpid(), process_start_time(os.getpid()))
+    return _own_start[1]
+
+
+def _writer_alive(pid: int, started: float | None) -> bool:
+    """Is the process that wrote a row still the one running under ``pid``?
+
+    A pid alone is not enough: after a crash the pid is reused (in a container the
+    daemon is PID 1 every time), so the writer's start time is compared too.
+    """
+    now_started = process_start_time(pid)
+    if now_started is None:
+        return False
+    if started is None or now_started < 0:
+        return True
+    return abs(now_started - started) < 1.0
+
+
+class RunHistory:
+    """Thread-safe access to the run history database at ``path``.
+
+    Use as a context manager or call :meth:`close`.  Readers that find the
+    file missing get an empty history (``create=False``).
+    """
+
+    def __init__(self, path: Path, *, create: bool = True):
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        if create:
+            ensure_private_dir(self.path.parent)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+        elif not self.path.exists():
+            self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.executescript(SCHEMA)
+            return
+        # Several processes may write (the daemon, a `run-now` without daemon):
+        # WAL lets readers go on while one writes; busy_timeout waits for the writer.
+        self._conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA busy_timeout = 10000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.executescript(SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        if "pid_started" not in columns:  # a history written by pmjobsd 0.1.0 before this column
+            self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
+        for suffix in ("-wal", "-shm"):
+            sidecar = Path(f"{self.path}{suffix}")
+            if sidecar.exists() and sidecar.stat().st_uid == os.getuid():
+                sidecar.chmod(PRIVATE_FILE_MODE)
+
+    def __enter__(self) -> RunHistory:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._conn.execute(sql, params)
+
+    # --- writing ----------------------------------------------------------
+    def record_start(self, record: RunRecord) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO runs (run_id, attempt, job, trigger, slot, started_at, status, pid, pid_started)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.run_id,
+                record.attempt,
+                record.job,
+                record.trigger,
+                record.slot.isoformat() if record.slot else None,
+                record.started_at,
+                Status.RUNNING.value,
+                os.getpid(),
+                _own_start_time(),
+            ),
+        )
+
+    def record_finish(self, record: RunRecord) -> None:
+        self._execute(
+            "UPDATE runs SET finished_at=?, status=?, summary=?, error=?, duration_ms=?, details=?, metrics=?, final=?"
+            " WHERE run_id=? AND attempt=?",
+            (
+                record.finished_at,
+                record.status.value,
+                record.summary,
+                record.error,
+                record.duration_ms,
+                json.dumps(record.details, default=str),
+                json.dumps(record.metrics, default=str),
+                int(record.final),
+                record.run_id,
+                record.attempt,
+            ),
+        )
+
+    def mark_final(self, run_id: str, attempt: int) -> None:
+        """No retry follows this attempt after all: its outcome is the run's."""
+        self._execute("UPDATE runs SET final=1 WHERE run_id=? AND attempt=?", (run_id, attempt))
+
+    def mark_interrupted(self) -> int:
+        """Turn RUNNING rows whose writer is gone into INTERRUPTED; return how many."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT run_id, attempt, pid, pid_started FROM runs WHERE status='RUNNING'"
+            ).fetchall()
+            dead = [row for row in rows if not _writer_alive(row["pid"], row["pid_started"])]
+            for row in dead:
+                self._conn.execute(
+                    "UPDATE runs SET status=?, finished_at=?, summary=?, final=1 WHERE run_id=? AND attempt=?",
+                    (
+                        Status.INTERRUPTED.value,
+                        time.time(),
+                        "interrupted: pmjobsd stopped during the run",
+                        row["run_id"],
+                        row["attempt"],
+                    ),
+                )
+            return len(dead)
+
+    def purge(self, older_than: float) -> int:
+        """Delete finished runs that started before ``older_than`` (epoch seconds); return how many."""
+        with self._lock:
+            cursor = self._conn.execute(f"DELETE FROM runs WHERE started_at < ? AND {_FINISHED}", (older_than,))
+            return cursor.rowcount
+
+    # --- reading ------------------------------------------------------------
+    def _row_to_dict(self, row: sqlite3.Row) -> dict[str, Any]:
+        data = dict(row)
+        data.pop("newest", None)
+        if data["status"] == Status.RUNNING.value and not _writer_alive(data["pid"], data.get("pid_started")):
+            data["status"] = Status.INTERRUPTED.value
+        data["details"] = json.loads(data["details"] or "{}")
+        data["metrics"] = json.loads(data["metrics"] or "{}")
+        data["final"] = bool(data["final"])
+        return data
+
+    def last_runs(self) -> dict[str, dict[str, Any]]:
+        """The newest attempt of each job."""
+        # SQLite returns the other columns from the row that holds MAX(): one index walk per job.
+        rows = self._execute("SELECT *, MAX(started_at) AS newest FROM runs GROUP BY job").fetchall()
+        return {row["job"]: self._row_to_dict(row) for row in rows}
+
+    def recent(self, job: str | None = None, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
+        """Newest first; all jobs when ``job`` is None."""
+        clauses, params = [], []
+        if job is not None:
+            clauses.append("job = ?")
+            params.append(job)
+        if since is not None:
+            clauses.append("started_at >= ?")
+            params.append(since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._execute(
+            f"SELECT * FROM runs {where} ORDER BY started_at DESC, attempt DESC LIMIT ?", (*params, limit)
+        ).fetchall()
+        return [self._row_to_dict(row) for row in rows]
+
+    def last_success_times(self) -> dict[str, float]:
+        """When each job last finished an attempt with OK or WARN (epoch seconds): it did its work."""
+        # Per job, newest first along the (job, started_at) index: stops at the first success.
+        rows = self._execute(
+            "SELECT j.job, (SELECT finished_at FROM runs r WHERE r.job = j.job AND r.status IN ('OK', 'WARN')"
+            " ORDER BY r.started_at DESC, r.attempt DESC LIMIT 1) AS finished FROM (SELECT DISTINCT job FROM runs) j"
+        ).fetchall()
+        return {row["job"]: row["finished"] for row in rows if row["finished"] is not None}
+
+    def last_slots(self) -> dict[str, datetime]:
+        """The newest scheduled slot each job ran for (catch-up compares against it)."""
+        rows = self._execute(
+            "SELECT job, slot FROM runs WHERE slot IS NOT NULL AND trigger IN ('schedule', 'catch_up')"
+        ).fetchall()
+        slots: dict[str, datetime] = {}
+        for row in rows:
+            slot = datetime.fromisoformat(row["slot"])
+            if row["job"] not in slots or slot > slots[row["job"]]:
+                slots[row["job"]] = slot
+        return slots
+
+    def consecutive_failures(self, job: str) -> int:
+        """Final outcomes of ``job`` that were FAIL or TIMEOUT, counted back from the newest.
+
+        INTERRUPTED runs (the daemon stopped) say nothing about the job: they neither
+        count nor end the streak, like the alert rules treat them.
+        """
+        row = self._execute(
+            "SELECT COUNT(*) FROM runs WHERE job = ?1 AND final = 1 AND status IN ('FAIL', 'TIMEOUT')"
+            " AND started_at > COALESCE((SELECT MAX(started_at) FROM runs WHERE job = ?1 AND final = 1"
+            " AND status NOT IN ('FAIL', 'TIMEOUT', 'RUNNING', 'INTERRUPTED')), -1)",
+            (job,),
+        ).fetchone()
+        return row[0]

@@ -1,0 +1,92 @@
+"""The job registry: built-in jobs by name, user jobs by ``module:function``.
+
+Built-in jobs live one per module in :mod:`pmjobsd.jobs`; each module exposes
+``JOB = JobSpec(...)``.  They are listed explicitly in ``BUILTIN_JOBS`` and
+imported on first use, so a broken job module breaks only that job.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from pmjobsd.core.context import JobContext, JobResult
+
+JobFunction = Callable[[JobContext], "JobResult | None"]
+
+# name -> module that defines ``JOB``.  Add a line here when a job lands.
+BUILTIN_JOBS: dict[str, str] = {
+    "browser_bridge_health": "pmjobsd.jobs.browser_bridge_health",
+    "log_rotation": "pmjobsd.jobs.logs.log_rotation",
+    "log_purge": "pmjobsd.jobs.logs.log_purge",
+    "expiring_password_digest": "pmjobsd.jobs.expiring_password_digest",
+    "backup_integrity_check": "pmjobsd.jobs.backup.backup_integrity_check",
+    "breach_cache_refresh": "pmjobsd.jobs.breach.breach_cache_refresh",
+}
+
+
+class RegistryError(Exception):
+    """A job that cannot be resolved (unknown name, bad callable, import error)."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A built-in job: its function, its default definition and its options model.
+
+    ``defaults`` holds definition keys (``cron``, ``timeout``, ``retries``,
+    ``backoff``, ``jitter``, ``overlap``, ``catch_up``...) that the user's
+    settings override key by key.
+    """
+
+    name: str
+    func: JobFunction
+    description: str
+    defaults: Mapping[str, Any]
+    options_model: type[BaseModel] | None = None
+    enabled_by_default: bool = True
+    # With catch_up, a job that never ran runs once at start; a rotation of logs a few seconds
+    # old is no use, so such jobs wait for their first slot.
+    run_at_first_start: bool = True
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def builtin_names() -> list[str]:
+    return list(BUILTIN_JOBS)
+
+
+def load_builtin(name: str) -> JobSpec:
+    """Import and return the built-in job ``name``; raise RegistryError."""
+    module_name = BUILTIN_JOBS.get(name)
+    if module_name is None:
+        raise RegistryError(f"unknown job {name!r}; built-in jobs: {', '.join(BUILTIN_JOBS) or 'none'}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # a broken job module must not take the daemon down
+        raise RegistryError(f"cannot import built-in job {name!r} ({module_name}): {exc}") from exc
+    spec = getattr(module, "JOB", None)
+    if not isinstance(spec, JobSpec) or spec.name != name:
+        raise RegistryError(f"{module_name} does not define JOB = JobSpec(name={name!r}, ...)")
+    return spec
+
+
+def load_callable(reference: str) -> JobFunction:
+    """Resolve ``"package.module:function"`` to a callable; raise RegistryError."""
+    module_name, sep, attr_path = reference.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise RegistryError(f"expected 'module:function', got {reference!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise RegistryError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise RegistryError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if not callable(target):
+        raise RegistryError(f"{reference!r} is not callable")
+    return target

@@ -1,0 +1,463 @@
+"""The runner: a pool of worker threads that run jobs under a deadline.
+
+Python cannot kill a thread.  So a run that passes its deadline is recorded
+as TIMEOUT at once, its cancel flag is set, and its worker is *abandoned*: a
+fresh worker takes its seat, the old thread is counted until it returns (its
+late result is logged, not recorded), and no new run of that job starts while
+it lives, so a hanging job can never pile up threads.
+
+Every attempt goes through :meth:`Runner._lifecycle`: history row, log
+events and observers, in that order, for start and for end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pmjobsd.app.paths import AppPaths
+from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice, Status
+from pmjobsd.core.history import RunHistory
+from pmjobsd.core.observers import RunObserver, RunRecord
+from pmjobsd.core.privacy import scrub_text
+from pmjobsd.core.settings import ResolvedJob
+from pmjobsd.observe.joblog import EventLogger
+
+_EVENT_FOR_STATUS = {
+    Status.OK: "job.succeeded",
+    Status.WARN: "job.succeeded",
+    Status.FAIL: "job.failed",
+    Status.TIMEOUT: "job.timeout",
+    Status.INTERRUPTED: "job.failed",
+}
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class RunRequest:
+    """A run to start: which job, why, and (for retries) which run it continues."""
+
+    job: ResolvedJob
+    trigger: str  # "schedule" | "catch_up" | "retry" | "manual"
+    slot: datetime | None = None
+    attempt: int = 1
+    run_id: str = field(default_factory=new_run_id)
+    done: threading.Event = field(default_factory=threading.Event)
+    record: RunRecord | None = None  # the final record, once done
+
+
+@dataclass
+class ActiveRun:
+    request: RunRequest
+    record: RunRecord
+    context: JobContext
+    worker: _Worker
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: bool = False
+    progress: tuple[float | None, str] | None = None
+
+
+class _Worker(threading.Thread):
+    _ids = itertools.count(1)
+
+    def __init__(self, runner: Runner):
+        super().__init__(name=f"pmjobsd-worker-{next(self._ids)}", daemon=True)
+        self.runner = runner
+        self.abandoned = False
+
+    def run(self) -> None:
+        while not self.abandoned:
+            request = self.runner._queue.get()
+            if request is None:  # shutdown sentinel
+                return
+            try:
+                self.runner._execute(request, self)
+            except Exception as exc:  # the history or log could not be written: keep worker and daemon alive
+                self.runner._execute_failed(request, exc)
+
+
+class Runner:
+    """Runs requests on ``max_workers`` threads; the daemon's main loop drives timeouts.
+
+    ``wake`` is called (from worker threads) whenever the main loop has
+    something to do: a run finished and may need a retry.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_workers: int,
+        history: RunHistory,
+        paths: AppPaths,
+        hash_entry_id: Callable[[Any], str],
+        observers: Sequence[RunObserver] = (),
+        wake: Callable[[], None] = lambda: None,
+        app_settings: Callable[[], dict] = dict,
+        log: EventLogger | None = None,
+    ):
+        self.history = history
+        self.paths = paths
+        self.hash_entry_id = hash_entry_id
+        self.observers = list(observers)
+        self.wake = wake
+        self.app_settings = app_settings
+        self.log = log or EventLogger("runner")
+        self._queue: queue.SimpleQueue[RunRequest | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._active: dict[str, ActiveRun] = {}  # run_id -> running attempt
+        self._queued: dict[str, int] = {}  # job -> requests in the pool queue
+        self._waiting: dict[str, deque[RunRequest]] = {}  # job -> runs waiting for the running one (overlap=queue)
+        self._awaiting_retry: dict[str, RunRecord] = {}  # run_id -> its last, non-final attempt
+        self._abandoned: dict[str, int] = {}  # job -> live abandoned threads
+        self._completed: deque[RunRecord] = deque()
+        self._workers: list[_Worker] = []
+        self._stopping = False
+        self.max_workers = max_workers
+        for _ in range(max_workers):
+            self._add_worker()
+
+    # --- pool ---------------------------------------------------------------
+    def _add_worker(self) -> None:
+        worker = _Worker(self)
+        self._workers.append(worker)
+        worker.start()
+
+    def resize(self, max_workers: int) -> None:
+        """Grow or shrink the pool (settings reload); busy workers finish first."""
+        with self._lock:
+            live = [worker for worker in self._workers if not worker.abandoned and worker.is_alive()]
+            self._workers = live
+            for _ in range(max_workers - len(live)):
+                self._add_worker()
+            for _ in range(len(live) - max_workers):
+                self._queue.put(None)
+            self.max_workers = max_workers
+
+    # --- admission ------------------------------------------------------------
+    def busy(self, job: str) -> bool:
+        with self._lock:
+            return self._busy(job)
+
+    def _busy(self, job: str) -> bool:
+        running = any(active.record.job == job for active in self._active.values())
+        return running or self._queued.get(job, 0) > 0 or bool(self._waiting.get(job))
+
+    def offer(self, request: RunRequest, overlap: str) -> str | None:
+        """Start or queue ``request`` under the overlap policy; return None, or why it was skipped."""
+        job = request.job.name
+        with self._lock:
+            if self._stopping:
+                return "pmjobsd is stopping"
+            if self._abandoned.get(job):
+                return "a timed-out run of this job is still running"
+            if self._busy(job):
+                if overlap == "skip":
+                    return "the previous run is still running (overlap=skip)"
+                if overlap == "queue":
+                    waiting = self._waiting.setdefault(job, deque())
+                    if waiting:
+                        return "one run is already queued (overlap=queue)"
+                    waiting.append(request)
+                    return None
+            self._enqueue(request)
+            return None
+
+    def _enqueue(self, request: RunRequest) -> None:
+        self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
+        self._queue.put(request)
+
+    # --- one attempt -----------------------------------------------------------
+    def _execute(self, request: RunRequest, worker: _Worker) -> None:
+        job = request.job
+        with self._lock:
+            self._queued[job.name] -= 1
+        record = RunRecord(request.run_id, job.name, request.attempt, request.trigger, request.slot, time.time())
+        run_log = EventLogger("job", job=job.name, run_id=request.run_id, attempt=request.attempt)
+        context = JobContext(
+            job_name=job.name,
+            run_id=request.run_id,
+            attempt=request.attempt,
+            options=job.options,
+            paths=self.paths,
+            log=run_log,
+            deadline=time.monotonic() + job.definition.timeout,
+            app_settings=self.app_settings(),
+            hash_entry_id=self.hash_entry_id,
+        )
+        active = ActiveRun(request, record, context, worker)
+        context.notifier = lambda notice: self._notice(job.name, request.run_id, notice)
+        context.progress_callback = lambda fraction, message: setattr(
+            active, "progress", (fraction, scrub_text(message))
+        )
+        with self._lock:
+            self._awaiting_retry.pop(request.run_id, None)
+            self._active[request.run_id] = active
+            if self._stopping:
+                context.cancel_event.set()
+        self._started(record)
+        status, summary, error, details, metrics = self._call(job, context)
+        self._finish(active, status, summary, error, details, metrics)
+        if worker.abandoned:
+            with self._lock:
+                self._abandoned[job.name] -= 1
+                self._start_waiting(job.name)
+            self.log.warning("job.abandoned_thread_exited", job=job.name, run_id=request.run_id, status=status.value)
+            self.wake()
+
+    def _execute_failed(self, request: RunRequest, exc: Exception) -> None:
+        """Recording an attempt failed (disk full, database locked too long): forget it, say so, go on."""
+        with self._lock:
+            self._active.pop(request.run_id, None)
+            self._start_waiting(request.job.name)
+        self.log.error(
+            "job.record_failed",
+            job=request.job.name,
+            run_id=request.run_id,
+            attempt=request.attempt,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        request.done.set()
+        self.wake()
+
+    @staticmethod
+    def _call(job: ResolvedJob, context: JobContext):
+        try:
+            result = job.func(context)
+        except JobCancelled:
+            return Status.INTERRUPTED, "cancelled before it finished", None, {}, {}
+        except Exception as exc:  # a job's failure is a FAIL, never a dead daemon
+            error = f"{type(exc).__name__}: {exc}"
+            return Status.FAIL, scrub_text(error)[:300], scrub_text(error)[:2000], {}, {}
+        if result is None:
+            return Status.OK, "", None, {}, {}
+        if not isinstance(result, JobResult):
+            return Status.FAIL, f"job returned {type(result).__name__}, expected JobResult or None", None, {}, {}
+        status = result.status if result.status in (Status.OK, Status.WARN, Status.FAIL) else Status.FAIL
+        return status, scrub_text(result.summary)[:500], None, dict(result.details), dict(result.metrics)
+
+    def _started(self, record: RunRecord) -> None:
+        self.history.record_start(record)
+        self.log.info(
+            "job.started",
+            component="runner",
+            job=record.job,
+            run_id=record.run_id,
+            attempt=record.attempt,
+            trigger=record.trigger,
+        )
+        self._tell("run_started", record)
+
+    def _claim(self, active: ActiveRun, *, abandon: bool = False) -> bool:
+        """Take the right to record ``active``'s outcome; only the first caller gets it.
+
+        With ``abandon`` (a timeout), the worker is marked abandoned in the same
+        step, so a job returning at that moment can never see a half-made decision.
+        """
+        with active.lock:
+            if active.finished:
+                return False
+            active.finished = True
+            if abandon:
+                with self._lock:
+                    active.worker.abandoned = True
+                    self._abandoned[active.record.job] = self._abandoned.get(active.record.job, 0) + 1
+                    if not self._stopping:
+                        self._add_worker()  # the seat is free again
+            return True
+
+    def _finish(
+        self, active: ActiveRun, status: Status, summary: str, error: str | None, details: dict, metrics: dict
+    ) -> bool:
+        """Record the outcome of ``active`` once; return False if it was already recorded."""
+        if not self._claim(active):
+            if active.worker.abandoned:
+                self.log.info(
+                    "job.late_result",
+                    job=active.record.job,
+                    run_id=active.record.run_id,
+                    attempt=active.record.attempt,
+                    status=status.value,
+                )
+            return False
+        self._record(active, status, summary, error, details, metrics)
+        return True
+
+    def _record(
+        self, active: ActiveRun, status: Status, summary: str, error: str | None, details: dict, metrics: dict
+    ) -> None:
+        record = active.record
+        request = active.request
+        record.finished_at = time.time()
+        record.status, record.summary, record.error = status, summary, error
+        record.details, record.metrics = details, metrics
+        retries_left = request.job.definition.retries - (request.attempt - 1)
+        failed = status in (Status.FAIL, Status.TIMEOUT)
+        record.final = not (failed and retries_left > 0 and request.trigger != "manual" and not self._stopping)
+        self.history.record_finish(record)
+        if record.final and failed:
+            record.consecutive_failures = self.history.consecutive_failures(record.job)
+        level = {Status.OK: 20, Status.WARN: 30}.get(status, 40)
+        self.log.log(
+            level,
+            _EVENT_FOR_STATUS[status],
+            component="runner",
+            job=record.job,
+            run_id=record.run_id,
+            attempt=record.attempt,
+            status=status.value,
+            duration_ms=record.duration_ms,
+            summary=summary or None,
+            error=error,
+        )
+        self._tell("run_finished", record)
+        with self._lock:
+            self._active.pop(record.run_id, None)
+            if not record.final:
+                self._awaiting_retry[record.run_id] = record
+            self._start_waiting(record.job)
+            self._completed.append(record)
+        request.record = record
+        request.done.set()
+        self.wake()
+
+    def _start_waiting(self, job: str) -> None:
+        """Start the run queued behind ``job`` (overlap=queue) unless a thread of it still runs (hold _lock)."""
+        waiting = self._waiting.get(job)
+        if waiting and not self._stopping and not self._abandoned.get(job):
+            self._enqueue(waiting.popleft())
+
+    def give_up(self, run_id: str, reason: str) -> RunRecord | None:
+        """A retry of ``run_id`` will not run: make its last attempt the final outcome.
+
+        Without this, a run whose retry was dropped (its timed-out thread still
+        runs, the job was disabled, the daemon stops) would never be final,
+        never counted as a failure and never alerted on.
+        """
+        with self._lock:
+            record = self._awaiting_retry.pop(run_id, None)
+        if record is None:
+            return None
+        record.final = record.given_up = True
+        self.history.mark_final(record.run_id, record.attempt)
+        record.consecutive_failures = self.history.consecutive_failures(record.job)
+        self.log.warning(
+            "job.retry_dropped",
+            component="runner",
+            job=record.job,
+            run_id=record.run_id,
+            attempt=record.attempt,
+            status=record.status.value,
+            reason=reason,
+        )
+        self._tell("run_finished", record)
+        return record
+
+    def awaiting_retry(self) -> list[RunRecord]:
+        with self._lock:
+            return list(self._awaiting_retry.values())
+
+    def _tell(self, method: str, *args: Any) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception as exc:  # an observer must never hide the job's own outcome
+                self.log.error(
+                    "observer.failed", observer=type(observer).__name__, error=f"{type(exc).__name__}: {exc}"
+                )
+
+    def _notice(self, job: str, run_id: str, notice: Notice) -> None:
+        self._tell("notice", job, run_id, notice)
+
+    # --- driven by the main loop ---------------------------------------------
+    def expire_overdue(self, now_monotonic: float | None = None) -> list[RunRecord]:
+        """Record TIMEOUT for every run past its deadline and free its seat."""
+        now_monotonic = time.monotonic() if now_monotonic is None else now_monotonic
+        with self._lock:
+            overdue = [a for a in self._active.values() if not a.finished and a.context.deadline <= now_monotonic]
+        expired = []
+        for active in overdue:
+            if not self._claim(active, abandon=True):
+                continue  # it finished on its own just now
+            active.context.cancel_event.set()
+            timeout = active.request.job.definition.timeout
+            self._record(active, Status.TIMEOUT, f"timed out after {timeout:g}s", None, {}, {})
+            expired.append(active.record)
+        return expired
+
+    def next_deadline(self) -> float | None:
+        """The earliest monotonic deadline among running attempts."""
+        with self._lock:
+            deadlines = [a.context.deadline for a in self._active.values() if not a.finished]
+        return min(deadlines) if deadlines else None
+
+    def take_completed(self) -> list[RunRecord]:
+        """Records finished since the last call (the main loop schedules retries from them)."""
+        with self._lock:
+            done = list(self._completed)
+            self._completed.clear()
+        return done
+
+    def abandoned_count(self, job: str | None = None) -> int:
+        with self._lock:
+            if job is not None:
+                return self._abandoned.get(job, 0)
+            return sum(self._abandoned.values())
+
+    def running(self) -> list[ActiveRun]:
+        with self._lock:
+            return [active for active in self._active.values() if not active.finished]
+
+    def shutdown(self, grace: float) -> int:
+        """Stop taking work, cancel running attempts, wait up to ``grace`` s; return how many were cut off.
+
+        Attempts still running after the grace period are recorded INTERRUPTED,
+        so the history is complete when the process exits.
+        """
+        with self._lock:
+            self._stopping = True
+            never_started = [request for waiting in self._waiting.values() for request in waiting]
+            for waiting in self._waiting.values():
+                waiting.clear()
+            for active in self._active.values():
+                active.context.cancel_event.set()
+        for request in never_started:
+            request.done.set()  # a `run-now --wait` on it gets its answer instead of a timeout
+        # Requests still in the pool queue never started: nothing to record.
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is not None:
+                with self._lock:
+                    self._queued[request.job.name] -= 1
+                request.done.set()
+        end = time.monotonic() + grace
+        while self.running() and time.monotonic() < end:
+            time.sleep(0.05)
+        cut_off = 0
+        for active in self.running():
+            if self._finish(active, Status.INTERRUPTED, "interrupted: pmjobsd stopped during the run", None, {}, {}):
+                cut_off += 1
+        # A worker may be recording an outcome it claimed just before the deadline; let it land
+        # before the history is closed (entries leave _active once recorded).
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            with self._lock:
+                if not any(active.finished for active in self._active.values()):
+                    break
+            time.sleep(0.01)
+        for _ in self._workers:
+            self._queue.put(None)
+        return cut_off

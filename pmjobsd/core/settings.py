@@ -1,0 +1,386 @@
+"""Settings: the ``"jobs"`` key of the app's settings.json (README, "Settings").
+
+Raw JSON is validated by pydantic into frozen models; every problem is
+reported at once with its JSON path (``jobs.definitions.log_rotation.cron:
+...``).  Problems inside one job definition disable that job only; problems
+elsewhere make the whole ``jobs`` object fall back to the defaults (or, on
+reload, to the last good settings — that choice is the daemon's).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+
+from pmjobsd.core import cron, registry
+from pmjobsd.core.privacy import redact_settings
+from pmjobsd.core.registry import JobFunction, JobSpec, RegistryError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``"90s"``, ``"15m"``, ``"6h"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected seconds or a duration such as '90s', '15m', '6h'")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError(f"expected seconds or a duration such as '90s', '15m', '6h', got {value!r}")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION.pattern}]}),
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Backoff(_Frozen):
+    """Delay before retry n: ``min(initial * factor**(n-1), max)``, plus jitter."""
+
+    initial: Duration = 30.0
+    factor: float = Field(2.0, ge=1.0, le=10.0)
+    max: Duration = 3600.0
+
+    def delay(self, retry_number: int) -> float:
+        return min(self.initial * self.factor ** max(0, retry_number - 1), self.max)
+
+
+class JobDefinition(_Frozen):
+    """One job's scheduling rules (README, "Settings")."""
+
+    cron: str = Field(description="5 fields, 6 with seconds first, or @hourly-style macro")
+    enabled: bool = True
+    timeout: Duration = Field(900.0, gt=0, description="seconds before the run is cancelled and recorded as TIMEOUT")
+    retries: int = Field(0, ge=0, le=20, description="extra attempts after a FAIL or TIMEOUT")
+    backoff: Backoff = Backoff()
+    jitter: Duration = Field(0.0, description="random delay up to this many seconds before each scheduled run")
+    overlap: Literal["skip", "queue", "allow"] = Field(
+        "skip", description="when a slot comes while the job still runs: skip it, queue one run, or run alongside"
+    )
+    catch_up: bool = Field(True, description="run once after start when slots were missed (or it never ran)")
+    callable: str | None = Field(None, description="'module:function' for jobs that are not built in")
+    options: dict[str, Any] = Field(default_factory=dict, description="the job's own options, validated by the job")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_readable(cls, value: str) -> str:
+        try:
+            cron.normalise(value)
+        except cron.CronError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("callable")
+    @classmethod
+    def _callable_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
+            raise ValueError(f"expected 'module:function', got {value!r}")
+        return value
+
+
+def _notification_url(url: str) -> str:
+    """A target must at least parse as a URL with a scheme; the error never quotes it (it may hold a token)."""
+    from urllib.parse import urlsplit
+
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        raise ValueError(f"not a readable URL ({exc})") from None
+    if not scheme:
+        raise ValueError("expected a notification URL such as 'json://host/path' or 'mailtos://...'")
+    return url
+
+
+NotificationUrl = Annotated[str, AfterValidator(_notification_url)]
+
+
+class Alerts(_Frozen):
+    desktop: bool = True
+    targets: list[NotificationUrl] = Field(default_factory=list, description="apprise URLs notified when a job fails")
+    escalate_after: int = Field(2, ge=1, description="consecutive failures before escalation_targets are told too")
+    escalation_targets: list[NotificationUrl] = Field(default_factory=list)
+    allow_remote: bool = Field(False, description="allow alerts to leave the machine (webhooks, e-mail, chat)")
+    repeat_after: Duration | None = Field(None, description="re-announce a job that keeps failing after this long")
+    webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for signing generic JSON webhooks")
+
+
+class Metrics(_Frozen):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=1, le=65535)
+    allow_remote: bool = Field(False, description="allow a non-loopback metrics address")
+    textfile: str | None = Field(None, description="node_exporter textfile (.prom) written after each run")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to read /v1/jobs")
+    health_grace: Duration = Field(
+        10.0,
+        ge=0,
+        description="/healthz fails when the scheduler loop's heartbeat is older than 2 x wake_interval + this",
+    )
+
+
+class Retention(_Frozen):
+    log_days: int = Field(30, ge=1)
+    compress_after_days: int = Field(7, ge=0)
+    history_days: int = Field(30, ge=1)
+
+
+class PathOverrides(_Frozen):
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    log_dir: str | None = None
+
+
+class JobsSettings(_Frozen):
+    """The validated ``"jobs"`` object, without its definitions (see LoadedSettings.jobs)."""
+
+    timezone: str | None = Field(None, description="IANA zone for cron expressions; default: the system zone")
+    max_workers: int = Field(4, ge=1, le=64)
+    wake_interval: Duration = Field(
+        60.0, gt=0, le=3600, description="longest sleep; bounds how late a suspend or clock jump is noticed"
+    )
+    shutdown_grace: Duration = Field(20.0, ge=0, description="how long running jobs get to finish on stop")
+    max_abandoned_threads: int = Field(8, ge=1, description="timed-out threads tolerated before a clean restart")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    alerts: Alerts = Alerts()
+    metrics: Metrics = Metrics()
+    retention: Retention = Retention()
+    paths: PathOverrides = PathOverrides()
+    definitions: dict[str, dict[str, Any]] = Field(default_factory=dict, description="job name -> JobDefinition")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown time zone {value!r}; expected an IANA name such as 'Europe/Berlin'"
+                ) from None
+        return value
+
+    def zone(self):
+        """The zone cron expressions are evaluated in."""
+        if self.timezone:
+            return ZoneInfo(self.timezone)
+        import tzlocal
+
+        return tzlocal.get_localzone()
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    """A job ready to schedule: its definition, function and validated options."""
+
+    name: str
+    definition: JobDefinition
+    func: JobFunction
+    options: Any
+    builtin: bool
+    schedule: cron.CronSchedule
+    description: str = ""
+    run_at_first_start: bool = True  # catch up even when it never ran (see JobSpec)
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """The outcome of reading a settings file: never raises, always usable."""
+
+    source: Path
+    settings: JobsSettings
+    jobs: Mapping[str, ResolvedJob]
+    job_errors: Mapping[str, tuple[ConfigIssue, ...]] = field(default_factory=dict)
+    issues: tuple[ConfigIssue, ...] = ()
+    fatal: bool = False  # True: the "jobs" object was unusable and defaults were used
+    app_settings: Mapping[str, Any] = field(default_factory=dict)
+    mtime_ns: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+
+def _issues_from(exc: ValidationError, prefix: str) -> list[ConfigIssue]:
+    issues = []
+    for error in exc.errors():
+        path = ".".join([prefix, *(str(part) for part in error["loc"])]) if error["loc"] else prefix
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        issues.append(ConfigIssue(path, message))
+    return issues
+
+
+def read_settings_file(path: Path) -> tuple[dict[str, Any], list[ConfigIssue], int | None]:
+    """Read the whole settings.json; a missing or empty file is ``{}``; errors name the file."""
+    try:
+        stat = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, [], None
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, [ConfigIssue(str(path), f"cannot read: {exc}")], None
+    if not text.strip():
+        return {}, [], stat.st_mtime_ns
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return (
+            {},
+            [ConfigIssue(str(path), f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")],
+            stat.st_mtime_ns,
+        )
+    if not isinstance(data, dict):
+        return {}, [ConfigIssue(str(path), f"expected a JSON object, got {type(data).__name__}")], stat.st_mtime_ns
+    return data, [], stat.st_mtime_ns
+
+
+def _merge(defaults: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJob | None, list[ConfigIssue]]:
+    prefix = f"jobs.definitions.{name}"
+    if not isinstance(raw, Mapping):
+        return None, [ConfigIssue(prefix, f"expected an object, got {type(raw).__name__}")]
+    spec: JobSpec | None = None
+    if name in registry.BUILTIN_JOBS:
+        if raw.get("callable"):
+            return None, [
+                ConfigIssue(f"{prefix}.callable", f"{name!r} is a built-in job; give a user job another name")
+            ]
+        try:
+            spec = registry.load_builtin(name)
+        except RegistryError as exc:
+            return None, [ConfigIssue(prefix, str(exc))]
+        raw = _merge({"enabled": spec.enabled_by_default, **spec.defaults}, raw)
+    elif not raw.get("callable"):
+        return None, [ConfigIssue(prefix, f"unknown job {name!r}: not built in and no 'callable' given")]
+    try:
+        definition = JobDefinition.model_validate(raw)
+    except ValidationError as exc:
+        return None, _issues_from(exc, prefix)
+    issues: list[ConfigIssue] = []
+    options: Any = dict(definition.options)
+    if spec is not None and spec.options_model is not None:
+        try:
+            options = spec.options_model.model_validate(definition.options)
+        except ValidationError as exc:
+            issues += _issues_from(exc, f"{prefix}.options")
+    try:
+        func = spec.func if spec else registry.load_callable(definition.callable)
+    except RegistryError as exc:
+        issues.append(ConfigIssue(f"{prefix}.callable", str(exc)))
+    if issues:
+        return None, issues
+    schedule = cron.CronSchedule(definition.cron, settings.zone())
+    description = spec.description if spec else (getattr(func, "__doc__", None) or "").strip().split("\n")[0]
+    first_start = spec.run_at_first_start if spec else True
+    return ResolvedJob(name, definition, func, options, spec is not None, schedule, description, first_start), []
+
+
+def load_settings(path: Path) -> LoadedSettings:
+    """Read and validate ``path``; report every problem, never raise.
+
+    A missing file, or one without ``"jobs"``, runs every built-in job with
+    its defaults.
+    """
+    app_settings, issues, mtime_ns = read_settings_file(path)
+    raw_jobs = app_settings.get("jobs", {})
+    fatal = bool(issues)
+    if not isinstance(raw_jobs, Mapping):
+        issues.append(ConfigIssue("jobs", f"expected an object, got {type(raw_jobs).__name__}"))
+        raw_jobs, fatal = {}, True
+    try:
+        settings = JobsSettings.model_validate(raw_jobs)
+    except ValidationError as exc:
+        issues += _issues_from(exc, "jobs")
+        settings, fatal = JobsSettings(), True
+    if fatal:
+        # One bad key outside the definitions: none of the user's jobs values can be trusted.
+        settings = JobsSettings()
+    names = list(registry.BUILTIN_JOBS) + [name for name in settings.definitions if name not in registry.BUILTIN_JOBS]
+    jobs: dict[str, ResolvedJob] = {}
+    job_errors: dict[str, tuple[ConfigIssue, ...]] = {}
+    for name in names:
+        job, job_issues = _resolve_job(name, settings.definitions.get(name, {}), settings)
+        if job is not None:
+            jobs[name] = job
+        else:
+            job_errors[name] = tuple(job_issues)
+            issues += job_issues
+    return LoadedSettings(path, settings, jobs, job_errors, tuple(issues), fatal, app_settings, mtime_ns)
+
+
+def settings_schema() -> dict[str, Any]:
+    """JSON Schema of the ``"jobs"`` object (``pmjobsd config schema``)."""
+    schema = JobsSettings.model_json_schema()
+    schema["properties"]["definitions"]["additionalProperties"] = JobDefinition.model_json_schema()
+    schema["title"] = 'pmjobsd settings: the "jobs" key of settings.json'
+    options = {}
+    for name in registry.BUILTIN_JOBS:
+        try:
+            spec = registry.load_builtin(name)
+        except RegistryError:
+            continue
+        if spec.options_model is not None:
+            options[name] = {"defaults": dict(spec.defaults), "options": spec.options_model.model_json_schema()}
+    schema["x-builtin-jobs"] = options
+    return schema
+
+
+def describe(loaded: LoadedSettings) -> dict[str, Any]:
+    """The effective settings as JSON-ready data (``pmjobsd config show``), secrets redacted."""
+    data = loaded.settings.model_dump(mode="json", exclude={"definitions"})
+    data["timezone"] = str(loaded.settings.zone())
+    data["definitions"] = {}
+    for name, job in loaded.jobs.items():
+        definition = job.definition.model_dump(mode="json")
+        if hasattr(job.options, "model_dump"):
+            definition["options"] = job.options.model_dump(mode="json")
+        definition["builtin"] = job.builtin
+        data["definitions"][name] = definition
+    return redact_settings(data)

@@ -1,0 +1,315 @@
+"""``backup_integrity_check``: the live vault is sound and every backup is intact and complete.
+
+Live vault: ``PRAGMA integrity_check`` (or ``quick_check``) and
+``foreign_key_check``, read-only.  Backups in ``backup_dirs``: every file's
+SHA-256 is compared with the folder's ``SHA256SUMS`` (a changed backup FAILs);
+the ``verify_latest`` newest and every backup not yet recorded get the full
+check — zip CRCs, required members, ``metadata.json``, the embedded vault's
+integrity, and completeness against the live vault (the app zips
+``passwords.db`` without its ``-wal``, so a backup can silently miss recent
+entries).  Backups that pass the full check are recorded in ``SHA256SUMS``.
+One bad backup never stops the others from being checked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pmjobsd.app.vault import VaultError, entry_stamps, integrity_problems, read_vault
+from pmjobsd.core.context import JobContext, JobResult, Status
+from pmjobsd.core.registry import JobSpec
+from pmjobsd.core.settings import Duration
+from pmjobsd.jobs.backup.archive import (
+    BACKUP_NAME,
+    BackupDefect,
+    BackupFile,
+    check_archive,
+    compare_with_live,
+    find_backups,
+)
+from pmjobsd.jobs.backup.checksums import ChecksumFile, sha256_file
+
+DAY = 86400.0
+MAX_LISTED_IDS = 20
+clock = time.time  # injectable wall clock (tests replace it; libfaketime hangs Python)
+
+
+class BackupCheckOptions(BaseModel):
+    """Options of ``backup_integrity_check``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backup_dirs: tuple[str, ...] | None = Field(
+        None, description="folders holding password_manager_backup_*.zip; default: the app's backups folder"
+    )
+    max_age_days: float = Field(8.0, gt=0, description="WARN when the newest backup is older than this")
+    check: Literal["integrity", "quick"] = Field("integrity", description="PRAGMA integrity_check or quick_check")
+    verify_latest: int = Field(3, ge=0, description="newest backups given the full check every run (all are hashed)")
+    settle_seconds: Duration = Field(
+        120.0, description="backups modified more recently are still being written by the app; checked next run"
+    )
+    lock_timeout: Duration = Field(10.0, description="how long to retry while the vault is locked")
+
+
+@dataclass
+class BackupOutcome:
+    backup: BackupFile
+    status: str = "OK"  # OK | WARN | FAIL | SKIPPED (WARN: intact, completeness uncertain)
+    check: str = "hash"  # hash | full
+    reason: str | None = None
+    missing_ids: tuple[int, ...] = ()
+    older_ids: tuple[int, ...] = ()
+    maybe_imported_ids: tuple[int, ...] = ()
+
+    def fail(self, reason: str) -> BackupOutcome:
+        self.status, self.reason = "FAIL", reason
+        return self
+
+
+@dataclass
+class _Run:
+    ctx: JobContext
+    options: BackupCheckOptions
+    scratch: Path
+    live: dict | None = None
+    bytes_hashed: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _options(ctx: JobContext) -> BackupCheckOptions:
+    options = ctx.options
+    return options if isinstance(options, BackupCheckOptions) else BackupCheckOptions.model_validate(options or {})
+
+
+def _backup_dirs(ctx: JobContext, options: BackupCheckOptions) -> list[Path]:
+    if not options.backup_dirs:
+        return [ctx.paths.backups_dir]
+    return [Path(folder).expanduser() for folder in options.backup_dirs]
+
+
+def _check_live_vault(run: _Run) -> list[str]:
+    """Integrity of the live vault; fills ``run.live`` with its entry stamps. Returns FAIL reasons."""
+    ctx, quick = run.ctx, run.options.check == "quick"
+    try:
+        result = read_vault(
+            ctx.paths.vault_path,
+            lambda conn: (integrity_problems(conn, quick, hash_id=ctx.hash_entry_id), entry_stamps(conn)),
+            lock_timeout=min(run.options.lock_timeout, max(ctx.time_left(), 0.1)),
+            scratch_dir=run.scratch,
+            check_cancelled=ctx.check_cancelled,
+        )
+    except VaultError as exc:
+        ctx.log.warning("vault.unreadable", reason=exc.reason, error=str(exc))
+        if exc.reason == "missing":
+            run.warnings.append("no vault found, backups not compared with it")
+            return []
+        return [f"live vault: {exc}"]
+    problems, run.live = result.value
+    ctx.log.info("vault.checked", access=result.access, entries=len(run.live), problems=len(problems))
+    return [f"live vault {run.options.check} check: {'; '.join(problems[:3])}"] if problems else []
+
+
+def _full_check(run: _Run, outcome: BackupOutcome) -> None:
+    ctx, backup = run.ctx, outcome.backup
+    outcome.check = "full"
+    with tempfile.TemporaryDirectory(prefix="backup-", dir=run.scratch) as folder:
+        embedded = Path(folder) / "passwords.db"
+        try:
+            report = check_archive(backup.path, embedded, check_cancelled=ctx.check_cancelled)
+        except BackupDefect as defect:
+            outcome.fail(str(defect))
+            return
+        quick = run.options.check == "quick"
+        try:
+            result = read_vault(
+                embedded,
+                lambda conn: (integrity_problems(conn, quick, hash_id=ctx.hash_entry_id), entry_stamps(conn)),
+                lock_timeout=1.0,
+                scratch_dir=Path(folder),
+                check_cancelled=ctx.check_cancelled,
+            )
+        except VaultError as exc:
+            if exc.reason != "not_a_vault":
+                outcome.fail(f"embedded passwords.db: {str(exc).replace(str(embedded) + ': ', '')}")
+                return
+            # A sound SQLite file without the table: the app's first session, all in its -wal.
+            empty_note, stamps = "embedded passwords.db has no 'passwords' table; ", {}
+        else:
+            empty_note = ""
+            problems, stamps = result.value
+            if problems:
+                outcome.fail(f"embedded passwords.db fails its {run.options.check} check: {'; '.join(problems[:3])}")
+                return
+    # No table at all: the schema itself was in the -wal, no later import explains the gap.
+    completeness = compare_with_live(stamps, run.live or {}, report.timestamp, imports_possible=not empty_note)
+    outcome.missing_ids, outcome.older_ids = completeness.missing_ids, completeness.older_ids
+    outcome.maybe_imported_ids = completeness.maybe_imported_ids
+    if empty_note or not completeness.complete:
+        outcome.fail(
+            f"incomplete: {empty_note}{len(completeness.missing_ids)} entries saved before the backup are missing"
+            f" and {len(completeness.older_ids)} are older than in the vault"
+            " (the app copied passwords.db without its -wal file)"
+        )
+    elif completeness.maybe_imported_ids:
+        outcome.status = "WARN"
+        outcome.reason = (
+            f"{len(completeness.maybe_imported_ids)} entries dated before the backup are not in it, all newer than"
+            " its entries and never edited: possibly imported after it (the app's import keeps their dates)"
+        )
+
+
+def _check_backup(run: _Run, backup: BackupFile, sums: ChecksumFile, full: bool, now: float) -> BackupOutcome:
+    outcome = BackupOutcome(backup)
+    try:
+        stat = backup.path.stat()
+        if now - stat.st_mtime < run.options.settle_seconds:
+            outcome.status, outcome.reason = "SKIPPED", "modified moments ago (the app may still be writing it)"
+            return outcome
+        digest = sha256_file(backup.path, check_cancelled=run.ctx.check_cancelled)
+        run.bytes_hashed += stat.st_size
+    except OSError as exc:
+        return outcome.fail(f"cannot read: {exc.strerror or exc}")
+    recorded = sums.entries.get(backup.name)
+    if recorded is not None and recorded != digest:
+        return outcome.fail(
+            f"changed since first verified (SHA256SUMS has {recorded[:12]}..., the file now {digest[:12]}...)"
+        )
+    if recorded is None or full:
+        _full_check(run, outcome)
+        if outcome.status in ("OK", "WARN") and recorded is None:  # the archive itself is intact
+            sums.record(backup.name, digest)
+    return outcome
+
+
+def _log_outcome(ctx: JobContext, outcome: BackupOutcome) -> None:
+    fields = {"file": outcome.backup.name, "status": outcome.status, "check": outcome.check}
+    if outcome.status == "FAIL":
+        ctx.log.warning("backup.failed", reason=outcome.reason, **fields)
+    else:
+        ctx.log.info("backup.checked", **fields)
+    for entry_id in (outcome.missing_ids + outcome.older_ids)[:MAX_LISTED_IDS]:
+        ctx.log.info("backup.entry_not_in_backup", file=outcome.backup.name, entry_id_hash=ctx.hash_entry_id(entry_id))
+    for entry_id in outcome.maybe_imported_ids[:MAX_LISTED_IDS]:
+        ctx.log.info("backup.entry_maybe_imported", file=outcome.backup.name, entry_id_hash=ctx.hash_entry_id(entry_id))
+
+
+def run(ctx: JobContext) -> JobResult:
+    options = _options(ctx)
+    now = clock()
+    folders = _backup_dirs(ctx, options)
+    with tempfile.TemporaryDirectory(prefix="scratch-", dir=ctx.state_dir) as scratch:
+        state = _Run(ctx, options, Path(scratch))
+        failures = _check_live_vault(state)
+        vault_failed = bool(failures)
+        backups = find_backups(folders)
+        sums = {folder: ChecksumFile.load(folder) for folder in folders if folder.is_dir()}
+        for folder in folders:
+            if not folder.is_dir() and options.backup_dirs:
+                state.warnings.append(f"backup folder {folder} does not exist")
+        for sum_file in sums.values():
+            state.warnings.extend(sum_file.problems)
+        outcomes = []
+        for index, backup in enumerate(backups):
+            ctx.check_cancelled()
+            ctx.progress(index / len(backups), f"backup {index + 1} of {len(backups)}")
+            sum_file = sums.setdefault(backup.path.parent, ChecksumFile.load(backup.path.parent))
+            outcome = _check_backup(state, backup, sum_file, index < options.verify_latest, now)
+            _log_outcome(ctx, outcome)
+            outcomes.append(outcome)
+    failures += [f"{o.backup.name}: {o.reason}" for o in outcomes if o.status == "FAIL"]
+    _save_checksums(ctx, sums, state)
+    return _result(ctx, options, folders, outcomes, failures, vault_failed, state, now, backups)
+
+
+def _save_checksums(ctx: JobContext, sums: dict[Path, ChecksumFile], state: _Run) -> None:
+    for folder, sum_file in sums.items():
+        for name in list(sum_file.entries):
+            # A pruned backup leaves the list, or `sha256sum -c` would fail on it.
+            if BACKUP_NAME.match(name) and not (folder / name).exists():
+                sum_file.forget(name)
+        if sum_file.changed:
+            try:
+                sum_file.save()
+                ctx.log.info("checksums.saved", path=str(sum_file.path), entries=len(sum_file.entries))
+            except OSError as exc:
+                state.warnings.append(f"cannot update {sum_file.path}: {exc.strerror or exc}")
+                ctx.log.warning("checksums.not_saved", path=str(sum_file.path), error=str(exc))
+
+
+def _result(ctx, options, folders, outcomes, failures, vault_failed, state, now, backups) -> JobResult:
+    checked = [o for o in outcomes if o.status != "SKIPPED"]
+    verified = [o for o in outcomes if o.status in ("OK", "WARN") and o.check == "full"]
+    incomplete = [o for o in outcomes if o.missing_ids or o.older_ids]
+    warnings = list(state.warnings) + [f"{o.backup.name}: {o.reason}" for o in outcomes if o.status == "WARN"]
+    newest_age = (now - backups[0].name_timestamp) / DAY if backups else None
+    if not backups:
+        warnings.append(f"no backups found in {', '.join(str(f) for f in folders)}")
+    elif newest_age is not None and newest_age > options.max_age_days:
+        warnings.append(f"newest backup is {newest_age:.1f} days old (limit {options.max_age_days:g})")
+    metrics = {
+        "backups_found": len(backups),
+        "backups_verified": len(verified),
+        "backups_hashed": len(checked),
+        "backups_failed": sum(o.status == "FAIL" for o in outcomes),
+        "backups_incomplete": len(incomplete),
+        "entries_missing_from_backups": sum(len(o.missing_ids) + len(o.older_ids) for o in incomplete),
+        "entries_maybe_imported_after_backups": sum(len(o.maybe_imported_ids) for o in outcomes),
+        "vault_problems": int(vault_failed),
+        "bytes_hashed": state.bytes_hashed,
+    }
+    if newest_age is not None:
+        metrics["newest_backup_age_days"] = round(newest_age, 2)
+    details = {
+        "backup_dirs": [str(f) for f in folders],
+        "vault_entries": len(state.live) if state.live is not None else None,
+        "backups": [
+            {
+                "file": o.backup.name,
+                "folder": str(o.backup.path.parent),
+                "status": o.status,
+                "check": o.check,
+                "reason": o.reason,
+                "missing_entries": len(o.missing_ids),
+                "older_entries": len(o.older_ids),
+                "entry_id_hashes": [ctx.hash_entry_id(i) for i in (o.missing_ids + o.older_ids)[:MAX_LISTED_IDS]],
+                "maybe_imported_entries": len(o.maybe_imported_ids),
+                "maybe_imported_id_hashes": [ctx.hash_entry_id(i) for i in o.maybe_imported_ids[:MAX_LISTED_IDS]],
+            }
+            for o in outcomes
+        ],
+        "problems": failures,
+        "warnings": warnings,
+    }
+    counts = f"{len(checked) - metrics['backups_failed']} of {len(checked)} backups OK ({len(verified)} fully verified)"
+    if failures:
+        summary = f"{len(failures)} problem(s): {failures[0]}" + (
+            "" if len(failures) == 1 else f" (+{len(failures) - 1} more)"
+        )
+        return JobResult(Status.FAIL, f"{summary}; {counts}", details, metrics)
+    if warnings:
+        return JobResult(Status.WARN, f"{warnings[-1]}; {counts}", details, metrics)
+    return JobResult(Status.OK, counts, details, metrics)
+
+
+JOB = JobSpec(
+    name="backup_integrity_check",
+    func=run,
+    description="Check the vault's integrity and that every backup is intact, unchanged and complete",
+    defaults={
+        "cron": "0 3 * * 0",
+        "timeout": 3600.0,
+        "retries": 1,
+        "backoff": {"initial": 600.0, "factor": 2.0, "max": 3600.0},
+        "jitter": 300.0,
+        "overlap": "skip",
+        "catch_up": True,
+    },
+    options_model=BackupCheckOptions,
+    tags=("vault", "backup"),
+)

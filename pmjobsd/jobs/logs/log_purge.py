@@ -1,0 +1,58 @@
+"""Built-in job ``log_purge``: delete log archives and run history past their retention.
+
+Options ``log_days`` / ``history_days`` default to the settings
+``jobs.retention.log_days`` / ``history_days``; ``files`` adds logs whose
+archives are purged (the ``log_rotation`` job's ``files`` are included).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pmjobsd.core.context import JobContext, JobResult
+from pmjobsd.core.registry import JobSpec
+from pmjobsd.jobs.logs.archives import log_files
+from pmjobsd.jobs.logs.retention import purge, retention_settings
+
+
+class LogPurgeOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    log_days: int | None = Field(None, ge=1, description="default: jobs.retention.log_days")
+    history_days: int | None = Field(None, ge=1, description="default: jobs.retention.history_days")
+    files: list[str] = Field(default_factory=list, description="extra logs whose archives are purged")
+
+
+def run(ctx: JobContext) -> JobResult:
+    options = (
+        ctx.options if isinstance(ctx.options, LogPurgeOptions) else LogPurgeOptions.model_validate(ctx.options or {})
+    )
+    retention = retention_settings(ctx.app_settings)
+    report = purge(
+        ctx.paths,
+        options.log_days or retention.log_days,
+        options.history_days or retention.history_days,
+        files=log_files(ctx.paths, ctx.app_settings, options.files),
+    )
+    for path, size in report.removed_archives:
+        ctx.log.info("log.archive_removed", path=str(path), bytes=size)
+    for path, message in report.errors:
+        ctx.log.warning("log.purge_failed", path=str(path), error=message)
+    metrics = {
+        "archives_removed": len(report.removed_archives),
+        "bytes_freed": report.bytes_freed,
+        "history_runs_removed": report.history_runs_removed or 0,
+        "errors": len(report.errors),
+    }
+    if report.errors:
+        return JobResult.warn(report.summary(), details=report.as_dict(), metrics=metrics)
+    return JobResult.ok(report.summary(), details=report.as_dict(), metrics=metrics)
+
+
+JOB = JobSpec(
+    name="log_purge",
+    func=run,
+    description="Delete log archives and run history older than the retention settings",
+    defaults={"cron": "@daily", "timeout": 900, "retries": 1, "overlap": "skip", "catch_up": True},
+    options_model=LogPurgeOptions,
+)

@@ -1,0 +1,103 @@
+"""Built-in job ``log_rotation``: rotate the app's log, ``jobs.log`` and extra files; gzip old archives.
+
+Options: ``files`` (extra logs; relative names are in the log folder),
+``min_size`` (rotate only from this size, e.g. ``"10MB"``; default: non-empty),
+``compress_after_days`` (default: settings ``jobs.retention.compress_after_days``).
+A file that fails is reported by path and the others are still done (WARN).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field
+
+from pmjobsd.core.context import JobContext, JobResult
+from pmjobsd.core.registry import JobSpec
+from pmjobsd.jobs.logs.archives import log_files, reopening_files
+from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
+from pmjobsd.jobs.logs.retention import retention_settings
+from pmjobsd.jobs.logs.rotate import RotationError, rotate_file
+
+
+class LogRotationOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    files: list[str] = Field(default_factory=list, description="extra log files; relative names are in the log folder")
+    min_size: ByteSize = Field(ByteSize(1), ge=1, description="rotate only files at least this big, e.g. 1, '10MB'")
+    compress_after_days: int | None = Field(
+        None, ge=0, description="gzip archives older than this; default: jobs.retention.compress_after_days"
+    )
+
+
+def run(ctx: JobContext) -> JobResult:
+    options = (
+        ctx.options
+        if isinstance(ctx.options, LogRotationOptions)
+        else LogRotationOptions.model_validate(ctx.options or {})
+    )
+    compress_after = options.compress_after_days
+    if compress_after is None:
+        compress_after = retention_settings(ctx.app_settings).compress_after_days
+    reopening = reopening_files(ctx.paths)
+    rotated: list[str] = []
+    compressed: list[str] = []
+    errors: dict[str, str] = {}
+    bytes_rotated = 0
+    for live in log_files(ctx.paths, None, options.files):
+        ctx.check_cancelled()
+        try:
+            outcome = rotate_file(
+                live, min_size=int(options.min_size), strategy="rename" if live in reopening else "auto"
+            )
+        except RotationError as exc:
+            errors[str(live)] = str(exc)
+            ctx.log.warning("log.rotate_failed", path=str(live), error=str(exc))
+            continue
+        if outcome.action in ("renamed", "copytruncated"):
+            rotated.append(str(live))
+            bytes_rotated += outcome.bytes
+            ctx.log.info("log.rotated", path=str(live), method=outcome.action, bytes=outcome.bytes)
+        for archive in _compress_old(ctx, live, time.time() - compress_after * 86400, errors):
+            compressed.append(str(archive))
+    metrics = {
+        "files_rotated": len(rotated),
+        "bytes_rotated": bytes_rotated,
+        "archives_compressed": len(compressed),
+        "errors": len(errors),
+    }
+    details = {"rotated": rotated, "compressed": compressed, "errors": errors}
+    summary = f"rotated {len(rotated)} logs, compressed {len(compressed)} archives"
+    if errors:
+        first = next(iter(errors.values()))
+        return JobResult.warn(f"{summary}; {len(errors)} failed: {first}", details=details, metrics=metrics)
+    return JobResult.ok(summary, details=details, metrics=metrics)
+
+
+def _compress_old(ctx: JobContext, live: Path, older_than: float, errors: dict[str, str]) -> list[Path]:
+    done = []
+    try:
+        clean_partials(live)
+        candidates = archives_to_compress(live, older_than)
+    except OSError as exc:
+        errors[str(live.parent)] = f"cannot list archives of {live}: {exc.strerror or exc}"
+        return done
+    for archive in candidates:
+        ctx.check_cancelled()
+        try:
+            done.append(compress_archive(archive, check=ctx.check_cancelled))
+        except RotationError as exc:
+            errors[str(archive)] = str(exc)
+            ctx.log.warning("log.compress_failed", path=str(archive), error=str(exc))
+    return done
+
+
+JOB = JobSpec(
+    name="log_rotation",
+    func=run,
+    description="Rotate the app's log and jobs.log (rename or copy-truncate) and gzip old archives",
+    defaults={"cron": "30 3 * * 0", "timeout": 3600, "retries": 1, "overlap": "skip", "catch_up": True},
+    options_model=LogRotationOptions,
+    run_at_first_start=False,
+)

@@ -1,0 +1,62 @@
+"""Scrubbing free text, redacting settings, and the id-hash key."""
+
+import os
+
+from pmjobsd.core.privacy import REDACTED, EntryIdHasher, redact_settings, scrub_text
+
+
+def test_urls_keep_scheme_and_host_only():
+    text = scrub_text(
+        "failed: http://127.0.0.1:8080/hook/T0KEN?x=1 https://user:pw@hooks.example.org/a/b "
+        "mailtos://u:p@smtp.example.org ops@example.org"
+    )
+    assert text == (
+        "failed: http://127.0.0.1:8080/<redacted> https://hooks.example.org/<redacted> mailtos://<redacted> <email>"
+    )
+
+
+def test_urllib3_error_format_loses_its_path():
+    error = (
+        "HTTPSConnectionPool(host='hooks.slack.com', port=443): Max retries exceeded with url: "
+        "/services/T000/B000/S3CRET?token=abc (Caused by NewConnectionError)"
+    )
+    scrubbed = scrub_text(error)
+    assert "S3CRET" not in scrubbed and "token=abc" not in scrubbed
+    assert "host='hooks.slack.com'" in scrubbed and "url: <redacted>" in scrubbed
+
+
+def test_settings_secrets_are_redacted_by_key_and_by_shape():
+    settings = {
+        "alerts": {"targets": ["slack://a/b/c"], "allow_remote": True, "repeat_after": None},
+        "definitions": {
+            "mine": {
+                "cron": "@daily",
+                "options": {
+                    "pass": "hunter2",
+                    "pwd": "p2",
+                    "bearer": "tok",
+                    "api_key": "k",
+                    "private": "x",
+                    "endpoint": "https://example.org/x",
+                    "owner": "alice@example.org",
+                    "limit": 3,
+                },
+            }
+        },
+    }
+    redacted = redact_settings(settings)
+    options = redacted["definitions"]["mine"]["options"]
+    assert all(options[key] == REDACTED for key in ("pass", "pwd", "bearer", "api_key", "private", "endpoint", "owner"))
+    assert options["limit"] == 3 and redacted["definitions"]["mine"]["cron"] == "@daily"
+    assert redacted["alerts"] == {"targets": [REDACTED], "allow_remote": True, "repeat_after": None}
+
+
+def test_id_hash_key_is_created_private_and_a_short_key_is_replaced(tmp_path):
+    key_path = tmp_path / "state" / "id-hash.key"
+    first = EntryIdHasher.from_file(key_path)
+    assert oct(key_path.stat().st_mode & 0o777) == "0o600" and len(key_path.read_bytes()) == 32
+    assert first(5) == EntryIdHasher.from_file(key_path)(5) and len(first(5)) == 16
+    key_path.write_bytes(b"")  # emptied: would make every hash guessable
+    replaced = EntryIdHasher.from_file(key_path)
+    assert len(key_path.read_bytes()) == 32 and replaced(5) != first(5)
+    assert not [name for name in os.listdir(key_path.parent) if name.endswith(".tmp")]

@@ -1,0 +1,224 @@
+"""The runner in-process: outcomes, timeouts that free the seat, overlap, observers."""
+
+import sqlite3
+import threading
+import time
+from datetime import timezone
+
+import pytest
+
+from pmjobsd.core.context import JobResult, Status
+from pmjobsd.core.cron import CronSchedule
+from pmjobsd.core.history import RunHistory
+from pmjobsd.core.observers import NullObserver
+from pmjobsd.core.privacy import EntryIdHasher
+from pmjobsd.core.runner import Runner, RunRequest
+from pmjobsd.core.settings import JobDefinition, ResolvedJob
+from tests.support import sample_jobs
+from tests.support.daemon import wait_for
+from tests.support.helpers import app_paths
+
+
+def job(name, func, options=None, **definition):
+    return ResolvedJob(
+        name,
+        JobDefinition(cron="@hourly", callable="tests.support.sample_jobs:ok", **definition),
+        func,
+        options or {},
+        False,
+        CronSchedule("@hourly", timezone.utc),
+    )
+
+
+class Recorder(NullObserver):
+    def __init__(self):
+        self.finished = []
+
+    def run_finished(self, record):
+        self.finished.append(record)
+
+
+class Exploding(NullObserver):
+    def run_finished(self, record):
+        raise RuntimeError("observer broke")
+
+
+@pytest.fixture
+def runner_setup(tmp_path):
+    paths = app_paths(tmp_path)
+    history = RunHistory(paths.history_path)
+    recorder = Recorder()
+    runner = Runner(
+        max_workers=1,
+        history=history,
+        paths=paths,
+        hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
+        observers=[Exploding(), recorder],
+    )
+    yield runner, history, recorder
+    runner.shutdown(1)
+    history.close()
+
+
+def run(runner, resolved, trigger="schedule", overlap="skip"):
+    request = RunRequest(resolved, trigger)
+    assert runner.offer(request, overlap) is None
+    return request
+
+
+def test_outcomes_are_recorded_and_an_exception_is_a_fail(runner_setup):
+    runner, history, recorder = runner_setup
+    good = run(runner, job("good", sample_jobs.ok))
+    bad = run(runner, job("bad", sample_jobs.fail))
+    none = run(runner, job("none", lambda ctx: None))
+    wrong = run(runner, job("wrong", lambda ctx: 42))
+    for request in (good, bad, none, wrong):
+        assert request.done.wait(10)
+    assert good.record.status is Status.OK and good.record.summary == "all good"
+    assert bad.record.status is Status.FAIL and bad.record.error.startswith("RuntimeError: disk on fire")
+    assert "T0KEN" not in bad.record.error and "T0KEN" not in bad.record.summary  # token-bearing URL scrubbed
+    assert none.record.status is Status.OK
+    assert wrong.record.status is Status.FAIL and "expected JobResult" in wrong.record.summary
+    rows = {row["job"]: row for row in history.recent(limit=10)}
+    assert rows["bad"]["status"] == "FAIL" and rows["good"]["duration_ms"] is not None
+    assert len(recorder.finished) == 4  # the exploding observer did not stop the next one
+
+
+def test_timeout_frees_the_seat_and_counts_the_abandoned_thread(runner_setup):
+    runner, history, _ = runner_setup
+    release = threading.Event()
+
+    def stuck(ctx):
+        release.wait(30)  # ignores the cancel flag on purpose
+        return JobResult.ok("late")
+
+    hung = run(runner, job("hung", stuck, timeout=0.2))
+    wait_for(lambda: runner.next_deadline() is not None)
+    time.sleep(0.3)
+    expired = runner.expire_overdue()
+    assert [record.job for record in expired] == ["hung"]
+    assert hung.record.status is Status.TIMEOUT
+    assert runner.abandoned_count("hung") == 1
+    # The only seat is free again although the thread still runs.
+    after = run(runner, job("after", sample_jobs.ok))
+    assert after.done.wait(10) and after.record.status is Status.OK
+    # No new run of the stuck job while its thread lives, whatever the overlap policy.
+    assert "still running" in runner.offer(RunRequest(job("hung", stuck), "schedule"), "allow")
+    release.set()
+    wait_for(lambda: runner.abandoned_count() == 0)
+    assert history.recent("hung", 1)[0]["status"] == "TIMEOUT"  # the late result does not overwrite it
+
+
+def test_overlap_policies(runner_setup):
+    runner, _, _ = runner_setup
+    runner.resize(3)
+    gate = threading.Event()
+
+    def slow(ctx):
+        gate.wait(10)
+
+    first = run(runner, job("slow", slow))
+    wait_for(lambda: runner.running())
+    assert "overlap=skip" in runner.offer(RunRequest(job("slow", slow), "schedule"), "skip")
+    queued = RunRequest(job("slow", slow), "schedule")
+    assert runner.offer(queued, "queue") is None
+    assert "already queued" in runner.offer(RunRequest(job("slow", slow), "schedule"), "queue")
+    assert not queued.done.is_set() and len(runner.running()) == 1  # waits for the first
+    alongside = RunRequest(job("slow", slow), "schedule")
+    assert runner.offer(alongside, "allow") is None
+    wait_for(lambda: len(runner.running()) == 2)
+    gate.set()
+    for request in (first, queued, alongside):
+        assert request.done.wait(10)
+
+
+def test_manual_runs_are_final_and_failures_count(runner_setup):
+    runner, history, _ = runner_setup
+    for trigger in ("schedule", "manual"):
+        request = run(runner, job("flaky", sample_jobs.fail, retries=2), trigger)
+        assert request.done.wait(10)
+        assert request.record.final is (trigger == "manual")
+    assert history.consecutive_failures("flaky") == 1
+
+
+def test_shutdown_cancels_and_records_what_it_cut_off(runner_setup):
+    runner, history, _ = runner_setup
+    honours = run(runner, job("sleepy", sample_jobs.sleepy, options={"seconds": 30}))
+    wait_for(lambda: runner.running())
+    runner.shutdown(5)
+    assert honours.record.status is Status.INTERRUPTED
+    assert history.recent("sleepy", 1)[0]["status"] == "INTERRUPTED"
+
+
+def test_a_run_finishing_at_its_deadline_is_not_also_abandoned(runner_setup):
+    runner, history, _ = runner_setup
+    gate = threading.Event()
+
+    def until_gate(ctx):
+        gate.wait(10)
+        return JobResult.ok("made it")
+
+    request = run(runner, job("edge", until_gate, timeout=0.2))
+    wait_for(lambda: runner.running())
+    (active,) = runner.running()
+    # The job's own outcome claims the run first; the timeout check comes a moment later.
+    assert runner._finish(active, Status.OK, "made it", None, {}, {})
+    time.sleep(0.3)
+    assert runner.expire_overdue() == []
+    assert runner.abandoned_count() == 0 and request.record.status is Status.OK
+    gate.set()
+    after = RunRequest(job("edge", lambda ctx: None), "schedule")
+    assert runner.offer(after, "skip") is None  # the job is not blocked by a phantom abandoned thread
+    assert after.done.wait(10) and after.record.status is Status.OK
+
+
+def test_queued_run_waits_for_an_abandoned_thread(runner_setup):
+    runner, _, _ = runner_setup
+    release = threading.Event()
+
+    def stuck(ctx):
+        release.wait(30)
+
+    first = run(runner, job("q", stuck, timeout=0.2), overlap="queue")
+    wait_for(lambda: runner.running())
+    queued = RunRequest(job("q", stuck, timeout=0.2), "schedule")
+    assert runner.offer(queued, "queue") is None
+    time.sleep(0.3)
+    assert [r.run_id for r in runner.expire_overdue()] == [first.run_id]
+    # The seat is free (a fresh worker took it): a runnable request would start at once...
+    other = run(runner, job("other", sample_jobs.ok))
+    assert other.done.wait(10)
+    assert not runner.running() and not queued.done.is_set()  # ...but the queued one waits for the thread
+    release.set()
+    wait_for(lambda: queued.done.is_set(), message="queued run after the abandoned thread exited")
+
+
+def test_give_up_makes_the_last_attempt_final(runner_setup):
+    runner, history, recorder = runner_setup
+    request = run(runner, job("flaky", sample_jobs.fail, retries=2))
+    assert request.done.wait(10) and request.record.final is False
+    assert [r.run_id for r in runner.awaiting_retry()] == [request.run_id]
+    record = runner.give_up(request.run_id, "retry not started")
+    assert record.final and record.consecutive_failures == 1
+    assert recorder.finished[-1] is record  # alerts see the final failure
+    assert history.recent("flaky", 1)[0]["final"] is True
+    assert runner.give_up(request.run_id, "again") is None
+
+
+def test_a_history_that_cannot_be_written_does_not_kill_the_worker(runner_setup, monkeypatch):
+    runner, history, _ = runner_setup
+    real_record_start = history.record_start
+    calls = []
+
+    def failing_once(record):
+        calls.append(record.job)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_record_start(record)
+
+    monkeypatch.setattr(history, "record_start", failing_once)
+    lost = run(runner, job("lost", sample_jobs.ok))
+    assert lost.done.wait(10) and lost.record is None
+    assert not runner.busy("lost")  # not stuck as running
+    after = run(runner, job("after", sample_jobs.ok))  # the only worker is still there
+    assert after.done.wait(10) and after.record.status is Status.OK

@@ -1,0 +1,160 @@
+"""Settings: defaults, every error at once with its JSON path, isolation of a bad job."""
+
+import json
+
+import pytest
+
+from pmjobsd.core import registry
+from pmjobsd.core.settings import load_settings, parse_duration, settings_schema
+
+
+def write(path, data):
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("content", [None, "", "   \n"])
+def test_missing_or_empty_file_means_defaults(tmp_path, content):
+    path = tmp_path / "settings.json"
+    if content is not None:
+        write(path, content)
+    loaded = load_settings(path)
+    assert loaded.ok and not loaded.fatal
+    assert loaded.settings.max_workers == 4
+    assert set(loaded.jobs) == set(registry.BUILTIN_JOBS)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"jobs": 5}', "expected an object"),
+    ],
+)
+def test_unreadable_file_falls_back_to_defaults_and_says_why(tmp_path, content, words):
+    loaded = load_settings(write(tmp_path / "settings.json", content))
+    assert loaded.fatal and not loaded.ok
+    assert words in str(loaded.issues[0])
+    assert loaded.settings.max_workers == 4
+
+
+def test_every_error_is_reported_with_its_json_path(tmp_path):
+    loaded = load_settings(
+        write(
+            tmp_path / "s.json",
+            {
+                "jobs": {
+                    "max_workers": 0,
+                    "timezone": "Mars/Olympus",
+                    "alerts": {"escalate_after": "twice"},
+                    "colour": "red",
+                }
+            },
+        )
+    )
+    paths = sorted(issue.path for issue in loaded.issues)
+    assert paths == ["jobs.alerts.escalate_after", "jobs.colour", "jobs.max_workers", "jobs.timezone"]
+    assert "unknown time zone 'Mars/Olympus'" in str(loaded.issues)
+    assert loaded.fatal  # outside the definitions: nothing of it can be trusted
+
+
+def test_a_bad_job_disables_that_job_only(tmp_path):
+    loaded = load_settings(
+        write(
+            tmp_path / "s.json",
+            {
+                "jobs": {
+                    "max_workers": 2,
+                    "definitions": {
+                        "good": {"cron": "@hourly", "callable": "tests.support.sample_jobs:ok"},
+                        "bad_cron": {"cron": "61 * * * *", "callable": "tests.support.sample_jobs:ok"},
+                        "bad_import": {"cron": "@hourly", "callable": "no_such_module:job"},
+                        "bad_attr": {"cron": "@hourly", "callable": "tests.support.sample_jobs:nope"},
+                        "unknown": {"cron": "@hourly"},
+                        "bad_timeout": {
+                            "cron": "@hourly",
+                            "callable": "tests.support.sample_jobs:ok",
+                            "timeout": "ten minutes",
+                            "overlap": "sometimes",
+                        },
+                    },
+                }
+            },
+        )
+    )
+    assert not loaded.fatal
+    assert loaded.settings.max_workers == 2
+    assert "good" in loaded.jobs
+    errors = {name: [str(issue) for issue in issues] for name, issues in loaded.job_errors.items()}
+    assert errors["bad_cron"] == [
+        "jobs.definitions.bad_cron.cron: Bad minute in '61 * * * *'; expected 5 fields (minute hour day month "
+        "weekday), 6 with seconds first, or a macro such as @hourly"
+    ]
+    assert "cannot import module 'no_such_module'" in errors["bad_import"][0]
+    assert "has no attribute 'nope'" in errors["bad_attr"][0]
+    assert "not built in and no 'callable'" in errors["unknown"][0]
+    assert sorted(e.split(":")[0] for e in errors["bad_timeout"]) == [
+        "jobs.definitions.bad_timeout.overlap",
+        "jobs.definitions.bad_timeout.timeout",
+    ]
+
+
+def test_user_values_override_builtin_defaults_key_by_key(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.BUILTIN_JOBS, "sample", "tests.support.sample_builtin")
+    loaded = load_settings(write(tmp_path / "s.json", {"jobs": {"definitions": {"sample": {"retries": 7}}}}))
+    job = loaded.jobs["sample"]
+    assert job.builtin and job.definition.retries == 7
+    assert job.definition.cron == "@daily"  # from the job's own defaults
+    assert job.definition.timeout == 900  # from the general defaults
+
+
+def test_a_builtin_name_cannot_be_taken_by_a_callable(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.BUILTIN_JOBS, "sample", "tests.support.sample_builtin")
+    loaded = load_settings(
+        write(
+            tmp_path / "s.json",
+            {"jobs": {"definitions": {"sample": {"cron": "@hourly", "callable": "tests.support.sample_jobs:ok"}}}},
+        )
+    )
+    assert "is a built-in job" in str(loaded.job_errors["sample"][0])
+
+
+@pytest.mark.parametrize(
+    "value, seconds", [(90, 90), ("90s", 90), ("15m", 900), ("6h", 21600), ("1d", 86400), ("250ms", 0.25), (1.5, 1.5)]
+)
+def test_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "-5s", -1, True, "5 weeks"])
+def test_bad_durations(value):
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_schema_describes_definitions():
+    schema = settings_schema()
+    definition = schema["properties"]["definitions"]["additionalProperties"]
+    assert {"cron", "timeout", "retries", "backoff", "jitter", "overlap", "catch_up", "callable", "options"} <= set(
+        definition["properties"]
+    )
+    assert definition["properties"]["overlap"]["enum"] == ["skip", "queue", "allow"]
+
+
+def test_app_keys_survive_and_are_visible(tmp_path):
+    loaded = load_settings(write(tmp_path / "s.json", {"theme": "dark", "browser_bridge": {"port": 43110}}))
+    assert loaded.app_settings["browser_bridge"]["port"] == 43110
+
+
+def test_an_unreadable_alert_target_is_a_config_error_that_does_not_quote_it(tmp_path):
+    loaded = load_settings(
+        write(
+            tmp_path / "s.json",
+            {"jobs": {"alerts": {"targets": ["json://[abc/hook-T0KEN"], "escalation_targets": ["no-scheme-T0KEN"]}}},
+        )
+    )
+    assert loaded.fatal
+    paths = sorted(issue.path for issue in loaded.issues)
+    assert paths == ["jobs.alerts.escalation_targets.0", "jobs.alerts.targets.0"]
+    assert "T0KEN" not in " ".join(issue.message for issue in loaded.issues)
