@@ -6,6 +6,7 @@ sub-package, exactly like a user's ``"callable": "module:function"`` job.
 """
 
 from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice, Status
+from pmjobsd.core.registry import JobSpec
 from pmjobsd.core.settings import Duration
 
-__all__ = ["Duration", "JobCancelled", "JobContext", "JobResult", "Notice", "Status"]
+__all__ = ["Duration", "JobCancelled", "JobContext", "JobResult", "JobSpec", "Notice", "Status"]

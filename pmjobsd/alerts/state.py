@@ -16,8 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pmjobsd.app.paths import ensure_private_dir
-from pmjobsd.system.files import write_atomic
+from pmjobsd.system.files import ensure_private_dir, write_atomic
 
 FILE_NAME = "alerts.json"
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 APP_NAME = "secure-password-manager"
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -140,14 +138,3 @@ class AppPaths:
     def job_state_dir(self, job_name: str) -> Path:
         """A private folder for one job's own bookkeeping (ETags, hashes, ...)."""
         return self.state_dir / "state" / job_name
-
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) as 0700 folders; tighten it if it already exists and is ours."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    try:
-        if path.stat().st_uid == os.getuid() and (path.stat().st_mode & 0o777) != PRIVATE_DIR_MODE:
-            path.chmod(PRIVATE_DIR_MODE)
-    except OSError:
-        pass
-    return path

@@ -119,7 +119,7 @@ class JobContext:
     @property
     def state_dir(self):
         """This job's private folder for its own bookkeeping (created on demand)."""
-        from pmjobsd.app.paths import ensure_private_dir
+        from pmjobsd.system.files import ensure_private_dir
 
         return ensure_private_dir(self.paths.job_state_dir(self.job_name))
 

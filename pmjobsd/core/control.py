@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pmjobsd.app.paths import ensure_private_dir
 from pmjobsd.observe.joblog import EventLogger
+from pmjobsd.system.files import ensure_private_dir
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_REQUEST = 64 * 1024

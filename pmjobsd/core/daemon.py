@@ -23,7 +23,7 @@ from typing import Any
 
 from pmjobsd import __version__
 from pmjobsd.alerts.manager import AlertManager
-from pmjobsd.app.paths import AppPaths, ensure_private_dir
+from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.privacy import EntryIdHasher
@@ -34,6 +34,7 @@ from pmjobsd.observe.joblog import EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
 from pmjobsd.observe.status import build_status, iso
 from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
+from pmjobsd.system.files import ensure_private_dir
 from pmjobsd.system.lock import InstanceLock
 from pmjobsd.system.sdnotify import Notifier
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import psutil
 
-from pmjobsd.app.paths import PRIVATE_FILE_MODE, ensure_private_dir
 from pmjobsd.core.context import Status
 from pmjobsd.core.observers import RunRecord
+from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

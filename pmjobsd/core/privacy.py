@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pmjobsd.app.paths import PRIVATE_FILE_MODE
+from pmjobsd.system.files import PRIVATE_FILE_MODE
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://[^\s'\"<>]+")
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")

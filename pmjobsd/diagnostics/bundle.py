@@ -39,14 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from pmjobsd import __version__
-from pmjobsd.app.paths import PRIVATE_FILE_MODE
 from pmjobsd.app.vault import VaultError
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.privacy import EntryIdHasher, redact_settings
 from pmjobsd.diagnostics import doctor
 from pmjobsd.diagnostics.redaction import VaultRedactor
 from pmjobsd.jobs.logs.archives import list_archives
-from pmjobsd.system.files import atomic_writer
+from pmjobsd.system.files import PRIVATE_FILE_MODE, atomic_writer
 
 DEFAULT_HISTORY_DAYS = 7
 APP_LOG_MAX_BYTES = 2 * 1024 * 1024

@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 
 import ahocorasick
 
-from pmjobsd.app.paths import PRIVATE_DIR_MODE
 from pmjobsd.app.vault import read_vault
 from pmjobsd.core.privacy import EMAIL, mask_email, scrub_text
+from pmjobsd.system.files import PRIVATE_DIR_MODE
 
 # The app's own phrases around entry ids: "(ID: 5)", "password ID 5", "entry 5".
 _ENTRY_ID = re.compile(r"\b(ID:? |entry )(\d+)\b")

@@ -24,9 +24,7 @@ from typing import Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.core.context import JobContext, JobResult
-from pmjobsd.core.registry import JobSpec
-from pmjobsd.core.settings import Duration
+from pmjobsd.api import Duration, JobContext, JobResult, JobSpec
 
 # The app's defaults (secure_password_manager/utils/config.py, DEFAULT_SETTINGS["browser_bridge"]).
 APP_DEFAULTS = {

@@ -14,10 +14,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Notice, Status
 from pmjobsd.app.vault import ExpiryEntry, VaultError, entries_expiring_by, read_vault
-from pmjobsd.core.context import JobContext, JobResult, Notice, Status
-from pmjobsd.core.registry import JobSpec
-from pmjobsd.core.settings import Duration
 
 DAY = 86400
 MAX_DETAIL_ENTRIES = 50

@@ -17,8 +17,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from pmjobsd.app.paths import PRIVATE_FILE_MODE, ensure_private_dir
 from pmjobsd.core.privacy import scrub_text
+from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
 
 LOGGER_NAME = "pmjobsd"
 # Fields whose values are free text and may quote a URL or an address.

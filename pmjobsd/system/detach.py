@@ -27,7 +27,7 @@ from typing import Any
 
 import daemon
 
-from pmjobsd.app.paths import PRIVATE_FILE_MODE, ensure_private_dir
+from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
 
 
 class AlreadyRunning(Exception):

@@ -1,4 +1,6 @@
-"""Crash-safe file replacement: a temp file in the same folder, fsync, rename.
+"""pmjobsd's own files: private modes, and crash-safe replacement (temp file, fsync, rename).
+
+Every file pmjobsd creates is 0600 and every folder 0700.
 
 A reader (or a crash) sees either the old file or the new one, never a half
 file: the rename is atomic, and the fsyncs make the data and then the folder
@@ -14,7 +16,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from pmjobsd.app.paths import PRIVATE_FILE_MODE
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) as 0700 folders; tighten it if it already exists and is ours."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    try:
+        if path.stat().st_uid == os.getuid() and (path.stat().st_mode & 0o777) != PRIVATE_DIR_MODE:
+            path.chmod(PRIVATE_DIR_MODE)
+    except OSError:
+        pass
+    return path
 
 
 def fsync_dir(folder: Path) -> None:

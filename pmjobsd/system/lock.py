@@ -10,7 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from pmjobsd.app.paths import PRIVATE_FILE_MODE, ensure_private_dir
+from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
 
 
 class AlreadyRunning(Exception):

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TextIO
 from xml.sax.saxutils import escape as xml_escape
 
-from pmjobsd.app.paths import APP_NAME, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
-from pmjobsd.system.files import write_atomic
+from pmjobsd.app.paths import APP_NAME
+from pmjobsd.system.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, write_atomic
 
 LABEL = "org.securepasswordmanager.pmjobsd"
 SYSTEMD_USER_UNIT = "pmjobsd.service"

@@ -6,11 +6,12 @@ import os
 import stat
 from pathlib import Path
 
-from pmjobsd.app.paths import PRIVATE_DIR_MODE, AppPaths
+from pmjobsd.app.paths import AppPaths
 from pmjobsd.app.vault import VaultError, read_header, read_vault
 from pmjobsd.core.context import Status
 from pmjobsd.core.privacy import scrub_text
 from pmjobsd.diagnostics.doctor.env import Check, DoctorEnv, fail, ok, shell_quote, user_name, warn
+from pmjobsd.system.files import PRIVATE_DIR_MODE
 
 
 def check_settings(env: DoctorEnv) -> Check:

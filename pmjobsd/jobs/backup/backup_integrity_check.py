@@ -21,10 +21,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Status
 from pmjobsd.app.vault import VaultError, entry_stamps, integrity_problems, read_vault
-from pmjobsd.core.context import JobContext, JobResult, Status
-from pmjobsd.core.registry import JobSpec
-from pmjobsd.core.settings import Duration
 from pmjobsd.jobs.backup.archive import (
     BACKUP_NAME,
     BackupDefect,

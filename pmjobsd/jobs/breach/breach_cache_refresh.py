@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pmjobsd.core.context import JobContext, JobResult
-from pmjobsd.core.registry import JobSpec
-from pmjobsd.core.settings import Duration
+from pmjobsd.api import Duration, JobContext, JobResult, JobSpec
 from pmjobsd.jobs.breach import cache as breach_cache
 from pmjobsd.jobs.breach.cache import CacheCorrupt, EntryDiff, diff_entries, entry_is_well_formed, fingerprint
 from pmjobsd.jobs.breach.hibp import FetchResult, RangeClient, RateGate, fetch_latest_breach

@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from pmjobsd.app.paths import PRIVATE_FILE_MODE
+from pmjobsd.system.files import PRIVATE_FILE_MODE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prefixes (

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.core.context import JobContext, JobResult
-from pmjobsd.core.registry import JobSpec
+from pmjobsd.api import JobContext, JobResult, JobSpec
 from pmjobsd.jobs.logs.archives import log_files
 from pmjobsd.jobs.logs.retention import purge, retention_settings
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field
 
-from pmjobsd.core.context import JobContext, JobResult
-from pmjobsd.core.registry import JobSpec
+from pmjobsd.api import JobContext, JobResult, JobSpec
 from pmjobsd.jobs.logs.archives import log_files, reopening_files
 from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
 from pmjobsd.jobs.logs.retention import retention_settings
