@@ -23,7 +23,6 @@ from pmjobsd.core.settings import describe, load_settings, settings_schema
 from pmjobsd.observe.joblog import setup_logging
 from pmjobsd.observe.journald import journal_handler
 from pmjobsd.observe.status import exit_code, offline_status, render_text
-from pmjobsd.system.detach import AlreadyRunning as DetachAlreadyRunning
 from pmjobsd.system.detach import detach
 from pmjobsd.system.lock import AlreadyRunning, holder_pid
 
@@ -173,12 +172,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         paths = resolve_paths(base, load_settings(base.settings_path), overrides)
         holder = holder_pid(paths.lock_path)
         if holder is not None:  # say it here: after the fork nobody reads our stderr
-            raise AlreadyRunning(f"pmjobsd already runs (pid {holder}) for {paths.state_dir}")
+            raise AlreadyRunning(paths.lock_path, holder)
         pidfile = args.pidfile or paths.state_dir / "detached.pid"
         # Fork before any thread or lock exists; the daemon installs its own signal handlers.
         with detach(pidfile, signal_map={}):
             return daemon.run()
-    except (AlreadyRunning, DetachAlreadyRunning) as exc:
+    except AlreadyRunning as exc:
         print(f"pmjobsd: {exc}", file=sys.stderr)
         return 1
 
