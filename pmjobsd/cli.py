@@ -19,11 +19,10 @@ from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import Runner, RunRequest
-from pmjobsd.core.settings import describe, load_settings, settings_schema
+from pmjobsd.core.settings import LoadedSettings, describe, load_settings, settings_schema
 from pmjobsd.observe.joblog import setup_logging
 from pmjobsd.observe.journald import journal_handler
 from pmjobsd.observe.status import exit_code, offline_status, render_text
-from pmjobsd.system.detach import AlreadyRunning as DetachAlreadyRunning
 from pmjobsd.system.detach import detach
 from pmjobsd.system.lock import AlreadyRunning, holder_pid
 
@@ -77,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_now.add_argument("--wait", action="store_true", help="wait for the run to finish; exit with its status")
     run_now.add_argument("--json", action="store_true")
 
-    def action(commands, name: str, help_text: str) -> argparse.ArgumentParser:
+    def action(
+        commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         _add_folder_flags(sub, suppress=True)
         return sub
@@ -151,7 +152,7 @@ def _paths(args: argparse.Namespace) -> tuple[AppPaths, dict[str, Any]]:
     return base, {key: values[key] for key in ("data_dir", "cache_dir", "log_dir")}
 
 
-def _effective_paths(args: argparse.Namespace):
+def _effective_paths(args: argparse.Namespace) -> tuple[AppPaths, LoadedSettings]:
     base, overrides = _paths(args)
     loaded = load_settings(base.settings_path)
     return resolve_paths(base, loaded, overrides), loaded
@@ -173,12 +174,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         paths = resolve_paths(base, load_settings(base.settings_path), overrides)
         holder = holder_pid(paths.lock_path)
         if holder is not None:  # say it here: after the fork nobody reads our stderr
-            raise AlreadyRunning(f"pmjobsd already runs (pid {holder}) for {paths.state_dir}")
+            raise AlreadyRunning(paths.lock_path, holder)
         pidfile = args.pidfile or paths.state_dir / "detached.pid"
         # Fork before any thread or lock exists; the daemon installs its own signal handlers.
         with detach(pidfile, signal_map={}):
             return daemon.run()
-    except (AlreadyRunning, DetachAlreadyRunning) as exc:
+    except AlreadyRunning as exc:
         print(f"pmjobsd: {exc}", file=sys.stderr)
         return 1
 
@@ -230,7 +231,7 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     return Status(run["status"]).severity if run else 0
 
 
-def _run_in_process(paths: AppPaths, loaded, name: str) -> dict[str, Any]:
+def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[str, Any]:
     """No daemon: run the job here, recorded in the history and jobs.log like any run."""
     job = loaded.jobs.get(name)
     if job is None:

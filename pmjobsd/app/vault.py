@@ -154,7 +154,7 @@ def read_header(path: Path) -> bytes:
 
 def _error_name(exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", None)  # Python 3.11+
-    if name:
+    if isinstance(name, str) and name:
         return name
     text = str(exc).lower()  # Python 3.10: only the message is available
     if "locked" in text or "busy" in text:

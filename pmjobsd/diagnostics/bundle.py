@@ -111,7 +111,7 @@ def _json(value: Any) -> bytes:
 
 
 def platform_details(env: doctor.DoctorEnv) -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -243,11 +243,12 @@ def create_bundle(
     writer.add("settings.json", _json(_redact_object({"path": str(env.loaded.source), "settings": settings}, redactor)))
     writer.add("platform.json", _json(_redact_object(platform_details(env), redactor)))
 
+    members = writer.manifest_rows()
     manifest = {
         "created_at": now.isoformat(timespec="seconds"),
         "pmjobsd_version": __version__,
         "history_days": days,
-        "members": writer.manifest_rows(),
+        "members": members,
         "omitted": omitted,
         "never_included": list(NEVER_INCLUDED),
         "redaction": {
@@ -258,7 +259,7 @@ def create_bundle(
     }
     writer.add("manifest.json", _json(manifest))
     _write_zip(target, writer.members, now)
-    return Bundle(target, manifest["members"], omitted)
+    return Bundle(target, members, omitted)
 
 
 def _target_path(output: Path | None, now: datetime) -> Path:
@@ -284,4 +285,7 @@ def _write_zip(target: Path, members: dict[str, bytes], now: datetime) -> None:
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of a bundle (for tests and support tooling)."""
     with zipfile.ZipFile(path) as archive:
-        return json.loads(archive.read("manifest.json"))
+        manifest = json.loads(archive.read("manifest.json"))
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: manifest.json is not a JSON object")
+    return manifest

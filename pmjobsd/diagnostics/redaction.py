@@ -166,7 +166,8 @@ class VaultRedactor:
         key = _fold(value.strip())
         known = self._automaton.get(key, None) if key else None
         if known is not None:
-            return known[1]
+            tag: str = known[1]  # the (length, tag) pair added in __init__; ahocorasick has no types
+            return tag
         return f"<website:not-in-vault:{self.hash_id('website:' + key)}>"
 
     def _redact_app_message(self, message: str) -> str:

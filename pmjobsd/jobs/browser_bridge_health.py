@@ -218,7 +218,7 @@ def make_job(is_app_running: Callable[[Options], bool] | None = None) -> Callabl
         details: dict[str, Any] = {"enabled": True, "tls": bool(bridge["enable_tls"]), "port": bridge["port"]}
         metrics: dict[str, float] = {}
         problems: list[str] = []
-        latency_ms = None
+        latency_ms: float | None = None
         try:
             latency_ms, answer = probe_http(
                 bridge["host"], bridge["port"], bool(bridge["enable_tls"]), ctx.paths.bridge_cert_path, timeout
@@ -236,6 +236,7 @@ def make_job(is_app_running: Callable[[Options], bool] | None = None) -> Callabl
                 problems.append(exc.reason)
         metrics["reachable"] = 0.0 if problems else 1.0
         if not problems:
+            assert latency_ms is not None  # no problems: the HTTP probe answered
             ctx.log.info("bridge.reachable", latency_ms=metrics["latency_ms"])
             summary = f"bridge answering in {latency_ms:.0f} ms"
             if options.slow_after is not None and latency_ms > options.slow_after * 1000:

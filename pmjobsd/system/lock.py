@@ -1,7 +1,10 @@
-"""One daemon per state folder: an flock()ed pid file.
+"""Single-instance pid files: one flock()ed file per running daemon.
 
-The kernel drops the lock when the process dies, however it dies, so a lock
-left by a crash (kill -9) is never stale: the next start simply takes it.
+Serves both the daemon's own lock (one daemon per state folder) and the
+``run --detach --pidfile PATH`` pid file.  The kernel drops an flock when the
+process dies, however it dies, so a file left by a crash (kill -9) is never
+stale: the next start simply takes it over.  A running daemon is detected by
+the lock, never by guessing from a pid that may have been reused.
 """
 
 from __future__ import annotations
@@ -9,39 +12,106 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import Any
 
 from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
 
 
 class AlreadyRunning(Exception):
-    """Another live process holds the lock."""
+    """Another live process holds the lock; ``pid`` is the pid it wrote (None if unreadable)."""
+
+    def __init__(self, path: Path, pid: int | None):
+        self.path, self.pid = path, pid
+        owner = f"pid {pid}" if pid else "pid unknown"
+        super().__init__(f"pmjobsd already runs ({owner}): {path} is locked; not starting a second daemon")
 
 
 class InstanceLock:
+    """A pid file held under an exclusive ``flock`` for the life of a daemon.
+
+    ``acquire()`` locks the file (created 0600 in a private folder) and writes
+    this process's pid, or raises AlreadyRunning; ``release()`` removes the
+    file and drops the lock.  It is also the context manager python-daemon's
+    ``DaemonContext(pidfile=...)`` expects: acquired before the fork, its
+    descriptor is inherited, and ``__enter__`` (in the daemon, after the fork)
+    rewrites the pid so that the file names the daemon, not its starter.
+    """
+
     def __init__(self, path: Path):
-        self.path = path
+        self.path = Path(path)
         self._fd: int | None = None
+        self.stale_pid: int | None = None  # pid left by a holder that died without removing the file
 
     def acquire(self) -> InstanceLock:
-        """Take the lock and write our pid; raise AlreadyRunning naming the holder."""
+        """Lock the file and write our pid; raise AlreadyRunning naming the holder."""
+        if self._fd is not None:
+            return self
         ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise AlreadyRunning(self.path, _read_pid(self.path)) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder may have removed the file between our open and our lock:
+            # then we locked an orphan inode and must start over on the new file.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise AlreadyRunning(f"pmjobsd already runs (pid {holder}) for {self.path.parent}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        self.stale_pid = _read_pid(self.path)
+        self._write_pid()
         return self
 
+    def _write_pid(self) -> None:
+        assert self._fd is not None, "write_pid before acquire"
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.fsync(self._fd)
+
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)
-            self._fd = None
+        """Remove the file (if it is still ours) and drop the lock; a no-op when not held."""
+        if self._fd is None:
+            return
+        try:
+            if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)  # closing the last descriptor releases the flock
+        self._fd = None
+
+    def fileno(self) -> int:
+        """The locked descriptor, for DaemonContext's ``files_preserve``."""
+        if self._fd is None:
+            raise ValueError(f"{self.path} is not locked")
+        return self._fd
+
+    def __enter__(self) -> InstanceLock:
+        if self._fd is None:
+            self.acquire()
+        else:
+            self._write_pid()  # we forked: the file must name the daemon, not the starter
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def holder_pid(path: Path) -> int | None:

@@ -68,16 +68,17 @@ class Notifier:
 
     def notify(self, **assignments: object) -> bool:
         """Send ``KEY=VALUE`` lines, e.g. ``notify(READY=1, STATUS="3 jobs scheduled")``."""
-        if not self.enabled:
+        socket_value = self.socket_value
+        if socket_value is None:  # not enabled
             return False
         # A newline would start a new assignment: keep STATUS= and friends on one line.
         message = "\n".join(f"{key}={' '.join(str(value).splitlines())}" for key, value in assignments.items())
         if self.backend == "systemd-python":
             # libsystemd reads $NOTIFY_SOCKET itself; hand it ours when it came from `environ`.
-            if os.environ.get("NOTIFY_SOCKET") != self.socket_value:
-                os.environ["NOTIFY_SOCKET"] = self.socket_value
+            if os.environ.get("NOTIFY_SOCKET") != socket_value:
+                os.environ["NOTIFY_SOCKET"] = socket_value
             return bool(_systemd_daemon.notify(message))
-        address = _socket_address(self.socket_value)
+        address = _socket_address(socket_value)
         if address is None:
             return False
         try:

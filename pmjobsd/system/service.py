@@ -51,7 +51,8 @@ class ServiceError(Exception):
 
 
 def _template(name: str) -> str:
-    return resources.files("pmjobsd.system").joinpath("units", name).read_text(encoding="utf-8")
+    # One name per step: Traversable.joinpath takes several only from Python 3.11.
+    return (resources.files("pmjobsd.system") / "units" / name).read_text(encoding="utf-8")
 
 
 def _systemd_word(word: str) -> str:
@@ -206,6 +207,7 @@ def make_plan(
         plan.uninstall = [Command(("launchctl", "bootout", target), may_fail=True)]
         plan.status = [Command(("launchctl", "print", target))]
         return plan
+    ctl: tuple[str, ...]
     if scope == "user":
         path = _user_config_home(home) / "systemd/user" / SYSTEMD_USER_UNIT
         plan = Plan(

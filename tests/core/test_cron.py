@@ -21,47 +21,83 @@ def fire_times(expr: str, tz, start: datetime, end: datetime) -> list[datetime]:
         times.append(moment)
 
 
-@pytest.mark.parametrize("tz, day", [(BERLIN, (2026, 10, 25)), (NEW_YORK, (2026, 11, 1))])
-def test_daily_job_in_the_repeated_hour_runs_once(tz, day):
+# Spring forward: 02:00-03:00 does not exist (Berlin 2026-03-29, New York 2026-03-08).
+# Fall back: an hour is repeated, 02:00-03:00 in Berlin (2026-10-25), 01:00-02:00 in New York (2026-11-01).
+@pytest.mark.parametrize(
+    "tz, expr, day, expected",
+    [
+        pytest.param(
+            BERLIN,
+            "30 2 * * *",
+            (2026, 3, 29),
+            ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00"],
+            id="berlin-spring-forward",
+        ),
+        pytest.param(
+            NEW_YORK,
+            "30 2 * * *",
+            (2026, 3, 8),
+            ["2026-03-07T02:30:00-05:00", "2026-03-08T03:00:00-04:00"],
+            id="new-york-spring-forward",
+        ),
+        pytest.param(
+            BERLIN,
+            "30 2 * * *",
+            (2026, 10, 25),
+            ["2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00"],
+            id="berlin-fall-back",
+        ),
+        pytest.param(
+            NEW_YORK,
+            "30 1 * * *",
+            (2026, 11, 1),
+            ["2026-10-31T01:30:00-04:00", "2026-11-01T01:30:00-04:00"],
+            id="new-york-fall-back",
+        ),
+    ],
+)
+def test_daily_job_runs_once_on_a_dst_day(tz, expr, day, expected):
+    """A time in the gap runs right after it; a time in the repeated hour runs once, not twice."""
     start = datetime(*day, 0, 0, tzinfo=tz) - timedelta(days=1)
-    end = start + timedelta(days=2)
-    # 02:30 in Berlin and 01:30 in New York exist twice on fall-back day.
-    expr = "30 2 * * *" if tz is BERLIN else "30 1 * * *"
-    times = fire_times(expr, tz, start, end)
-    assert len(times) == 2  # the day before, and the fall-back day once
-    assert len({t.date() for t in times}) == 2
-    assert len({t.astimezone(timezone.utc) for t in times}) == 2
+    times = fire_times(expr, tz, start, start + timedelta(days=2))  # the day before and the DST day
+    assert [t.isoformat() for t in times] == expected
+    assert len({t.date() for t in times}) == len(times)
+    assert len({t.astimezone(timezone.utc) for t in times}) == len(times)
 
 
 @pytest.mark.parametrize(
-    "tz, day, expr, expected_local",
+    "tz, day, real_hours, expected",
     [
-        (BERLIN, (2026, 3, 29), "30 2 * * *", "03:00"),
-        (NEW_YORK, (2026, 3, 8), "30 2 * * *", "03:00"),
+        pytest.param(BERLIN, (2026, 3, 29), 3, ["01:00+0100", "03:00+0200", "04:00+0200"], id="berlin-spring-forward"),
+        pytest.param(
+            NEW_YORK, (2026, 3, 8), 3, ["01:00-0500", "03:00-0400", "04:00-0400"], id="new-york-spring-forward"
+        ),
+        pytest.param(
+            BERLIN,
+            (2026, 10, 25),
+            5,
+            ["01:00+0200", "02:00+0200", "02:00+0100", "03:00+0100", "04:00+0100"],
+            id="berlin-fall-back",
+        ),
+        pytest.param(
+            NEW_YORK,
+            (2026, 11, 1),
+            5,
+            ["01:00-0400", "01:00-0500", "02:00-0500", "03:00-0500", "04:00-0500"],
+            id="new-york-fall-back",
+        ),
     ],
 )
-def test_time_in_the_spring_forward_gap_runs_right_after_it(tz, day, expr, expected_local):
-    start = datetime(*day, 0, 0, tzinfo=tz)
-    times = fire_times(expr, tz, start, start + timedelta(hours=20))
-    assert [t.strftime("%H:%M") for t in times] == [expected_local]
-
-
-def test_hourly_job_runs_in_both_copies_of_the_repeated_hour():
-    start = datetime(2026, 10, 25, 0, 30, tzinfo=BERLIN)
+def test_hourly_job_runs_every_real_hour_on_a_dst_day(tz, day, real_hours, expected):
+    """Spring forward skips only the missing hour; fall back runs in both copies of the repeated one."""
+    start = datetime(*day, 0, 30, tzinfo=tz)
     # Aware datetime arithmetic is wall-clock arithmetic: add real hours in UTC.
-    times = fire_times("0 * * * *", BERLIN, start, start.astimezone(timezone.utc) + timedelta(hours=5))
+    times = fire_times("0 * * * *", tz, start, start.astimezone(timezone.utc) + timedelta(hours=real_hours))
+    assert [t.strftime("%H:%M%z") for t in times] == expected
     utc = [t.astimezone(timezone.utc) for t in times]
     # Every real hour once: no gap and no duplicate in absolute time.
     assert all(b - a == timedelta(hours=1) for a, b in zip(utc, utc[1:], strict=False))
-    assert len(utc) == 5
-
-
-def test_hourly_job_in_spring_forward_skips_only_the_missing_hour():
-    start = datetime(2026, 3, 29, 0, 30, tzinfo=BERLIN)
-    times = fire_times("0 * * * *", BERLIN, start, start + timedelta(hours=4))
-    assert [t.strftime("%H") for t in times] == ["01", "03", "04"]
-    utc = [t.astimezone(timezone.utc) for t in times]
-    assert all(b - a == timedelta(hours=1) for a, b in zip(utc, utc[1:], strict=False))
+    assert len(utc) == real_hours
 
 
 def test_macros_and_seconds():

@@ -1,8 +1,10 @@
 """Scheduling rules with an injected clock: no threads, no sleeping."""
 
 import random
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from pmjobsd.core.cron import CronSchedule
 from pmjobsd.core.scheduler import Clock, Scheduler
@@ -11,6 +13,7 @@ from tests.support import sample_jobs
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 class FakeClock(Clock):
@@ -58,20 +61,47 @@ def test_sleeps_until_the_next_slot():
     assert [item.slot.hour for item in fired if item.job == "daily"] == [3]
 
 
-def test_daily_job_runs_once_through_the_fall_back_night():
-    clock = FakeClock(datetime(2026, 10, 24, 12, 0, tzinfo=BERLIN))
+# From noon the day before to noon the day after the change; the repeated hour is
+# 02:00-03:00 in Berlin and 01:00-02:00 in New York.
+@pytest.mark.parametrize(
+    "tz, cron, day, expected",
+    [
+        pytest.param(
+            BERLIN,
+            "30 2 * * *",
+            (2026, 3, 29),
+            ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"],
+            id="berlin-spring-forward-gap-not-dropped",
+        ),
+        pytest.param(
+            NEW_YORK,
+            "30 2 * * *",
+            (2026, 3, 8),
+            ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"],
+            id="new-york-spring-forward-gap-not-dropped",
+        ),
+        pytest.param(
+            BERLIN,
+            "30 2 * * *",
+            (2026, 10, 25),
+            ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"],
+            id="berlin-fall-back-runs-once",
+        ),
+        pytest.param(
+            NEW_YORK,
+            "30 1 * * *",
+            (2026, 11, 1),
+            ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"],
+            id="new-york-fall-back-runs-once",
+        ),
+    ],
+)
+def test_daily_job_through_a_dst_night(tz, cron, day, expected):
+    clock = FakeClock(datetime(*day, 12, 0, tzinfo=tz) - timedelta(days=1))
     scheduler = Scheduler(clock)
-    scheduler.load({"nightly": job("nightly", "30 2 * * *", BERLIN)}, {}, catch_up=False)
-    fired = run_until(scheduler, clock, datetime(2026, 10, 26, 12, 0, tzinfo=BERLIN))
-    assert [item.slot.isoformat() for item in fired] == ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
-
-
-def test_job_in_the_spring_forward_gap_is_not_dropped():
-    clock = FakeClock(datetime(2026, 3, 28, 12, 0, tzinfo=BERLIN))
-    scheduler = Scheduler(clock)
-    scheduler.load({"nightly": job("nightly", "30 2 * * *", BERLIN)}, {}, catch_up=False)
-    fired = run_until(scheduler, clock, datetime(2026, 3, 30, 12, 0, tzinfo=BERLIN))
-    assert [item.slot.isoformat() for item in fired] == ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]
+    scheduler.load({"nightly": job("nightly", cron, tz)}, {}, catch_up=False)
+    fired = run_until(scheduler, clock, datetime(*day, 12, 0, tzinfo=tz) + timedelta(days=1))
+    assert [item.slot.isoformat() for item in fired] == expected
 
 
 def test_passed_slots_are_coalesced_after_a_clock_jump():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pmjobsd.system.detach import AlreadyRunning, LockedPidFile
+from pmjobsd.system.lock import AlreadyRunning, InstanceLock
 from tests.support import REPO
 from tests.support.daemon import wait_for
 
@@ -19,7 +19,8 @@ from tests.support.daemon import wait_for
 DAEMON = r"""
 import logging, sys, time
 from pathlib import Path
-from pmjobsd.system.detach import AlreadyRunning, detach
+from pmjobsd.system.detach import detach
+from pmjobsd.system.lock import AlreadyRunning
 
 pidfile, log_path = Path(sys.argv[1]), Path(sys.argv[2])
 logger = logging.getLogger("pmjobsd")
@@ -96,7 +97,7 @@ def test_second_start_is_refused(started, tmp_path):
     pidfile, pid, _line = started
     result = _start(tmp_path, pidfile)
     assert result.returncode == 1
-    assert f"already running (pid {pid}, pidfile {pidfile})" in result.stderr
+    assert f"already runs (pid {pid}): {pidfile} is locked" in result.stderr
     assert "Traceback" not in result.stderr
     assert int(pidfile.read_text()) == pid and _alive(pid)
 
@@ -127,12 +128,12 @@ def test_stale_pidfile_is_recovered(tmp_path):
 
 def test_lock_in_process(tmp_path):
     pidfile = tmp_path / "pmjobsd.pid"
-    first = LockedPidFile(pidfile)
+    first = InstanceLock(pidfile)
     first.acquire()
     with pytest.raises(AlreadyRunning) as refused:
-        LockedPidFile(pidfile).acquire()
+        InstanceLock(pidfile).acquire()
     assert refused.value.pid == os.getpid()
     first.release()
     assert not pidfile.exists()
-    with LockedPidFile(pidfile) as again:
+    with InstanceLock(pidfile) as again:
         assert int(pidfile.read_text()) == os.getpid() and again.stale_pid is None

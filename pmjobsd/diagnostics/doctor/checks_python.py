@@ -7,11 +7,16 @@ import importlib
 import importlib.util
 import platform
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pmjobsd.core.privacy import scrub_text
 from pmjobsd.diagnostics.doctor.env import Check, DoctorEnv, fail, ok, shell_quote, warn
+
+if TYPE_CHECKING:  # annotations only: the checks import packaging where they use it
+    from packaging.requirements import Requirement
 
 # Qt's platform plugin for each OS; the app's GUI cannot open a window without it.
 QT_PLATFORM_PLUGINS = {"linux": "libqxcb.so", "darwin": "libqcocoa.dylib"}
@@ -20,10 +25,10 @@ QT_PLATFORM_PLUGINS = {"linux": "libqxcb.so", "darwin": "libqcocoa.dylib"}
 def _own_requirements() -> tuple[str | None, list[str]]:
     """(requires-python, requirement strings) of pmjobsd: the source tree's pyproject, else installed metadata."""
     pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            import tomllib  # Python 3.11+
+    if pyproject.is_file() and sys.version_info >= (3, 11):  # tomllib is 3.11+
+        import tomllib
 
+        try:
             project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
             if project.get("name") == "pmjobsd":
                 extras = project.get("optional-dependencies", {})
@@ -33,13 +38,14 @@ def _own_requirements() -> tuple[str | None, list[str]]:
                     for req in reqs
                 ]
                 return project.get("requires-python"), list(project.get("dependencies", [])) + optional
-        except (ImportError, ValueError, OSError):
+        except (ValueError, OSError):
             pass
     try:
         dist = metadata.distribution("pmjobsd")
     except metadata.PackageNotFoundError:
         return None, []
-    return dist.metadata.get("Requires-Python"), list(dist.requires or [])
+    meta = dist.metadata
+    return (meta["Requires-Python"] if "Requires-Python" in meta else None), list(dist.requires or [])
 
 
 def check_python(env: DoctorEnv) -> Check:
@@ -57,7 +63,7 @@ def check_python(env: DoctorEnv) -> Check:
 
 
 @functools.lru_cache(maxsize=1)
-def _packages_distributions() -> dict[str, list[str]]:
+def _packages_distributions() -> Mapping[str, list[str]]:
     return metadata.packages_distributions()  # scans every installed distribution: once per process
 
 
@@ -74,7 +80,7 @@ def _modules_of(dist_name: str) -> list[str]:
     return sorted(modules) or [dist_name.replace("-", "_")]
 
 
-def requirement_problem(requirement) -> str | None:
+def requirement_problem(requirement: Requirement) -> str | None:
     """None when ``requirement`` is installed at a supported version and importable, else why not."""
     try:
         installed = metadata.version(requirement.name)
@@ -92,11 +98,12 @@ def requirement_problem(requirement) -> str | None:
     return None
 
 
-def _split_requirements() -> tuple[list, dict[str, list]]:
+def _split_requirements() -> tuple[list[Requirement], dict[str, list[Requirement]]]:
     from packaging.requirements import Requirement
 
     _, strings = _own_requirements()
-    required, optional = [], {}
+    required: list[Requirement] = []
+    optional: dict[str, list[Requirement]] = {}
     for text in strings:
         requirement = Requirement(text)
         if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
@@ -194,7 +201,7 @@ def check_app_gui(env: DoctorEnv) -> Check:
             f"optional, the app's GUI (password-manager-gui) cannot start: {problem}",
             f"pip install {shell_quote(str(wanted))}  (not needed by pmjobsd)",
         )
-    plugin_name = QT_PLATFORM_PLUGINS.get("darwin" if env.platform == "darwin" else "linux")
+    plugin_name = QT_PLATFORM_PLUGINS["darwin" if env.platform == "darwin" else "linux"]
     folder = qt_platform_plugin_dir()
     if folder is None or not (folder / plugin_name).exists():
         return warn(

@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Status
-from pmjobsd.app.vault import VaultError, entry_stamps, integrity_problems, read_vault
+from pmjobsd.app.vault import EntryStamp, VaultError, entry_stamps, integrity_problems, read_vault
 from pmjobsd.jobs.backup.archive import (
     BACKUP_NAME,
     BackupDefect,
@@ -75,7 +75,7 @@ class _Run:
     ctx: JobContext
     options: BackupCheckOptions
     scratch: Path
-    live: dict | None = None
+    live: dict[int, EntryStamp] | None = None
     bytes_hashed: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -137,7 +137,8 @@ def _full_check(run: _Run, outcome: BackupOutcome) -> None:
                 outcome.fail(f"embedded passwords.db: {str(exc).replace(str(embedded) + ': ', '')}")
                 return
             # A sound SQLite file without the table: the app's first session, all in its -wal.
-            empty_note, stamps = "embedded passwords.db has no 'passwords' table; ", {}
+            stamps: dict[int, EntryStamp] = {}
+            empty_note = "embedded passwords.db has no 'passwords' table; "
         else:
             empty_note = ""
             problems, stamps = result.value
@@ -212,7 +213,7 @@ def run(ctx: JobContext) -> JobResult:
                 state.warnings.append(f"backup folder {folder} does not exist")
         for sum_file in sums.values():
             state.warnings.extend(sum_file.problems)
-        outcomes = []
+        outcomes: list[BackupOutcome] = []
         for index, backup in enumerate(backups):
             ctx.check_cancelled()
             ctx.progress(index / len(backups), f"backup {index + 1} of {len(backups)}")
@@ -240,7 +241,17 @@ def _save_checksums(ctx: JobContext, sums: dict[Path, ChecksumFile], state: _Run
                 ctx.log.warning("checksums.not_saved", path=str(sum_file.path), error=str(exc))
 
 
-def _result(ctx, options, folders, outcomes, failures, vault_failed, state, now, backups) -> JobResult:
+def _result(
+    ctx: JobContext,
+    options: BackupCheckOptions,
+    folders: list[Path],
+    outcomes: list[BackupOutcome],
+    failures: list[str],
+    vault_failed: bool,
+    state: _Run,
+    now: float,
+    backups: list[BackupFile],
+) -> JobResult:
     checked = [o for o in outcomes if o.status != "SKIPPED"]
     verified = [o for o in outcomes if o.status in ("OK", "WARN") and o.check == "full"]
     incomplete = [o for o in outcomes if o.missing_ids or o.older_ids]
@@ -250,7 +261,7 @@ def _result(ctx, options, folders, outcomes, failures, vault_failed, state, now,
         warnings.append(f"no backups found in {', '.join(str(f) for f in folders)}")
     elif newest_age is not None and newest_age > options.max_age_days:
         warnings.append(f"newest backup is {newest_age:.1f} days old (limit {options.max_age_days:g})")
-    metrics = {
+    metrics: dict[str, float] = {
         "backups_found": len(backups),
         "backups_verified": len(verified),
         "backups_hashed": len(checked),

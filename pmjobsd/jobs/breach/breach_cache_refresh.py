@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pmjobsd.api import Duration, JobContext, JobResult, JobSpec
 from pmjobsd.jobs.breach import cache as breach_cache
 from pmjobsd.jobs.breach.cache import CacheCorrupt, EntryDiff, diff_entries, entry_is_well_formed, fingerprint
-from pmjobsd.jobs.breach.hibp import FetchResult, RangeClient, RateGate, fetch_latest_breach
+from pmjobsd.jobs.breach.hibp import FetchResult, RangeClient, RateGate, fetch_latest_breach, make_session
 from pmjobsd.jobs.breach.state import BreachState
 
 NAME = "breach_cache_refresh"
@@ -65,6 +66,15 @@ class Planned:
     prefix: str
     reason: str
     etag: str | None
+
+
+@dataclass
+class Refreshed:
+    """A prefix answered with a new list: the list, its fingerprint, and what changed in it."""
+
+    entries: list
+    digest: str
+    diff: EntryDiff
 
 
 @dataclass
@@ -111,7 +121,7 @@ def plan_refresh(
         else:
             continue
         # An ETag may only vouch for what pmjobsd itself stored: a 304 must not keep the app's truncated list.
-        etag = state.etag if trusted else None
+        etag = state.etag if trusted and state is not None else None
         ranked.append((REASONS.index(reason), min(state.failures if state else 0, 3), fetched_at, prefix, reason, etag))
     ranked.sort()
     reasons = Counter(item[4] for item in ranked)
@@ -166,15 +176,13 @@ def run_refresh(
         client = RangeClient(
             options.api_base,
             gate,
+            session if session is not None else make_session(options.concurrency, ctx.run_id),
             timeout=options.request_timeout,
             retries=options.retries,
             backoff_initial=options.backoff_initial,
             max_retry_after=options.max_retry_after,
-            pool_size=options.concurrency,
-            run_id=ctx.run_id,
             time_left=ctx.time_left,
             wall_clock=wall_clock,
-            session=session,
         )
         try:
             # 2. Risk-adaptive: a breach newer than the last one seen makes every entry due.
@@ -263,7 +271,7 @@ def _fetch_and_merge(
     state: BreachState,
     cache: dict,
     planned: list[Planned],
-    cache_path,
+    cache_path: Path,
     wall_clock: Callable[[], float],
     monotonic: Callable[[], float],
     corrupt: bool,
@@ -271,22 +279,23 @@ def _fetch_and_merge(
     snapshot: list,
 ) -> Tally:
     tally = Tally()
-    pending: dict[str, tuple[FetchResult, str]] = {}
+    pending: dict[str, tuple[FetchResult, Refreshed]] = {}
     reason_of = {item.prefix: item.reason for item in planned}
 
-    def fetch(item: Planned) -> tuple[FetchResult, str | None, EntryDiff | None]:
+    def fetch(item: Planned) -> tuple[FetchResult, Refreshed | None]:
         if ctx.cancelled:
-            return FetchResult(item.prefix, "failed", error="cancelled"), None, None
+            return FetchResult(item.prefix, "failed", error="cancelled"), None
         result = client.fetch(item.prefix, item.etag)
-        if result.kind != "refreshed":
-            return result, None, None
+        entries = result.entries
+        if result.kind != "refreshed" or entries is None:
+            return result, None
         # Per-answer work stays in the worker: the main thread only merges and records.
-        return result, fingerprint(result.entries), diff_entries(cache.get(item.prefix), result.entries or [])
+        return result, Refreshed(entries, fingerprint(entries), diff_entries(cache.get(item.prefix), entries))
 
     def checkpoint(force: bool = False) -> None:
         if not pending and not force:
             return
-        updates = {prefix: result.entries for prefix, (result, _) in pending.items()}
+        updates = {prefix: refreshed.entries for prefix, (_, refreshed) in pending.items()}
         try:
             report = breach_cache.merge_entries(cache_path, updates, snapshot=snapshot[0])
             snapshot[0] = report.snapshot
@@ -304,8 +313,8 @@ def _fetch_and_merge(
             ctx.log.warning("breach_cache.corrupt_moved_aside", moved_to=report.quarantined_to.name)
         fetched_at = wall_clock()
         # State follows the file: only what is on disk is recorded as fetched.
-        for prefix, (result, digest) in pending.items():
-            state.record_fetched(prefix, result.etag, fetched_at, digest, len(result.entries or []))
+        for prefix, (result, refreshed) in pending.items():
+            state.record_fetched(prefix, result.etag, fetched_at, refreshed.digest, len(refreshed.entries))
         state.commit()
         if report.written:
             tally.checkpoints += 1
@@ -324,17 +333,17 @@ def _fetch_and_merge(
     with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="hibp") as pool:
         futures = [pool.submit(fetch, item) for item in planned]
         for done, future in enumerate(as_completed(futures), start=1):
-            result, digest, diff = future.result()
+            result, refreshed = future.result()
             tally.requests += result.requests
             tally.bytes_received += result.bytes_received
             tally.rate_limited += result.rate_limited
-            if result.kind == "refreshed":
+            if refreshed is not None:
                 tally.refreshed += 1
-                tally.new_suffixes += diff.new_suffixes
-                tally.increased_counts += diff.increased_counts
+                tally.new_suffixes += refreshed.diff.new_suffixes
+                tally.increased_counts += refreshed.diff.increased_counts
                 if REASONS.index(reason_of[result.prefix]) <= 2:
                     tally.repaired += 1
-                pending[result.prefix] = (result, digest)
+                pending[result.prefix] = (result, refreshed)
                 # Each merge rewrites the whole file (tens of MB for a big vault): batch them.
                 if (
                     len(pending) >= options.checkpoint_every

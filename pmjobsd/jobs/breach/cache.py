@@ -144,7 +144,7 @@ def read_stable(path: Path, attempts: int = 5, pause: float = 0.05) -> tuple[tup
             return before, read_cache(path)
         except CacheCorrupt:
             time.sleep(pause)
-            if _signature(path) == before:
+            if before is not None and _signature(path) == before:
                 # The app writes in place (truncate, then json.dump): a writer paused mid-file
                 # (CPU starvation, suspend) leaves a recent, unchanging half file.  Only a file
                 # left broken for a while is corrupt; moving a live write aside would lose it.

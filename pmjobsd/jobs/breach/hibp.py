@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import requests
@@ -150,21 +150,17 @@ class RangeClient:
 
     api_base: str
     gate: RateGate
+    session: requests.Session  # make_session() gives the pooled one the job uses
     timeout: float = 15.0
     retries: int = 3
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_retry_after: float = 300.0
-    pool_size: int = 4
-    run_id: str | None = None
     time_left: Callable[[], float] = lambda: float("inf")
     wall_clock: Clock = time.time
-    session: requests.Session = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.api_base = self.api_base.rstrip("/")
-        if self.session is None:
-            self.session = make_session(self.pool_size, self.run_id)
 
     def close(self) -> None:
         self.session.close()

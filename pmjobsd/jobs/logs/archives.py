@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from pmjobsd.app.paths import AppPaths
+
 ARCHIVE_SUFFIX = r"\.(\d{8}-\d{6})(?:-(\d+))?"
 
 
@@ -47,7 +49,7 @@ def partial_path(target: Path) -> Path:
     return target.parent / f".{target.name}.partial"
 
 
-def log_files(paths, app_settings: Mapping | None = None, extra: Iterable[str] = ()) -> list[Path]:
+def log_files(paths: AppPaths, app_settings: Mapping | None = None, extra: Iterable[str] = ()) -> list[Path]:
     """The logs pmjobsd rotates: the app's, its own ``jobs.log``, and ``files`` options.
 
     Extra files come from ``extra`` and from ``jobs.definitions.log_rotation.options.files``
@@ -69,6 +71,6 @@ def log_files(paths, app_settings: Mapping | None = None, extra: Iterable[str] =
     return found
 
 
-def reopening_files(paths) -> set[Path]:
+def reopening_files(paths: AppPaths) -> set[Path]:
     """Logs whose writers reopen them after a rename (pmjobsd's WatchedFileHandler)."""
     return {Path(paths.jobs_log_path)}

@@ -75,7 +75,7 @@ def run(ctx: JobContext) -> JobResult:
 
 
 def _compress_old(ctx: JobContext, live: Path, older_than: float, errors: dict[str, str]) -> list[Path]:
-    done = []
+    done: list[Path] = []
     try:
         clean_partials(live)
         candidates = archives_to_compress(live, older_than)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pmjobsd.app.paths import AppPaths
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.settings import Retention
 from pmjobsd.jobs.logs.archives import list_archives, log_files
@@ -70,7 +71,7 @@ class PurgeReport:
         }
 
 
-def _human(size: int) -> str:
+def _human(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -96,7 +97,7 @@ def _check_days(name: str, days: Any) -> int:
 
 
 def purge(
-    paths,
+    paths: AppPaths,
     log_days: int,
     history_days: int,
     *,
@@ -138,7 +139,7 @@ def purge(
     return report
 
 
-def _purge_history(paths, older_than: float, report: PurgeReport) -> None:
+def _purge_history(paths: AppPaths, older_than: float, report: PurgeReport) -> None:
     history_path = Path(paths.history_path)
     if not history_path.exists():
         report.history_runs_removed = 0  # nothing recorded yet; do not create the database

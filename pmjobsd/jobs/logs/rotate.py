@@ -249,8 +249,10 @@ def _recover(live: Path, on_step: StepHook) -> Path | None:
     journal = _journal_path(live)
     try:
         data = json.loads(journal.read_text())
-        archive = live.parent / data["archive"]
-        phase = data["phase"]
+        name, phase = data["archive"], data["phase"]
+        if not isinstance(name, str):
+            raise TypeError(f"archive is {name!r}, not a file name")
+        archive = live.parent / name
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
