@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ class NoDaemon(ControlError):
 
 
 @contextmanager
-def unix_address(path: Path):
+def unix_address(path: Path) -> Iterator[str]:
     """An address for ``path`` that fits AF_UNIX's ~104-byte limit.
 
     Deep homes (and test folders) make ``<data dir>/jobs/control.sock`` longer
@@ -147,4 +147,5 @@ def request(path: Path, message: dict[str, Any], timeout: float | None = 10.0) -
         sock.close()
     if not line:
         raise ControlError(f"the daemon closed {path} without an answer")
-    return json.loads(line)
+    answer: dict[str, Any] = json.loads(line)
+    return answer
