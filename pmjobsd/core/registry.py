@@ -89,4 +89,5 @@ def load_callable(reference: str) -> JobFunction:
             raise RegistryError(f"module {module_name!r} has no attribute {attr_path!r}") from None
     if not callable(target):
         raise RegistryError(f"{reference!r} is not callable")
-    return target
+    function: JobFunction = target  # what it returns is checked by the runner at each run
+    return function

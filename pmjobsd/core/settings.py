@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from pmjobsd.core import cron, registry
+from pmjobsd.core.outcomes import Overlap
 from pmjobsd.core.privacy import redact_settings
 from pmjobsd.core.registry import JobFunction, JobSpec, RegistryError
 
@@ -58,6 +59,12 @@ Duration = Annotated[
 ]
 
 
+# Inline in the schema (an enum would become a $ref), as `pmjobsd config schema` has always shown it.
+_InlineOverlap = Annotated[
+    Overlap, WithJsonSchema({"enum": [overlap.value for overlap in Overlap], "title": "Overlap", "type": "string"})
+]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -82,8 +89,8 @@ class JobDefinition(_Frozen):
     retries: int = Field(0, ge=0, le=20, description="extra attempts after a FAIL or TIMEOUT")
     backoff: Backoff = Backoff()
     jitter: Duration = Field(0.0, description="random delay up to this many seconds before each scheduled run")
-    overlap: Literal["skip", "queue", "allow"] = Field(
-        "skip", description="when a slot comes while the job still runs: skip it, queue one run, or run alongside"
+    overlap: _InlineOverlap = Field(
+        Overlap.SKIP, description="when a slot comes while the job still runs: skip it, queue one run, or run alongside"
     )
     catch_up: bool = Field(True, description="run once after start when slots were missed (or it never ran)")
     callable: str | None = Field(None, description="'module:function' for jobs that are not built in")
@@ -311,7 +318,8 @@ def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJ
         except ValidationError as exc:
             issues += _issues_from(exc, f"{prefix}.options")
     try:
-        func = spec.func if spec else registry.load_callable(definition.callable)
+        # A job that is not built in has a callable (checked above): `or ""` only tells mypy so.
+        func = spec.func if spec else registry.load_callable(definition.callable or "")
     except RegistryError as exc:
         issues.append(ConfigIssue(f"{prefix}.callable", str(exc)))
     if issues:
@@ -383,4 +391,5 @@ def describe(loaded: LoadedSettings) -> dict[str, Any]:
             definition["options"] = job.options.model_dump(mode="json")
         definition["builtin"] = job.builtin
         data["definitions"][name] = definition
-    return redact_settings(data)
+    redacted: dict[str, Any] = redact_settings(data)  # a dict in, a dict out
+    return redacted

@@ -42,6 +42,7 @@ from pmjobsd import __version__
 from pmjobsd.app.vault import VaultError
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.privacy import EntryIdHasher, redact_settings
+from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.diagnostics import doctor
 from pmjobsd.diagnostics.redaction import VaultRedactor
 from pmjobsd.jobs.logs.archives import list_archives
@@ -244,7 +245,7 @@ def create_bundle(
     writer.add("platform.json", _json(_redact_object(platform_details(env), redactor)))
 
     manifest = {
-        "created_at": now.isoformat(timespec="seconds"),
+        "created_at": utc_iso(now.timestamp()),
         "pmjobsd_version": __version__,
         "history_days": days,
         "members": writer.manifest_rows(),

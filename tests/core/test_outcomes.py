@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 
 import pytest
 
+from pmjobsd import api
 from pmjobsd.core.outcomes import JobState, Overlap, Severity, Status, Trigger
+from pmjobsd.core.settings import JobDefinition
+from pmjobsd.core.timestamps import utc_iso
 
 
 @pytest.mark.parametrize("status", list(Status))
@@ -72,3 +76,23 @@ def test_the_words_read_and_print_as_their_values():
     assert f"{Trigger.RETRY}|{Status.OK:>4}" == "retry|  OK" and str(Overlap.ALLOW) == "allow"
     assert json.dumps([Status.FAIL, Trigger.MANUAL, Severity.WARN]) == '["FAIL", "manual", 1]'
     assert [trigger for trigger in Trigger if trigger.for_slot] == [Trigger.SCHEDULE, Trigger.CATCH_UP]
+
+
+def test_pydantic_validates_overlap_from_the_settings_words():
+    definition = JobDefinition.model_validate({"cron": "@daily", "overlap": "queue"})
+    assert definition.overlap is Overlap.QUEUE
+    assert JobDefinition.model_validate({"cron": "@daily"}).overlap is Overlap.SKIP
+    assert definition.model_dump(mode="json")["overlap"] == "queue"
+    with pytest.raises(ValueError, match="'skip', 'queue' or 'allow'"):
+        JobDefinition.model_validate({"cron": "@daily", "overlap": "sometimes"})
+
+
+def test_the_public_api_exports_the_words_a_job_uses():
+    assert api.Status is Status and api.Overlap is Overlap
+
+
+def test_one_utc_format_that_python_3_10_reads():
+    text = utc_iso(1795856400.1239)
+    assert text == "2026-11-28T09:00:00.123+00:00"
+    assert datetime.fromisoformat(text).timestamp() == pytest.approx(1795856400.123)
+    assert utc_iso(None) is None

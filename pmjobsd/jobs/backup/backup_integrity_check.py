@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Status
+from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Overlap, Status
 from pmjobsd.app.vault import VaultError, entry_stamps, integrity_problems, read_vault
 from pmjobsd.jobs.backup.archive import (
     BACKUP_NAME,
@@ -305,7 +305,7 @@ JOB = JobSpec(
         "retries": 1,
         "backoff": {"initial": 600.0, "factor": 2.0, "max": 3600.0},
         "jitter": 300.0,
-        "overlap": "skip",
+        "overlap": Overlap.SKIP,
         "catch_up": True,
     },
     options_model=BackupCheckOptions,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pmjobsd.api import Duration, JobContext, JobResult, JobSpec
+from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Overlap
 from pmjobsd.jobs.breach import cache as breach_cache
 from pmjobsd.jobs.breach.cache import CacheCorrupt, EntryDiff, diff_entries, entry_is_well_formed, fingerprint
 from pmjobsd.jobs.breach.hibp import FetchResult, RangeClient, RateGate, fetch_latest_breach
@@ -443,7 +443,7 @@ JOB = JobSpec(
         "timeout": "30m",
         "retries": 1,
         "jitter": "5m",
-        "overlap": "skip",
+        "overlap": Overlap.SKIP,
         "catch_up": True,
         "backoff": {"initial": "5m", "factor": 2.0, "max": "1h"},
     },
