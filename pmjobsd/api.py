@@ -7,15 +7,17 @@ sub-package, exactly like a user's ``"callable": "module:function"`` job.
 
 from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice
 from pmjobsd.core.outcomes import Overlap, Status
-from pmjobsd.core.registry import JobSpec
+from pmjobsd.core.registry import JobMetric, JobSpec, MetricKind
 from pmjobsd.core.settings import Duration
 
 __all__ = [
     "Duration",
     "JobCancelled",
     "JobContext",
+    "JobMetric",
     "JobResult",
     "JobSpec",
+    "MetricKind",
     "Notice",
     "Overlap",
     "Status",

@@ -21,8 +21,9 @@ from pmjobsd.core.outcomes import Status
 class JobResult:
     """What a run reports: a status, a one-line summary without secrets, details.
 
-    ``metrics`` holds the job's own counts (e.g. ``{"prefixes_refreshed": 12}``),
-    exported as metrics and kept in the run history.
+    ``metrics`` holds the job's own numbers (e.g. ``{"prefixes_refreshed": 12}``),
+    kept in the run history and exported as metrics: named ones for those the
+    job's ``JobSpec.metrics`` declares, ``pmjobsd_job_result_value`` for all.
     """
 
     status: Status = Status.OK

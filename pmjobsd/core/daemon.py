@@ -187,7 +187,7 @@ class Daemon:
             textfile=self.loaded.settings.metrics.textfile,
             log=EventLogger("metrics"),
         )
-        self.metrics.set_jobs(name for name, job in self.loaded.jobs.items() if job.definition.enabled)
+        self._configure_metrics(self.loaded.jobs)
         self.alerts = AlertManager(
             self.loaded.settings.alerts,
             self.paths,
@@ -198,7 +198,7 @@ class Daemon:
         return [self.metrics, self.alerts]
 
     def _reconfigure_observers(self, old: LoadedSettings, new: LoadedSettings) -> None:
-        self.metrics.set_jobs(name for name, job in new.jobs.items() if job.definition.enabled)
+        self._configure_metrics(self.jobs)
         self.metrics.set_textfile(new.settings.metrics.textfile)
         if new.settings.alerts != old.settings.alerts:
             self.alerts.reconfigure(new.settings.alerts)
@@ -206,6 +206,10 @@ class Daemon:
         if any(getattr(new.settings.metrics, key) != getattr(old.settings.metrics, key) for key in endpoint):
             self._stop_web()
             self._start_web()
+
+    def _configure_metrics(self, jobs: Mapping[str, ResolvedJob]) -> None:
+        self.metrics.set_jobs(name for name, job in jobs.items() if job.definition.enabled)
+        self.metrics.declare_metrics({name: job.metrics for name, job in jobs.items()})
 
     # --- the HTTP endpoint (metrics, health, status page) ----------------------------------
     def _start_web(self) -> None:

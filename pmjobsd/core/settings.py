@@ -31,7 +31,7 @@ from pydantic import (
 from pmjobsd.core import cron, registry
 from pmjobsd.core.outcomes import Overlap
 from pmjobsd.core.privacy import redact_settings
-from pmjobsd.core.registry import JobFunction, JobSpec, RegistryError
+from pmjobsd.core.registry import JobFunction, JobMetric, JobSpec, RegistryError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -224,6 +224,7 @@ class ResolvedJob:
     schedule: cron.CronSchedule
     description: str = ""
     run_at_first_start: bool = True  # catch up even when it never ran (see JobSpec)
+    metrics: tuple[JobMetric, ...] = ()  # the named metrics its JobSpec declares
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,11 @@ def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJ
     schedule = cron.CronSchedule(definition.cron, settings.zone())
     description = spec.description if spec else (getattr(func, "__doc__", None) or "").strip().split("\n")[0]
     first_start = spec.run_at_first_start if spec else True
-    return ResolvedJob(name, definition, func, options, spec is not None, schedule, description, first_start), []
+    metrics = spec.metrics if spec else ()
+    return (
+        ResolvedJob(name, definition, func, options, spec is not None, schedule, description, first_start, metrics),
+        [],
+    )
 
 
 def load_settings(path: Path) -> LoadedSettings:

@@ -14,7 +14,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Notice, Overlap, Status
+from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Notice, Overlap, Status
 from pmjobsd.app.vault import ExpiryEntry, VaultError, entries_expiring_by, read_vault
 
 DAY = 86400
@@ -131,4 +131,10 @@ JOB = JobSpec(
     },
     options_model=DigestOptions,
     tags=("vault",),
+    metrics=(
+        JobMetric(
+            "expiring", "pmjobsd_passwords_expiring", "Vault entries whose password expires within the digest window"
+        ),
+        JobMetric("expired", "pmjobsd_passwords_expired", "Vault entries whose password has expired"),
+    ),
 )

@@ -8,7 +8,9 @@ running, abandoned threads — is computed at scrape time from the daemon's
 status snapshot by :class:`StatusCollector`, so it can never drift from what
 ``pmjobsd status`` says.  The jobs' own numbers (``JobResult.metrics``) are
 kept by :class:`JobResults` from the newest run that reported them, seeded
-from the run history on start.  Every series is labelled ``job_name``: ``job`` belongs to Prometheus.
+from the run history on start, and exported under the names each job
+declares (``JobSpec.metrics``): this module names no job and no job's metric.
+Every series is labelled ``job_name``: ``job`` belongs to Prometheus.
 
 Optionally the same exposition is written to a node_exporter textfile
 (``metrics.textfile``) after each run, atomically, by a writer thread.
@@ -18,20 +20,20 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pmjobsd import __version__
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import NullObserver, RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status
+from pmjobsd.core.registry import RESULT_KEY, JobMetric, MetricKind
 from pmjobsd.observe.joblog import EventLogger
 from pmjobsd.observe.status import JobStatus, StatusSnapshot
 from pmjobsd.system.files import existing_mode, write_atomic
@@ -40,55 +42,15 @@ from pmjobsd.system.files import existing_mode, write_atomic
 # limit, hashing many backups); the default buckets stop at 10 s.
 DURATION_BUCKETS = (0.05, 0.25, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, math.inf)
 
-# The built-in jobs' own counts, as named gauges: (job, JobResult.metrics key) -> (metric, help).
-# Every other number a job reports is pmjobsd_job_result_value{job_name, name}.
-# A job's own number that needs scaling to the metric's base unit.
-RESULT_SCALE = {("backup_integrity_check", "newest_backup_age_days"): 86400.0}
-NAMED_RESULTS: dict[tuple[str, str], tuple[str, str]] = {
-    ("breach_cache_refresh", "prefixes_refreshed"): (
-        "pmjobsd_breach_prefixes_refreshed",
-        "HIBP range prefixes refreshed by the last breach cache refresh",
-    ),
-    ("breach_cache_refresh", "prefixes_failed"): (
-        "pmjobsd_breach_prefixes_failed",
-        "HIBP range prefixes that failed in the last breach cache refresh",
-    ),
-    ("breach_cache_refresh", "prefixes_in_cache"): (
-        "pmjobsd_breach_prefixes_cached",
-        "Prefixes in the breach cache after the last refresh",
-    ),
-    ("expiring_password_digest", "expiring"): (
-        "pmjobsd_passwords_expiring",
-        "Vault entries whose password expires within the digest window",
-    ),
-    ("expiring_password_digest", "expired"): ("pmjobsd_passwords_expired", "Vault entries whose password has expired"),
-    ("backup_integrity_check", "backups_verified"): (
-        "pmjobsd_backups_verified",
-        "Backups fully verified by the last backup integrity check",
-    ),
-    ("backup_integrity_check", "backups_failed"): (
-        "pmjobsd_backups_failed",
-        "Backups that failed the last backup integrity check",
-    ),
-    # Prometheus wants base units: the job reports days, the metric is seconds (scaled below).
-    ("backup_integrity_check", "newest_backup_age_days"): (
-        "pmjobsd_backup_newest_age_seconds",
-        "Age of the newest backup in seconds",
-    ),
-    ("browser_bridge_health", "reachable"): (
-        "pmjobsd_browser_bridge_reachable",
-        "1 when the app's browser bridge answered its health check",
-    ),
-}
-# A job's metric keys become label values: identifiers only, so a job cannot leak text through them.
-_RESULT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
 
 def numeric_results(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The finite numbers of ``JobResult.metrics`` under identifier-like names; the rest is dropped."""
+    """The finite numbers of ``JobResult.metrics`` under identifier-like names; the rest is dropped.
+
+    The names become label values: identifiers only, so a job cannot leak text through them.
+    """
     results = {}
     for name, value in metrics.items():
-        if not isinstance(name, str) or not _RESULT_NAME.match(name) or isinstance(value, str):
+        if not isinstance(name, str) or not RESULT_KEY.match(name) or isinstance(value, str):
             continue
         try:
             number = float(value)
@@ -190,39 +152,67 @@ class StatusCollector(Collector):
 
 
 class JobResults(Collector):
-    """The jobs' own numbers (``JobResult.metrics``) from the newest run of each that reported any."""
+    """The jobs' own numbers (``JobResult.metrics``) and the metrics each job declares for them.
+
+    Every number is ``pmjobsd_job_result_value{job_name, name}`` from the
+    newest run that reported any; a job's :class:`JobMetric` declarations
+    add a series of their own: a gauge from that same newest run, or a counter
+    summing what every run reported.
+    """
 
     def __init__(self, newest: Mapping[str, Mapping[str, float]] | None = None):
         self._lock = threading.Lock()
         self._newest = {job: dict(values) for job, values in (newest or {}).items()}
+        self._sums: dict[tuple[str, str], float] = {}  # (job, key) -> sum, for declared counters
+        self._declared: dict[str, tuple[JobMetric, ...]] = {}
+
+    def declare(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
+        """The jobs' declarations (each job's ``JobSpec.metrics``), replacing the previous ones."""
+        with self._lock:
+            self._declared = {job: tuple(metrics) for job, metrics in declared.items() if metrics}
 
     def add(self, job: str, results: Mapping[str, float]) -> None:
         """A run of ``job`` reported ``results`` (already :func:`numeric_results`)."""
-        if results:
-            with self._lock:
-                self._newest[job] = dict(results)
+        if not results:
+            return
+        with self._lock:
+            self._newest[job] = dict(results)
+            for metric in self._declared.get(job, ()):
+                if metric.kind is MetricKind.COUNTER and metric.key in results:
+                    key = (job, metric.key)
+                    self._sums[key] = self._sums.get(key, 0.0) + results[metric.key] * metric.scale
 
     def describe(self) -> Iterable[Metric]:
-        return []
+        return []  # the names depend on the declarations, which change on reload
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             newest = {job: dict(values) for job, values in self._newest.items()}
+            sums = dict(self._sums)
+            declared = dict(self._declared)
         generic = GaugeMetricFamily(
             "pmjobsd_job_result_value",
             "Numbers the job reported in its newest run that reported any",
             labels=["job_name", "name"],
         )
-        named: dict[str, GaugeMetricFamily] = {}
         for job in sorted(newest):
             for name, value in sorted(newest[job].items()):
                 generic.add_metric([job, name], value)
-                metric = NAMED_RESULTS.get((job, name))
-                if metric is not None:
-                    named.setdefault(metric[0], GaugeMetricFamily(metric[0], metric[1], labels=["job_name"]))
-                    named[metric[0]].add_metric([job], value * RESULT_SCALE.get((job, name), 1.0))
         yield generic
-        yield from named.values()
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for job in sorted(declared):
+            for metric in declared[job]:
+                if metric.kind is MetricKind.COUNTER:
+                    family = families.setdefault(
+                        metric.name, CounterMetricFamily(metric.name, metric.help, labels=["job_name"])
+                    )
+                    family.add_metric([job], sums.get((job, metric.key), 0.0))  # 0 before a first run: rate() works
+                elif metric.key in newest.get(job, {}):
+                    family = families.setdefault(
+                        metric.name, GaugeMetricFamily(metric.name, metric.help, labels=["job_name"])
+                    )
+                    family.add_metric([job], newest[job][metric.key] * metric.scale)
+        yield from families.values()
 
 
 class MetricsObserver(NullObserver):
@@ -283,6 +273,10 @@ class MetricsObserver(NullObserver):
                     self.runs.labels(name, status.value)
             self.retries.labels(name)
             self.duration.labels(name)
+
+    def declare_metrics(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
+        """The named metrics each job exports (job name -> its ``JobSpec.metrics``)."""
+        self.results.declare(declared)
 
     def set_textfile(self, path: str | os.PathLike | None) -> None:
         """Start, move or stop the textfile output (``metrics.textfile``)."""

@@ -10,6 +10,7 @@ import subprocess
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import JobState, Status, Trigger
+from pmjobsd.core.registry import JobMetric, MetricKind, builtin_names, load_builtin
+from pmjobsd.observe import metrics as metrics_module
 from pmjobsd.observe.metrics import MetricsObserver, job_status_code
 from pmjobsd.observe.status import DaemonState, JobStatus, LastRun, RecentAttempt, SettingsState, StatusSnapshot
 from pmjobsd.observe.statuspage import render_page
@@ -25,6 +28,7 @@ from tests.support.daemon import wait_for
 
 PROMTOOL = shutil.which("promtool")
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+BUILTIN_METRICS = {name: load_builtin(name).metrics for name in builtin_names()}
 
 
 def at(hour: int, minute: int = 0, second: float = 0.0) -> float:
@@ -93,6 +97,7 @@ def promtool_check(text: bytes) -> None:
 def observer():
     state = {"status": snapshot()}
     metrics = MetricsObserver(lambda: state["status"])
+    metrics.declare_metrics(BUILTIN_METRICS)
     metrics.state = state
     yield metrics
     metrics.close()
@@ -226,6 +231,7 @@ def test_job_results_are_seeded_from_the_history(tmp_path):
             history.record_start(run)
             history.record_finish(run)
         metrics = MetricsObserver(snapshot, history=history)
+        metrics.declare_metrics(BUILTIN_METRICS)
     found = samples(metrics.exposition())
     assert found[("pmjobsd_passwords_expiring", (("job_name", "expiring_password_digest"),))] == 4
     assert found[("pmjobsd_passwords_expired", (("job_name", "expiring_password_digest"),))] == 1
@@ -385,3 +391,53 @@ def test_page_escapes_what_the_status_holds():
     page = render_page(hostile, now=NOW)
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>job</b>" not in page
+
+
+# --- the jobs' own metrics, as their JobSpecs declare them ---------------------------------------------
+
+
+def test_a_declared_counter_sums_what_every_run_reported(observer):
+    observer.declare_metrics(
+        {
+            "counted": (
+                JobMetric("things", "pmjobsd_test_things", "Things counted", MetricKind.COUNTER),
+                JobMetric("bytes_kib", "pmjobsd_test_bytes", "Bytes seen", MetricKind.COUNTER, scale=1024.0),
+                JobMetric("backlog", "pmjobsd_test_backlog", "Things left over"),
+            )
+        }
+    )
+    job = (("job_name", "counted"),)
+    found = samples(observer.exposition())
+    assert found[("pmjobsd_test_things_total", job)] == 0  # before a first run: rate() works
+    assert ("pmjobsd_test_backlog", job) not in found
+    observer.run_finished(record(job="counted", metrics={"things": 3, "bytes_kib": 2, "backlog": 7}))
+    observer.run_finished(record(job="counted", metrics={"things": 4, "backlog": 1}))
+    found = samples(observer.exposition())
+    assert found[("pmjobsd_test_things_total", job)] == 7 and found[("pmjobsd_test_bytes_total", job)] == 2048
+    assert found[("pmjobsd_test_backlog", job)] == 1  # a gauge: the newest run's
+    assert ("pmjobsd_backups_verified", job) not in found  # another job's declaration
+    if PROMTOOL:
+        promtool_check(observer.exposition())
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("bad key!", "pmjobsd_x", "help"),
+        ("key", "node_x", "help"),  # not in pmjobsd's namespace
+        ("key", "pmjobsd_x_total", "help", MetricKind.COUNTER),  # the exposition adds _total
+    ],
+)
+def test_a_job_metric_must_be_well_named(arguments):
+    with pytest.raises(ValueError):
+        JobMetric(*arguments)
+
+
+def test_the_built_in_jobs_declare_their_metrics_and_metrics_py_names_none():
+    declared = [metric for metrics in BUILTIN_METRICS.values() for metric in metrics]
+    assert len({metric.name for metric in declared}) == len(declared) >= 9
+    source = Path(metrics_module.__file__).read_text()
+    for name, metrics in BUILTIN_METRICS.items():
+        assert name not in source
+        for metric in metrics:
+            assert metric.name not in source and f'"{metric.key}"' not in source
