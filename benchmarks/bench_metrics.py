@@ -1,7 +1,7 @@
-"""What a scrape costs: pmjobsd computes its gauges from the status document at every scrape.
+"""What a scrape costs: pmjobsd computes its gauges from the status at every scrape.
 
 pmjobsd: ``GET /metrics`` on :class:`pmjobsd.observe.web.StatusServer`, whose collector
-builds the status document (settings + a real run history of 1 000 and of
+builds the status (settings + a real run history of 1 000 and of
 20 000 attempts, 12 jobs) at each request.  Baseline: ``prometheus_client.start_http_server``
 serving a registry whose gauges were set beforehand (the cached-gauge design
 this module avoids, as it can drift from ``pmjobsd status``).  Same machine,
@@ -29,7 +29,7 @@ from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.settings import load_settings
 from pmjobsd.observe.metrics import MetricsObserver
-from pmjobsd.observe.status import build_status
+from pmjobsd.observe.status import DaemonState, build_status
 from pmjobsd.observe.web import Health, StatusServer
 
 JOBS = 12
@@ -104,18 +104,18 @@ def _run_once(attempts: int, rounds: int) -> list[dict]:
         loaded = load_settings(settings_path)
         history = RunHistory(Path(folder) / "history.db")
         _fill_history(history, names, attempts)
-        daemon = {"running": True, "pid": 1, "version": "bench", "started_at": None, "abandoned_threads": 0}
+        daemon = DaemonState(running=True, pid=1, version="bench", started_at=None, abandoned_threads=0)
 
-        def document():
+        def status():
             return build_status(loaded, history, daemon=daemon)
 
-        metrics = MetricsObserver(document, history=history)
+        metrics = MetricsObserver(status, history=history)
         server = StatusServer(
             "127.0.0.1",
             0,
             allow_remote=False,
             metrics_source=metrics.exposition,
-            status_source=document,
+            status_source=status,
             health_source=lambda: Health(True, 0, 1),
         )
         server.start()

@@ -5,8 +5,20 @@ A job is ``def job(ctx: JobContext) -> JobResult | None``; built-in jobs
 sub-package, exactly like a user's ``"callable": "module:function"`` job.
 """
 
-from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice, Status
-from pmjobsd.core.registry import JobSpec
+from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice
+from pmjobsd.core.outcomes import Overlap, Status
+from pmjobsd.core.registry import JobMetric, JobSpec, MetricKind
 from pmjobsd.core.settings import Duration
 
-__all__ = ["Duration", "JobCancelled", "JobContext", "JobResult", "JobSpec", "Notice", "Status"]
+__all__ = [
+    "Duration",
+    "JobCancelled",
+    "JobContext",
+    "JobMetric",
+    "JobResult",
+    "JobSpec",
+    "MetricKind",
+    "Notice",
+    "Overlap",
+    "Status",
+]

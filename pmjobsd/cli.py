@@ -14,9 +14,9 @@ from typing import Any
 from pmjobsd import __version__
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
-from pmjobsd.core.context import Status
 from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
+from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import Runner, RunRequest
 from pmjobsd.core.settings import LoadedSettings, describe, load_settings, settings_schema
@@ -247,13 +247,15 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
             hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
             app_settings=lambda: dict(loaded.app_settings),
         )
-        request = RunRequest(job, "manual")
-        runner.offer(request, "allow")
+        request = RunRequest(job, Trigger.MANUAL)
+        runner.offer(request, Overlap.ALLOW)
         deadline = time.monotonic() + job.definition.timeout
         while not request.done.wait(max(0.0, min(1.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 runner.expire_overdue()
         runner.shutdown(0)
+    if request.record is None:  # the attempt never got a history row (job.record_failed says why)
+        return {"ok": False, "error": f"{name}: the run could not be recorded; see {paths.jobs_log_path}"}
     return {"ok": True, "job": name, "run_id": request.run_id, "run": run_summary(request.record), "daemon": False}
 
 

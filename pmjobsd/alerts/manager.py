@@ -2,14 +2,15 @@
 
 Rules (per job, across daemon restarts through :class:`AlertState`):
 
-* a *final* FAIL or TIMEOUT of a job not yet announced: an ``alert`` to the
-  primary sinks (desktop and ``alerts.targets``);
+* a *final* failed outcome (FAIL, TIMEOUT) of a job not yet announced: an
+  ``alert`` to the primary sinks (desktop and ``alerts.targets``);
 * while it keeps failing: nothing, unless ``alerts.repeat_after`` has passed
   since the last announcement (then a ``repeat``);
 * once ``consecutive_failures >= escalate_after``: one ``escalation`` to
   ``alerts.escalation_targets``;
-* the first final run that is not FAIL/TIMEOUT after an announced failure:
-  one ``resolved`` to whoever was told about the failure;
+* the first final run that succeeded (OK, WARN) after an announced failure:
+  one ``resolved`` to whoever was told about the failure (an inconclusive
+  INTERRUPTED says nothing either way);
 * ``notice(...)``: a job's user-facing message to the primary sinks.
 
 Messages carry job, status, summary, run_id, host and time only (docs/architecture.md, "Privacy"):
@@ -22,7 +23,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from pmjobsd.alerts.base import Message, Sink
@@ -30,23 +30,15 @@ from pmjobsd.alerts.delivery import SinkWorker, log_result
 from pmjobsd.alerts.state import FILE_NAME, AlertState
 from pmjobsd.alerts.targets import SinkPlan, build_sinks
 from pmjobsd.app.paths import AppPaths
-from pmjobsd.core.context import Notice, Status
+from pmjobsd.core.context import Notice
 from pmjobsd.core.observers import NullObserver, RunRecord
+from pmjobsd.core.outcomes import Status
 from pmjobsd.core.privacy import scrub_text
 from pmjobsd.core.settings import Alerts
+from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import EventLogger
 
-FAILING = frozenset({Status.FAIL, Status.TIMEOUT})
-# Outcomes that say nothing about the job's health (the daemon stopped it, it still runs).
-NEUTRAL = frozenset({Status.INTERRUPTED, Status.RUNNING})
 MAX_SUMMARY = 300
-
-
-def _status(value: Any) -> Status:
-    try:
-        return Status(getattr(value, "value", value))
-    except ValueError:
-        return Status.FAIL
 
 
 class AlertManager(NullObserver):
@@ -78,16 +70,18 @@ class AlertManager(NullObserver):
             log.warning("alert.state_invalid", error=self._state.problem)
         self._log_result = log_result(log)
         self._sink_timeout = sink_timeout
-        self._worker_options = {"queue_size": queue_size, "attempts": attempts, "retry_delay": retry_delay}
+        self._queue_size, self._attempts, self._retry_delay = queue_size, attempts, retry_delay
         self._primary, self._escalation = self._start_workers(
             sinks if sinks is not None else build_sinks(alerts, timeout=sink_timeout)
         )
 
     def _start_workers(self, plan: SinkPlan) -> tuple[list[SinkWorker], list[SinkWorker]]:
         self._report_plan(plan)
-        return (
-            [SinkWorker(sink, self._result, **self._worker_options) for sink in plan.primary],
-            [SinkWorker(sink, self._result, **self._worker_options) for sink in plan.escalation],
+        return [self._worker(sink) for sink in plan.primary], [self._worker(sink) for sink in plan.escalation]
+
+    def _worker(self, sink: Sink) -> SinkWorker:
+        return SinkWorker(
+            sink, self._result, queue_size=self._queue_size, attempts=self._attempts, retry_delay=self._retry_delay
         )
 
     def reconfigure(self, alerts: Alerts) -> None:
@@ -164,13 +158,13 @@ class AlertManager(NullObserver):
 
     # --- rules --------------------------------------------------------------
     def _on_finished(self, record: RunRecord) -> None:
-        status = _status(record.status)
-        if not record.final or status in NEUTRAL:
+        status = record.status
+        if not record.final or not status.conclusive:  # INTERRUPTED says nothing about the job's health
             return
         now = self._clock()
         with self._lock:
             announced = self._state.get(record.job)
-            if status in FAILING:
+            if status.failed:
                 self._on_failure(record, status, announced, now)
             elif announced is not None:
                 self._state.drop(record.job)
@@ -201,8 +195,8 @@ class AlertManager(NullObserver):
 
     # --- rendering ------------------------------------------------------------
     def _base_fields(self, job: str, run_id: str, now: float | None = None) -> dict[str, Any]:
-        when = datetime.fromtimestamp(self._clock() if now is None else now, timezone.utc)
-        return {"job": job, "run_id": run_id, "host": self._host, "time": when.isoformat(timespec="seconds")}
+        when = self._clock() if now is None else now
+        return {"job": job, "run_id": run_id, "host": self._host, "time": utc_iso(when)}
 
     def _message(
         self, kind: str, record: RunRecord, status: Status, now: float, previous: str | None = None

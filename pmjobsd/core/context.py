@@ -7,7 +7,6 @@ exactly this interface.
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -15,30 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pmjobsd.app.paths import AppPaths
-
-
-class Status(str, enum.Enum):
-    """Outcome of a run (the first three are what a job may return)."""
-
-    OK = "OK"
-    WARN = "WARN"
-    FAIL = "FAIL"
-    TIMEOUT = "TIMEOUT"
-    INTERRUPTED = "INTERRUPTED"
-    RUNNING = "RUNNING"
-
-    @property
-    def severity(self) -> int:
-        """0 for OK, 1 for WARN-like, 2 for FAIL-like outcomes (status exit codes)."""
-        return {"OK": 0, "RUNNING": 0, "WARN": 1, "INTERRUPTED": 1}.get(self.value, 2)
+from pmjobsd.core.outcomes import Status
 
 
 @dataclass(frozen=True)
 class JobResult:
     """What a run reports: a status, a one-line summary without secrets, details.
 
-    ``metrics`` holds the job's own counts (e.g. ``{"prefixes_refreshed": 12}``),
-    exported as metrics and kept in the run history.
+    ``metrics`` holds the job's own numbers (e.g. ``{"prefixes_refreshed": 12}``),
+    kept in the run history and exported as metrics: named ones for those the
+    job's ``JobSpec.metrics`` declares, ``pmjobsd_job_result_value`` for all.
     """
 
     status: Status = Status.OK

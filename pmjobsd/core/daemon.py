@@ -18,7 +18,9 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from pmjobsd import __version__
@@ -26,13 +28,16 @@ from pmjobsd.alerts.manager import AlertManager
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
 from pmjobsd.core.history import RunHistory
+from pmjobsd.core.observers import RunObserver, RunRecord
+from pmjobsd.core.outcomes import Overlap, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
-from pmjobsd.core.runner import Runner, RunRequest
+from pmjobsd.core.runner import ActiveRun, Runner, RunRequest
 from pmjobsd.core.scheduler import Clock, Scheduler
 from pmjobsd.core.settings import LoadedSettings, ResolvedJob, load_settings
+from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
-from pmjobsd.observe.status import build_status, iso
+from pmjobsd.observe.status import DaemonState, StatusDocument, StatusSnapshot, build_status
 from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
 from pmjobsd.system.files import ensure_private_dir
 from pmjobsd.system.lock import InstanceLock
@@ -174,15 +179,15 @@ class Daemon:
             self._shutdown()
         return self.exit_code
 
-    def _build_observers(self) -> list:
+    def _build_observers(self) -> list[RunObserver]:
         """The run observers: metrics (built once: counters survive reloads), alerts (rebuilt when changed)."""
         self.metrics = MetricsObserver(
-            self.status_document,
+            self.status_snapshot,
             history=self.history,
             textfile=self.loaded.settings.metrics.textfile,
             log=EventLogger("metrics"),
         )
-        self.metrics.set_jobs(name for name, job in self.loaded.jobs.items() if job.definition.enabled)
+        self._configure_metrics(self.loaded.jobs)
         self.alerts = AlertManager(
             self.loaded.settings.alerts,
             self.paths,
@@ -193,7 +198,7 @@ class Daemon:
         return [self.metrics, self.alerts]
 
     def _reconfigure_observers(self, old: LoadedSettings, new: LoadedSettings) -> None:
-        self.metrics.set_jobs(name for name, job in new.jobs.items() if job.definition.enabled)
+        self._configure_metrics(self.jobs)
         self.metrics.set_textfile(new.settings.metrics.textfile)
         if new.settings.alerts != old.settings.alerts:
             self.alerts.reconfigure(new.settings.alerts)
@@ -201,6 +206,10 @@ class Daemon:
         if any(getattr(new.settings.metrics, key) != getattr(old.settings.metrics, key) for key in endpoint):
             self._stop_web()
             self._start_web()
+
+    def _configure_metrics(self, jobs: Mapping[str, ResolvedJob]) -> None:
+        self.metrics.set_jobs(name for name, job in jobs.items() if job.definition.enabled)
+        self.metrics.declare_metrics({name: job.metrics for name, job in jobs.items()})
 
     # --- the HTTP endpoint (metrics, health, status page) ----------------------------------
     def _start_web(self) -> None:
@@ -214,7 +223,7 @@ class Daemon:
             config.port,
             allow_remote=config.allow_remote,
             metrics_source=self.metrics.exposition,
-            status_source=self.status_document,
+            status_source=self.status_snapshot,
             health_source=monotonic_health(
                 lambda: self.heartbeat,
                 lambda: self.loaded.settings.wake_interval,
@@ -379,7 +388,7 @@ class Daemon:
                 run_id=record.run_id,
                 attempt=record.attempt + 1,
                 delay_s=round(delay, 3),
-                at=iso(when),
+                at=utc_iso(when),
             )
 
     def _dispatch_due(self) -> None:
@@ -394,11 +403,11 @@ class Daemon:
                 request.run_id = item.run_id
             reason = None
             if (
-                item.trigger != "retry"
-                and job.definition.overlap == "skip"
+                item.trigger is not Trigger.RETRY
+                and job.definition.overlap is Overlap.SKIP
                 and self.scheduler.pending_retries(item.job)
             ):
-                reason = "a retry of the previous run is pending (overlap=skip)"
+                reason = f"a retry of the previous run is pending (overlap={Overlap.SKIP})"
             reason = reason or self.runner.offer(request, job.definition.overlap)
             if reason:
                 self.log.info(
@@ -408,41 +417,39 @@ class Daemon:
                     reason=reason,
                     slot=item.slot.isoformat() if item.slot else None,
                 )
-                if item.trigger == "retry":
+                if item.trigger is Trigger.RETRY and item.run_id is not None:
                     self.runner.give_up(item.run_id, f"retry not started: {reason}")
 
     # --- control requests (from the control socket's threads) ----------------------------
-    def status_document(self) -> dict[str, Any]:
-        daemon = {
-            "running": True,
-            "pid": os.getpid(),
-            "version": __version__,
-            "started_at": iso(self.started_at),
-            "abandoned_threads": self.runner.abandoned_count(),
-            "heartbeat_age_s": round(time.monotonic() - self.heartbeat, 3),
-            "host": socket.gethostname(),
-        }
+    def status_snapshot(self) -> StatusSnapshot:
+        """The status now (what the metrics and the status page read)."""
+        daemon = DaemonState(
+            running=True,
+            pid=os.getpid(),
+            version=__version__,
+            started_at=self.started_at,
+            abandoned_threads=self.runner.abandoned_count(),
+            heartbeat_age_s=round(time.monotonic() - self.heartbeat, 3),
+            host=socket.gethostname(),
+        )
         loaded, jobs = self.loaded, self.jobs
         # Only the next-run times need the scheduler lock; the history queries run outside it,
         # so a scrape or a status request never holds up the main loop.
         with self._sched_lock:
-            next_runs = _NextRuns({name: self.scheduler.next_run(name) for name in jobs})
-        return build_status(
-            loaded,
-            self.history,
-            daemon=daemon,
-            scheduler=next_runs,
-            runner=self.runner,
-            jobs=jobs,
-            now=self.clock.now(),
-        )
+            next_runs = {name: self.scheduler.next_run(name) for name in jobs}
+        live = _LiveState(next_runs, self.runner)
+        return build_status(loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now())
+
+    def status_document(self) -> StatusDocument:
+        """The status document (``status --json``)."""
+        return self.status_snapshot().to_json()
 
     def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         job: ResolvedJob | None = self.jobs.get(name)
         if job is None:
             known = ", ".join(sorted(self.jobs))
             return {"ok": False, "error": f"unknown job {name!r}; known jobs: {known}"}
-        request = RunRequest(job, "manual")
+        request = RunRequest(job, Trigger.MANUAL)
         reason = self.runner.offer(request, job.definition.overlap)
         if reason:
             return {"ok": False, "error": f"{name} not started: {reason}"}
@@ -486,24 +493,32 @@ class Daemon:
         self.log.info("daemon.stopped", interrupted_runs=cut_off, exit_code=self.exit_code)
 
 
-class _NextRuns:
-    """A snapshot of the scheduler's next-run times, with the one method build_status asks."""
+@dataclass(frozen=True)
+class _LiveState:
+    """The scheduler's next-run times, taken under its lock, and the runner (safe from any thread)."""
 
-    def __init__(self, times: dict[str, Any]):
-        self._times = times
+    next_runs: Mapping[str, datetime | None]
+    runner: Runner
 
-    def next_run(self, name: str) -> Any:
-        return self._times.get(name)
+    def next_run(self, job: str) -> datetime | None:
+        return self.next_runs.get(job)
+
+    def running(self) -> Sequence[ActiveRun]:
+        return self.runner.running()
+
+    def abandoned_count(self, job: str | None = None) -> int:
+        return self.runner.abandoned_count(job)
 
 
-def run_summary(record) -> dict[str, Any]:
+def run_summary(record: RunRecord) -> dict[str, Any]:
+    """A finished attempt as ``run-now --wait`` reports it."""
     return {
         "run_id": record.run_id,
         "job": record.job,
         "status": record.status.value,
         "attempt": record.attempt,
-        "started_at": iso(record.started_at),
-        "finished_at": iso(record.finished_at),
+        "started_at": utc_iso(record.started_at),
+        "finished_at": utc_iso(record.finished_at),
         "duration_ms": record.duration_ms,
         "summary": record.summary,
         "error": record.error,

@@ -13,14 +13,15 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from pmjobsd.core.context import Status
 from pmjobsd.core.observers import RunRecord
+from pmjobsd.core.outcomes import Status, Trigger
 from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
 
 SCHEMA = """
@@ -47,7 +48,17 @@ CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started_at);
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_at);
 """
-_FINISHED = "status NOT IN ('RUNNING')"
+
+
+def _sql_list(words: Iterable[Status | Trigger]) -> str:
+    """A SQL list of the words' values, ``('FAIL', 'TIMEOUT')`` (the enums' own constants, never input)."""
+    return "(" + ", ".join(f"'{word.value}'" for word in words) + ")"
+
+
+_FINISHED = f"status != '{Status.RUNNING.value}'"
+_FAILED = _sql_list(status for status in Status if status.failed)
+_SUCCEEDED = _sql_list(status for status in Status if status.succeeded)
+_SLOT_TRIGGERS = _sql_list(trigger for trigger in Trigger if trigger.for_slot)
 
 
 def process_start_time(pid: int) -> float | None:
@@ -143,7 +154,7 @@ class RunHistory:
                 record.run_id,
                 record.attempt,
                 record.job,
-                record.trigger,
+                record.trigger.value,
                 record.slot.isoformat() if record.slot else None,
                 record.started_at,
                 Status.RUNNING.value,
@@ -178,7 +189,7 @@ class RunHistory:
         """Turn RUNNING rows whose writer is gone into INTERRUPTED; return how many."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT run_id, attempt, pid, pid_started FROM runs WHERE status='RUNNING'"
+                "SELECT run_id, attempt, pid, pid_started FROM runs WHERE status=?", (Status.RUNNING.value,)
             ).fetchall()
             dead = [row for row in rows if not _writer_alive(row["pid"], row["pid_started"])]
             for row in dead:
@@ -219,7 +230,8 @@ class RunHistory:
 
     def recent(self, job: str | None = None, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
         """Newest first; all jobs when ``job`` is None."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if job is not None:
             clauses.append("job = ?")
             params.append(job)
@@ -233,10 +245,10 @@ class RunHistory:
         return [self._row_to_dict(row) for row in rows]
 
     def last_success_times(self) -> dict[str, float]:
-        """When each job last finished an attempt with OK or WARN (epoch seconds): it did its work."""
+        """When each job last finished an attempt that succeeded (OK or WARN; epoch seconds): it did its work."""
         # Per job, newest first along the (job, started_at) index: stops at the first success.
         rows = self._execute(
-            "SELECT j.job, (SELECT finished_at FROM runs r WHERE r.job = j.job AND r.status IN ('OK', 'WARN')"
+            f"SELECT j.job, (SELECT finished_at FROM runs r WHERE r.job = j.job AND r.status IN {_SUCCEEDED}"
             " ORDER BY r.started_at DESC, r.attempt DESC LIMIT 1) AS finished FROM (SELECT DISTINCT job FROM runs) j"
         ).fetchall()
         return {row["job"]: row["finished"] for row in rows if row["finished"] is not None}
@@ -244,7 +256,7 @@ class RunHistory:
     def last_slots(self) -> dict[str, datetime]:
         """The newest scheduled slot each job ran for (catch-up compares against it)."""
         rows = self._execute(
-            "SELECT job, slot FROM runs WHERE slot IS NOT NULL AND trigger IN ('schedule', 'catch_up')"
+            f"SELECT job, slot FROM runs WHERE slot IS NOT NULL AND trigger IN {_SLOT_TRIGGERS}"
         ).fetchall()
         slots: dict[str, datetime] = {}
         for row in rows:
@@ -254,15 +266,15 @@ class RunHistory:
         return slots
 
     def consecutive_failures(self, job: str) -> int:
-        """Final outcomes of ``job`` that were FAIL or TIMEOUT, counted back from the newest.
+        """Final outcomes of ``job`` that failed (FAIL, TIMEOUT), counted back from the newest success.
 
         INTERRUPTED runs (the daemon stopped) say nothing about the job: they neither
         count nor end the streak, like the alert rules treat them.
         """
         row = self._execute(
-            "SELECT COUNT(*) FROM runs WHERE job = ?1 AND final = 1 AND status IN ('FAIL', 'TIMEOUT')"
+            f"SELECT COUNT(*) FROM runs WHERE job = ?1 AND final = 1 AND status IN {_FAILED}"
             " AND started_at > COALESCE((SELECT MAX(started_at) FROM runs WHERE job = ?1 AND final = 1"
-            " AND status NOT IN ('FAIL', 'TIMEOUT', 'RUNNING', 'INTERRUPTED')), -1)",
+            f" AND status IN {_SUCCEEDED}), -1)",
             (job,),
         ).fetchone()
-        return row[0]
+        return int(row[0])

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from pmjobsd.core.context import Notice, Status
+from pmjobsd.core.context import Notice
+from pmjobsd.core.outcomes import Status, Trigger
 
 
 @dataclass
@@ -19,14 +20,14 @@ class RunRecord:
     """One attempt of one run, as recorded in the history.
 
     ``final`` is True when no retry follows (the outcome alerts act on);
-    ``consecutive_failures`` counts final FAIL/TIMEOUT outcomes in a row,
-    this one included (INTERRUPTED neither counts nor breaks the streak).
+    ``consecutive_failures`` counts final failed outcomes in a row, this one
+    included (an inconclusive one, INTERRUPTED, neither counts nor breaks the streak).
     """
 
     run_id: str
     job: str
     attempt: int
-    trigger: str  # "schedule" | "catch_up" | "retry" | "manual"
+    trigger: Trigger
     slot: datetime | None
     started_at: float  # epoch seconds
     status: Status = Status.RUNNING
@@ -38,6 +39,10 @@ class RunRecord:
     final: bool = True
     consecutive_failures: int = 0
     given_up: bool = False  # told again when a dropped retry made this attempt final after all
+
+    def __post_init__(self) -> None:
+        # Accept the words themselves ("schedule", "OK"), as the history stores them.
+        self.trigger, self.status = Trigger(self.trigger), Status(self.status)
 
     @property
     def duration_ms(self) -> int | None:

@@ -7,7 +7,9 @@ imported on first use, so a broken job module breaks only that job.
 
 from __future__ import annotations
 
+import enum
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,13 +35,48 @@ class RegistryError(Exception):
     """A job that cannot be resolved (unknown name, bad callable, import error)."""
 
 
+# What a job's metrics may be called: identifiers for the keys it reports, pmjobsd_ names for what is exported.
+RESULT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_METRIC_NAME = re.compile(r"^pmjobsd_[a-z0-9_]+$")
+
+
+class MetricKind(str, enum.Enum):
+    """How a job's reported number becomes a Prometheus series."""
+
+    GAUGE = "gauge"  # the value of the newest run that reported it (kept across restarts from the history)
+    COUNTER = "counter"  # the sum of the values every run reported since the daemon started
+
+
+@dataclass(frozen=True)
+class JobMetric:
+    """A named metric a job exports: ``JobResult.metrics[key] * scale`` as ``name``, labelled ``job_name``.
+
+    ``scale`` converts the job's unit to the metric's base unit (days reported,
+    seconds exported).  A counter's ``name`` has no ``_total``: the exposition adds it.
+    """
+
+    key: str
+    name: str
+    help: str
+    kind: MetricKind = MetricKind.GAUGE
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", MetricKind(self.kind))  # the word itself ("counter") will do
+        if not RESULT_KEY.match(self.key):
+            raise ValueError(f"metric key {self.key!r} is not an identifier")
+        if not _METRIC_NAME.match(self.name) or (self.kind is MetricKind.COUNTER and self.name.endswith("_total")):
+            raise ValueError(f"metric name {self.name!r} must be pmjobsd_<lower_case> (a counter without _total)")
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A built-in job: its function, its default definition and its options model.
 
     ``defaults`` holds definition keys (``cron``, ``timeout``, ``retries``,
     ``backoff``, ``jitter``, ``overlap``, ``catch_up``...) that the user's
-    settings override key by key.
+    settings override key by key.  ``metrics`` declares the numbers of
+    ``JobResult.metrics`` exported under names of their own.
     """
 
     name: str
@@ -52,6 +89,7 @@ class JobSpec:
     # old is no use, so such jobs wait for their first slot.
     run_at_first_start: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
+    metrics: tuple[JobMetric, ...] = ()
 
 
 def builtin_names() -> list[str]:
@@ -89,4 +127,5 @@ def load_callable(reference: str) -> JobFunction:
             raise RegistryError(f"module {module_name!r} has no attribute {attr_path!r}") from None
     if not callable(target):
         raise RegistryError(f"{reference!r} is not callable")
-    return target
+    function: JobFunction = target  # what it returns is checked by the runner at each run
+    return function

@@ -24,20 +24,13 @@ from datetime import datetime
 from typing import Any
 
 from pmjobsd.app.paths import AppPaths
-from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice, Status
+from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunObserver, RunRecord
+from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import scrub_text
 from pmjobsd.core.settings import ResolvedJob
 from pmjobsd.observe.joblog import EventLogger
-
-_EVENT_FOR_STATUS = {
-    Status.OK: "job.succeeded",
-    Status.WARN: "job.succeeded",
-    Status.FAIL: "job.failed",
-    Status.TIMEOUT: "job.timeout",
-    Status.INTERRUPTED: "job.failed",
-}
 
 
 def new_run_id() -> str:
@@ -49,12 +42,15 @@ class RunRequest:
     """A run to start: which job, why, and (for retries) which run it continues."""
 
     job: ResolvedJob
-    trigger: str  # "schedule" | "catch_up" | "retry" | "manual"
+    trigger: Trigger
     slot: datetime | None = None
     attempt: int = 1
     run_id: str = field(default_factory=new_run_id)
     done: threading.Event = field(default_factory=threading.Event)
     record: RunRecord | None = None  # the final record, once done
+
+    def __post_init__(self) -> None:
+        self.trigger = Trigger(self.trigger)  # the word itself ("manual") will do
 
 
 @dataclass
@@ -153,21 +149,22 @@ class Runner:
         running = any(active.record.job == job for active in self._active.values())
         return running or self._queued.get(job, 0) > 0 or bool(self._waiting.get(job))
 
-    def offer(self, request: RunRequest, overlap: str) -> str | None:
+    def offer(self, request: RunRequest, overlap: Overlap) -> str | None:
         """Start or queue ``request`` under the overlap policy; return None, or why it was skipped."""
         job = request.job.name
+        overlap = Overlap(overlap)  # the word itself ("skip") will do
         with self._lock:
             if self._stopping:
                 return "pmjobsd is stopping"
             if self._abandoned.get(job):
                 return "a timed-out run of this job is still running"
             if self._busy(job):
-                if overlap == "skip":
-                    return "the previous run is still running (overlap=skip)"
-                if overlap == "queue":
+                if overlap is Overlap.SKIP:
+                    return f"the previous run is still running (overlap={overlap})"
+                if overlap is Overlap.QUEUE:
                     waiting = self._waiting.setdefault(job, deque())
                     if waiting:
-                        return "one run is already queued (overlap=queue)"
+                        return f"one run is already queued (overlap={overlap})"
                     waiting.append(request)
                     return None
             self._enqueue(request)
@@ -231,7 +228,8 @@ class Runner:
         self.wake()
 
     @staticmethod
-    def _call(job: ResolvedJob, context: JobContext):
+    def _call(job: ResolvedJob, context: JobContext) -> tuple[Status, str, str | None, dict, dict]:
+        """Run the job: (status, summary, error, details, metrics); its exception is its FAIL."""
         try:
             result = job.func(context)
         except JobCancelled:
@@ -243,13 +241,18 @@ class Runner:
             return Status.OK, "", None, {}, {}
         if not isinstance(result, JobResult):
             return Status.FAIL, f"job returned {type(result).__name__}, expected JobResult or None", None, {}, {}
-        status = result.status if result.status in (Status.OK, Status.WARN, Status.FAIL) else Status.FAIL
+        try:
+            status = Status(result.status)
+        except ValueError:
+            status = Status.FAIL
+        if not status.returnable:  # TIMEOUT, INTERRUPTED and RUNNING are the runner's to say
+            status = Status.FAIL
         return status, scrub_text(result.summary)[:500], None, dict(result.details), dict(result.metrics)
 
     def _started(self, record: RunRecord) -> None:
         self.history.record_start(record)
         self.log.info(
-            "job.started",
+            record.status.event,  # RUNNING: job.started
             component="runner",
             job=record.job,
             run_id=record.run_id,
@@ -302,15 +305,14 @@ class Runner:
         record.status, record.summary, record.error = status, summary, error
         record.details, record.metrics = details, metrics
         retries_left = request.job.definition.retries - (request.attempt - 1)
-        failed = status in (Status.FAIL, Status.TIMEOUT)
-        record.final = not (failed and retries_left > 0 and request.trigger != "manual" and not self._stopping)
+        retried = retries_left > 0 and request.trigger is not Trigger.MANUAL and not self._stopping
+        record.final = not (status.failed and retried)
         self.history.record_finish(record)
-        if record.final and failed:
+        if record.final and status.failed:
             record.consecutive_failures = self.history.consecutive_failures(record.job)
-        level = {Status.OK: 20, Status.WARN: 30}.get(status, 40)
         self.log.log(
-            level,
-            _EVENT_FOR_STATUS[status],
+            status.log_level,
+            status.event,
             component="runner",
             job=record.job,
             run_id=record.run_id,
@@ -436,13 +438,13 @@ class Runner:
         # Requests still in the pool queue never started: nothing to record.
         while True:
             try:
-                request = self._queue.get_nowait()
+                queued = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if request is not None:
+            if queued is not None:
                 with self._lock:
-                    self._queued[request.job.name] -= 1
-                request.done.set()
+                    self._queued[queued.job.name] -= 1
+                queued.done.set()
         end = time.monotonic() + grace
         while self.running() and time.monotonic() < end:
             time.sleep(0.05)

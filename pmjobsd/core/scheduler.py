@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from pmjobsd.core.outcomes import Trigger
 from pmjobsd.core.settings import ResolvedJob
 
 # An item due within this many seconds counts as due: timers may return a hair
@@ -44,7 +45,7 @@ class DueItem:
     when: float
     seq: int
     job: str = field(compare=False)
-    trigger: str = field(compare=False)  # "schedule" | "catch_up" | "retry"
+    trigger: Trigger = field(compare=False)  # never MANUAL: run-now does not go through the scheduler
     slot: datetime | None = field(compare=False, default=None)
     attempt: int = field(compare=False, default=1)
     run_id: str | None = field(compare=False, default=None)
@@ -124,14 +125,14 @@ class Scheduler:
                 missed = job.schedule.previous_at_or_before(now)
                 if (last is None and job.run_at_first_start) or (last is not None and missed > last):
                     caught_up.append(CatchUp(name, missed if last is not None else None, last))
-                    self._push(DueItem(now.timestamp(), next(self._seq), name, "catch_up", missed))
+                    self._push(DueItem(now.timestamp(), next(self._seq), name, Trigger.CATCH_UP, missed))
         self._compact()
         return caught_up
 
     def _schedule_next(self, job: ResolvedJob, after: datetime) -> None:
         slot = job.schedule.next_after(after)
         delay = self.rng.uniform(0, job.definition.jitter) if job.definition.jitter else 0.0
-        item = DueItem(slot.timestamp() + delay, next(self._seq), job.name, "schedule", slot)
+        item = DueItem(slot.timestamp() + delay, next(self._seq), job.name, Trigger.SCHEDULE, slot)
         self._next_scheduled[job.name] = item
         self._push(item)
 
@@ -148,7 +149,7 @@ class Scheduler:
     def add_retry(self, job: str, run_id: str, attempt: int, slot: datetime | None, delay: float) -> float:
         """Queue attempt ``attempt`` of ``run_id`` after ``delay`` seconds; return when (epoch)."""
         when = self.clock.now().timestamp() + delay
-        item = DueItem(when, next(self._seq), job, "retry", slot, attempt, run_id)
+        item = DueItem(when, next(self._seq), job, Trigger.RETRY, slot, attempt, run_id)
         self._retries.setdefault(job, []).append(item)
         self._push(item)
         return when
@@ -162,12 +163,13 @@ class Scheduler:
             item = heapq.heappop(self._heap)
             if item.cancelled:
                 continue
-            if item.trigger == "schedule":
+            if item.trigger is Trigger.SCHEDULE:
                 if self._next_scheduled.get(item.job) is not item:
                     continue
                 # Coalesce: slots passed while we slept (suspend, clock jump) are not replayed.
-                self._schedule_next(self._jobs[item.job], max(now, item.slot))
-            elif item.trigger == "retry":
+                slot = item.slot or now  # a scheduled item always has its slot
+                self._schedule_next(self._jobs[item.job], max(now, slot))
+            elif item.trigger is Trigger.RETRY:
                 self._retries[item.job].remove(item)
                 if not self._retries[item.job]:
                     del self._retries[item.job]

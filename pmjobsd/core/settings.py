@@ -29,8 +29,9 @@ from pydantic import (
 )
 
 from pmjobsd.core import cron, registry
+from pmjobsd.core.outcomes import Overlap
 from pmjobsd.core.privacy import redact_settings
-from pmjobsd.core.registry import JobFunction, JobSpec, RegistryError
+from pmjobsd.core.registry import JobFunction, JobMetric, JobSpec, RegistryError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -58,6 +59,12 @@ Duration = Annotated[
 ]
 
 
+# Inline in the schema (an enum would become a $ref), as `pmjobsd config schema` has always shown it.
+_InlineOverlap = Annotated[
+    Overlap, WithJsonSchema({"enum": [overlap.value for overlap in Overlap], "title": "Overlap", "type": "string"})
+]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -82,8 +89,8 @@ class JobDefinition(_Frozen):
     retries: int = Field(0, ge=0, le=20, description="extra attempts after a FAIL or TIMEOUT")
     backoff: Backoff = Backoff()
     jitter: Duration = Field(0.0, description="random delay up to this many seconds before each scheduled run")
-    overlap: Literal["skip", "queue", "allow"] = Field(
-        "skip", description="when a slot comes while the job still runs: skip it, queue one run, or run alongside"
+    overlap: _InlineOverlap = Field(
+        Overlap.SKIP, description="when a slot comes while the job still runs: skip it, queue one run, or run alongside"
     )
     catch_up: bool = Field(True, description="run once after start when slots were missed (or it never ran)")
     callable: str | None = Field(None, description="'module:function' for jobs that are not built in")
@@ -217,6 +224,7 @@ class ResolvedJob:
     schedule: cron.CronSchedule
     description: str = ""
     run_at_first_start: bool = True  # catch up even when it never ran (see JobSpec)
+    metrics: tuple[JobMetric, ...] = ()  # the named metrics its JobSpec declares
 
 
 @dataclass(frozen=True)
@@ -311,7 +319,8 @@ def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJ
         except ValidationError as exc:
             issues += _issues_from(exc, f"{prefix}.options")
     try:
-        func = spec.func if spec else registry.load_callable(definition.callable)
+        # A job that is not built in has a callable (checked above): `or ""` only tells mypy so.
+        func = spec.func if spec else registry.load_callable(definition.callable or "")
     except RegistryError as exc:
         issues.append(ConfigIssue(f"{prefix}.callable", str(exc)))
     if issues:
@@ -319,7 +328,11 @@ def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJ
     schedule = cron.CronSchedule(definition.cron, settings.zone())
     description = spec.description if spec else (getattr(func, "__doc__", None) or "").strip().split("\n")[0]
     first_start = spec.run_at_first_start if spec else True
-    return ResolvedJob(name, definition, func, options, spec is not None, schedule, description, first_start), []
+    metrics = spec.metrics if spec else ()
+    return (
+        ResolvedJob(name, definition, func, options, spec is not None, schedule, description, first_start, metrics),
+        [],
+    )
 
 
 def load_settings(path: Path) -> LoadedSettings:
@@ -383,4 +396,5 @@ def describe(loaded: LoadedSettings) -> dict[str, Any]:
             definition["options"] = job.options.model_dump(mode="json")
         definition["builtin"] = job.builtin
         data["definitions"][name] = definition
-    return redact_settings(data)
+    redacted: dict[str, Any] = redact_settings(data)  # a dict in, a dict out
+    return redacted

@@ -42,6 +42,7 @@ from pmjobsd import __version__
 from pmjobsd.app.vault import VaultError
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.privacy import EntryIdHasher, redact_settings
+from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.diagnostics import doctor
 from pmjobsd.diagnostics.redaction import VaultRedactor
 from pmjobsd.jobs.logs.archives import list_archives
@@ -245,7 +246,7 @@ def create_bundle(
 
     members = writer.manifest_rows()
     manifest = {
-        "created_at": now.isoformat(timespec="seconds"),
+        "created_at": utc_iso(now.timestamp()),
         "pmjobsd_version": __version__,
         "history_days": days,
         "members": members,

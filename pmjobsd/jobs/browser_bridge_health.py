@@ -24,7 +24,7 @@ from typing import Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.api import Duration, JobContext, JobResult, JobSpec
+from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec
 
 # The app's defaults (secure_password_manager/utils/config.py, DEFAULT_SETTINGS["browser_bridge"]).
 APP_DEFAULTS = {
@@ -261,4 +261,9 @@ JOB = JobSpec(
     description="Check that the app's browser bridge answers /v1/status (and its domain socket)",
     defaults={"cron": "0 * * * *", "timeout": 30, "retries": 1, "backoff": {"initial": 60}, "jitter": 30},
     options_model=Options,
+    metrics=(
+        JobMetric(
+            "reachable", "pmjobsd_browser_bridge_reachable", "1 when the app's browser bridge answered its health check"
+        ),
+    ),
 )

@@ -14,7 +14,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Notice, Status
+from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Notice, Overlap, Status
 from pmjobsd.app.vault import ExpiryEntry, VaultError, entries_expiring_by, read_vault
 
 DAY = 86400
@@ -126,9 +126,15 @@ JOB = JobSpec(
         "retries": 2,
         "backoff": {"initial": 60.0, "factor": 2.0, "max": 900.0},
         "jitter": 0.0,
-        "overlap": "skip",
+        "overlap": Overlap.SKIP,
         "catch_up": True,
     },
     options_model=DigestOptions,
     tags=("vault",),
+    metrics=(
+        JobMetric(
+            "expiring", "pmjobsd_passwords_expiring", "Vault entries whose password expires within the digest window"
+        ),
+        JobMetric("expired", "pmjobsd_passwords_expired", "Vault entries whose password has expired"),
+    ),
 )

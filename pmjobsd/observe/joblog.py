@@ -1,7 +1,7 @@
 """Structured logging: ``jobs.log`` JSON lines (README, "The job log") and a console view.
 
 Code logs *events*, not sentences: ``log.info("job.succeeded", job=..., status=...)``.
-Every line carries ``ts`` (UTC, milliseconds), ``level``, ``component``,
+Every line carries ``ts`` (:func:`~pmjobsd.core.timestamps.utc_iso`), ``level``, ``component``,
 ``event``; free-text fields pass through :func:`scrub_text`.
 """
 
@@ -11,13 +11,14 @@ import logging
 import logging.handlers
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
 from pmjobsd.core.privacy import scrub_text
+from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
 
 LOGGER_NAME = "pmjobsd"
@@ -25,11 +26,6 @@ LOGGER_NAME = "pmjobsd"
 _FREE_TEXT_FIELDS = ("error", "summary", "reason", "message_text")
 # LogRecord attributes that an ``extra`` key may not overwrite.
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-def utc_iso(timestamp: float) -> str:
-    """ISO 8601 in UTC with milliseconds, e.g. ``2026-11-28T09:00:00.123Z``."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class EventLogger:
@@ -92,7 +88,8 @@ class JobsJsonFormatter(JsonFormatter):
         for key, value in _record_fields(record).items():
             log_record.setdefault(key, value)
         if record.exc_info:
-            log_record["traceback"] = scrub_text(self.formatException(record.exc_info))
+            traceback = self.formatException(record.exc_info)  # a list only with exc_info_as_array, not set here
+            log_record["traceback"] = scrub_text(traceback if isinstance(traceback, str) else "\n".join(traceback))
 
 
 class ConsoleFormatter(logging.Formatter):

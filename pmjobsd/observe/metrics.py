@@ -1,14 +1,16 @@
-"""Prometheus metrics: counters kept by a run observer, gauges read from the status document.
+"""Prometheus metrics: counters kept by a run observer, gauges read from the status.
 
 :class:`MetricsObserver` owns a registry of its own (never the process-wide
 default one).  What happens over time — attempts, durations, retries, alert
 deliveries — is counted as runs finish; the daemon builds the observer once,
 so the counters survive settings reloads.  What *is* — next run, status,
 running, abandoned threads — is computed at scrape time from the daemon's
-status document by :class:`StatusCollector`, so it can never drift from what
+status snapshot by :class:`StatusCollector`, so it can never drift from what
 ``pmjobsd status`` says.  The jobs' own numbers (``JobResult.metrics``) are
-kept from the newest run that reported them, seeded from the run history on
-start.  Every series is labelled ``job_name``: ``job`` belongs to Prometheus.
+kept by :class:`JobResults` from the newest run that reported them, seeded
+from the run history on start, and exported under the names each job
+declares (``JobSpec.metrics``): this module names no job and no job's metric.
+Every series is labelled ``job_name``: ``job`` belongs to Prometheus.
 
 Optionally the same exposition is written to a node_exporter textfile
 (``metrics.textfile``) after each run, atomically, by a writer thread.
@@ -18,87 +20,37 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pmjobsd import __version__
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import NullObserver, RunRecord
+from pmjobsd.core.outcomes import JobState, Severity, Status
+from pmjobsd.core.registry import RESULT_KEY, JobMetric, MetricKind
 from pmjobsd.observe.joblog import EventLogger
+from pmjobsd.observe.status import JobStatus, StatusSnapshot
 from pmjobsd.system.files import existing_mode, write_atomic
 
 # Jobs take seconds to tens of minutes (a breach cache refresh under its rate
 # limit, hashing many backups); the default buckets stop at 10 s.
 DURATION_BUCKETS = (0.05, 0.25, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, math.inf)
-STATUS_CODES = {"OK": 0, "WARN": 1, "FAIL": 2}
-# A finished attempt's status -> the pmjobsd_job_status code (RUNNING jobs show their previous outcome).
-ATTEMPT_CODES = {"OK": 0, "WARN": 1, "INTERRUPTED": 1, "FAIL": 2, "TIMEOUT": 2}
-ATTEMPT_STATUSES = ("OK", "WARN", "FAIL", "TIMEOUT", "INTERRUPTED")
-
-# The built-in jobs' own counts, as named gauges: (job, JobResult.metrics key) -> (metric, help).
-# Every other number a job reports is pmjobsd_job_result_value{job_name, name}.
-# A job's own number that needs scaling to the metric's base unit.
-RESULT_SCALE = {("backup_integrity_check", "newest_backup_age_days"): 86400.0}
-NAMED_RESULTS: dict[tuple[str, str], tuple[str, str]] = {
-    ("breach_cache_refresh", "prefixes_refreshed"): (
-        "pmjobsd_breach_prefixes_refreshed",
-        "HIBP range prefixes refreshed by the last breach cache refresh",
-    ),
-    ("breach_cache_refresh", "prefixes_failed"): (
-        "pmjobsd_breach_prefixes_failed",
-        "HIBP range prefixes that failed in the last breach cache refresh",
-    ),
-    ("breach_cache_refresh", "prefixes_in_cache"): (
-        "pmjobsd_breach_prefixes_cached",
-        "Prefixes in the breach cache after the last refresh",
-    ),
-    ("expiring_password_digest", "expiring"): (
-        "pmjobsd_passwords_expiring",
-        "Vault entries whose password expires within the digest window",
-    ),
-    ("expiring_password_digest", "expired"): ("pmjobsd_passwords_expired", "Vault entries whose password has expired"),
-    ("backup_integrity_check", "backups_verified"): (
-        "pmjobsd_backups_verified",
-        "Backups fully verified by the last backup integrity check",
-    ),
-    ("backup_integrity_check", "backups_failed"): (
-        "pmjobsd_backups_failed",
-        "Backups that failed the last backup integrity check",
-    ),
-    # Prometheus wants base units: the job reports days, the metric is seconds (scaled below).
-    ("backup_integrity_check", "newest_backup_age_days"): (
-        "pmjobsd_backup_newest_age_seconds",
-        "Age of the newest backup in seconds",
-    ),
-    ("browser_bridge_health", "reachable"): (
-        "pmjobsd_browser_bridge_reachable",
-        "1 when the app's browser bridge answered its health check",
-    ),
-}
-# A job's metric keys become label values: identifiers only, so a job cannot leak text through them.
-_RESULT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-def parse_iso(value: str | None) -> float | None:
-    """An ISO 8601 time from the status document as epoch seconds (None stays None)."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value).timestamp()
 
 
 def numeric_results(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The finite numbers of ``JobResult.metrics`` under identifier-like names; the rest is dropped."""
+    """The finite numbers of ``JobResult.metrics`` under identifier-like names; the rest is dropped.
+
+    The names become label values: identifiers only, so a job cannot leak text through them.
+    """
     results = {}
     for name, value in metrics.items():
-        if not isinstance(name, str) or not _RESULT_NAME.match(name) or isinstance(value, str):
+        if not isinstance(name, str) or not RESULT_KEY.match(name) or isinstance(value, str):
             continue
         try:
             number = float(value)
@@ -109,55 +61,45 @@ def numeric_results(metrics: Mapping[str, Any]) -> dict[str, float]:
     return results
 
 
-def job_status_code(job: Mapping[str, Any]) -> int | None:
-    """0 OK, 1 WARN, 2 FAIL for a job entry of the status document; None when it has no outcome yet.
+def job_status_code(job: JobStatus) -> Severity | None:
+    """The ``pmjobsd_job_status`` value of a job; None when it has no outcome yet.
 
     A running job shows the outcome of its previous finished attempt.
     """
-    status = job.get("status")
-    if status in STATUS_CODES:
-        return STATUS_CODES[status]
-    if status != "RUNNING":
-        return None  # NEVER_RUN, DISABLED
-    for attempt in job.get("recent", []):
-        code = ATTEMPT_CODES.get(attempt["status"])
+    if job.status is not JobState.RUNNING:
+        return job.status.metric_code
+    for attempt in job.recent:
+        code = JobState.of_attempt(attempt.status, attempt.final).metric_code
         if code is not None:
-            return 1 if code == 2 and not attempt.get("final", True) else code
+            return code
     return None
 
 
 class StatusCollector(Collector):
-    """Gauges computed from the status document at each scrape (always true, never cached)."""
+    """Gauges computed from the status at each scrape (always true, never cached)."""
 
-    def __init__(
-        self,
-        status_source: Callable[[], Mapping[str, Any]],
-        results_source: Callable[[], Mapping[str, Mapping[str, float]]],
-        log: EventLogger,
-    ):
+    def __init__(self, status_source: Callable[[], StatusSnapshot], log: EventLogger):
         self.status_source = status_source
-        self.results_source = results_source
         self.log = log
         self._failing = False
 
-    def describe(self) -> Iterable[Any]:
-        return []  # names are dynamic; and describing must not call the daemon before it is up
+    def describe(self) -> Iterable[Metric]:
+        return []  # describing must not call the daemon before it is up
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         try:
-            document = self.status_source()
+            status = self.status_source()
         except Exception as exc:  # the daemon is starting or stopping: expose the counters only
             if not self._failing:
                 self.log.warning("metrics.status_unavailable", error=f"{type(exc).__name__}: {exc}")
             self._failing = True
             return
         self._failing = False
-        yield from self._job_gauges(document)
-        yield from self._daemon_gauges(document)
-        yield from self._result_gauges()
+        yield from self._job_gauges(status)
+        yield from self._daemon_gauges(status)
 
     @staticmethod
-    def _job_gauges(document: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
+    def _job_gauges(status: StatusSnapshot) -> Iterator[Metric]:
         def family(name: str, documentation: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, documentation, labels=["job_name"])
 
@@ -166,83 +108,124 @@ class StatusCollector(Collector):
             "pmjobsd_job_last_success_timestamp_seconds", "End of the newest attempt that finished OK or WARN"
         )
         next_run = family("pmjobsd_job_next_run_timestamp_seconds", "When the job runs next")
-        status = family("pmjobsd_job_status", "Outcome of the job: 0 OK, 1 WARN, 2 FAIL (absent before a first run)")
+        outcome = family("pmjobsd_job_status", "Outcome of the job: 0 OK, 1 WARN, 2 FAIL (absent before a first run)")
         running = family("pmjobsd_job_running", "1 while an attempt of the job runs")
         enabled = family("pmjobsd_job_enabled", "1 when the job is enabled in the settings")
         failures = family("pmjobsd_job_consecutive_failures", "Final FAIL/TIMEOUT outcomes in a row")
-        for job in document.get("jobs", []):
-            labels = [job["name"]]
-            enabled.add_metric(labels, 1.0 if job.get("enabled") else 0.0)
-            running.add_metric(labels, 1.0 if job.get("status") == "RUNNING" else 0.0)
-            failures.add_metric(labels, float(job.get("consecutive_failures") or 0))
-            started = parse_iso((job.get("last_run") or {}).get("started_at"))
-            if started is not None:
-                last_run.add_metric(labels, started)
-            succeeded = parse_iso(job.get("last_success_at"))
-            if succeeded is not None:
-                last_success.add_metric(labels, succeeded)
-            upcoming = parse_iso(job.get("next_run"))
-            if upcoming is not None:
-                next_run.add_metric(labels, upcoming)
+        for job in status.jobs:
+            labels = [job.name]
+            enabled.add_metric(labels, 1.0 if job.enabled else 0.0)
+            running.add_metric(labels, 1.0 if job.status is JobState.RUNNING else 0.0)
+            failures.add_metric(labels, float(job.consecutive_failures))
+            if job.last_run is not None:
+                last_run.add_metric(labels, job.last_run.started_at)
+            if job.last_success_at is not None:
+                last_success.add_metric(labels, job.last_success_at)
+            if job.next_run is not None:
+                next_run.add_metric(labels, job.next_run.timestamp())
             code = job_status_code(job)
             if code is not None:
-                status.add_metric(labels, float(code))
-        yield from (last_run, last_success, next_run, status, running, enabled, failures)
+                outcome.add_metric(labels, float(code))
+        yield from (last_run, last_success, next_run, outcome, running, enabled, failures)
 
     @staticmethod
-    def _daemon_gauges(document: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
-        daemon = document.get("daemon", {})
+    def _daemon_gauges(status: StatusSnapshot) -> Iterator[Metric]:
+        daemon = status.daemon
         yield GaugeMetricFamily(
             "pmjobsd_threads_abandoned",
             "Timed-out job threads still running",
-            value=float(daemon.get("abandoned_threads") or 0),
+            value=float(daemon.abandoned_threads or 0),
         )
-        if daemon.get("heartbeat_age_s") is not None:
+        if daemon.heartbeat_age_s is not None:
             yield GaugeMetricFamily(
                 "pmjobsd_heartbeat_age_seconds",
                 "Seconds since the scheduler loop last went round",
-                value=float(daemon["heartbeat_age_s"]),
+                value=daemon.heartbeat_age_s,
             )
-        started = parse_iso(daemon.get("started_at"))
-        if started is not None:
-            yield GaugeMetricFamily("pmjobsd_start_time_seconds", "When the daemon started", value=started)
-        valid = document.get("settings", {}).get("valid", True)
+        if daemon.started_at is not None:
+            yield GaugeMetricFamily("pmjobsd_start_time_seconds", "When the daemon started", value=daemon.started_at)
         yield GaugeMetricFamily(
             "pmjobsd_settings_valid",
             "0 when the settings file on disk is invalid (last good ones run)",
-            value=1.0 if valid else 0.0,
+            value=1.0 if status.settings.valid else 0.0,
         )
 
-    def _result_gauges(self) -> Iterator[GaugeMetricFamily]:
-        results = self.results_source()
+
+class JobResults(Collector):
+    """The jobs' own numbers (``JobResult.metrics``) and the metrics each job declares for them.
+
+    Every number is ``pmjobsd_job_result_value{job_name, name}`` from the
+    newest run that reported any; a job's :class:`JobMetric` declarations
+    add a series of their own: a gauge from that same newest run, or a counter
+    summing what every run reported.
+    """
+
+    def __init__(self, newest: Mapping[str, Mapping[str, float]] | None = None):
+        self._lock = threading.Lock()
+        self._newest = {job: dict(values) for job, values in (newest or {}).items()}
+        self._sums: dict[tuple[str, str], float] = {}  # (job, key) -> sum, for declared counters
+        self._declared: dict[str, tuple[JobMetric, ...]] = {}
+
+    def declare(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
+        """The jobs' declarations (each job's ``JobSpec.metrics``), replacing the previous ones."""
+        with self._lock:
+            self._declared = {job: tuple(metrics) for job, metrics in declared.items() if metrics}
+
+    def add(self, job: str, results: Mapping[str, float]) -> None:
+        """A run of ``job`` reported ``results`` (already :func:`numeric_results`)."""
+        if not results:
+            return
+        with self._lock:
+            self._newest[job] = dict(results)
+            for metric in self._declared.get(job, ()):
+                if metric.kind is MetricKind.COUNTER and metric.key in results:
+                    key = (job, metric.key)
+                    self._sums[key] = self._sums.get(key, 0.0) + results[metric.key] * metric.scale
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # the names depend on the declarations, which change on reload
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            newest = {job: dict(values) for job, values in self._newest.items()}
+            sums = dict(self._sums)
+            declared = dict(self._declared)
         generic = GaugeMetricFamily(
             "pmjobsd_job_result_value",
             "Numbers the job reported in its newest run that reported any",
             labels=["job_name", "name"],
         )
-        named: dict[str, GaugeMetricFamily] = {}
-        for job_name in sorted(results):
-            for name, value in sorted(results[job_name].items()):
-                generic.add_metric([job_name, name], value)
-                metric = NAMED_RESULTS.get((job_name, name))
-                if metric is not None:
-                    named.setdefault(metric[0], GaugeMetricFamily(metric[0], metric[1], labels=["job_name"]))
-                    named[metric[0]].add_metric([job_name], value * RESULT_SCALE.get((job_name, name), 1.0))
+        for job in sorted(newest):
+            for name, value in sorted(newest[job].items()):
+                generic.add_metric([job, name], value)
         yield generic
-        yield from named.values()
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for job in sorted(declared):
+            for metric in declared[job]:
+                if metric.kind is MetricKind.COUNTER:
+                    family = families.setdefault(
+                        metric.name, CounterMetricFamily(metric.name, metric.help, labels=["job_name"])
+                    )
+                    family.add_metric([job], sums.get((job, metric.key), 0.0))  # 0 before a first run: rate() works
+                elif metric.key in newest.get(job, {}):
+                    family = families.setdefault(
+                        metric.name, GaugeMetricFamily(metric.name, metric.help, labels=["job_name"])
+                    )
+                    family.add_metric([job], newest[job][metric.key] * metric.scale)
+        yield from families.values()
 
 
 class MetricsObserver(NullObserver):
     """The run observer that counts runs, and the registry ``/metrics`` serves.
 
-    ``status_source`` returns the status document (the daemon's
-    ``status_document``); ``history`` seeds the jobs' own numbers;
-    ``textfile`` is the node_exporter ``.prom`` path, or None.
+    ``status_source`` returns the status (the daemon's ``status_snapshot``);
+    ``history`` seeds the jobs' own numbers; ``textfile`` is the node_exporter
+    ``.prom`` path, or None.
     """
 
     def __init__(
         self,
-        status_source: Callable[[], Mapping[str, Any]],
+        status_source: Callable[[], StatusSnapshot],
         *,
         history: RunHistory | None = None,
         textfile: str | os.PathLike | None = None,
@@ -271,20 +254,29 @@ class MetricsObserver(NullObserver):
             "pmjobsd_alerts", "Alert deliveries, by sink kind and result", ["sink", "result"], registry=self.registry
         )
         Info("pmjobsd_build", "pmjobsd version", registry=self.registry).info({"version": version})
-        self._results_lock = threading.Lock()
-        self._results: dict[str, dict[str, float]] = self._seed(history) if history is not None else {}
-        self.registry.register(StatusCollector(status_source, self._results_snapshot, self.log))
+        self.registry.register(StatusCollector(status_source, self.log))
+        self.results = JobResults(self._seed(history) if history is not None else None)
+        self.registry.register(self.results)
         self._textfile: TextfileWriter | None = None
         self.set_textfile(textfile)
 
     # --- configuration (daemon start and reload) -------------------------------------------
     def set_jobs(self, names: Iterable[str]) -> None:
-        """Create the per-job series at 0, so ``rate()`` and ``increase()`` work from the first run."""
+        """Create the per-job series at 0, so ``rate()`` and ``increase()`` work from the first run.
+
+        The runs series are made for the outcomes a job reports itself; the runner's own
+        (TIMEOUT, INTERRUPTED) appear when they first happen.
+        """
         for name in names:
-            for status in ("OK", "WARN", "FAIL"):
-                self.runs.labels(name, status)
+            for status in Status:
+                if status.returnable:
+                    self.runs.labels(name, status.value)
             self.retries.labels(name)
             self.duration.labels(name)
+
+    def declare_metrics(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
+        """The named metrics each job exports (job name -> its ``JobSpec.metrics``)."""
+        self.results.declare(declared)
 
     def set_textfile(self, path: str | os.PathLike | None) -> None:
         """Start, move or stop the textfile output (``metrics.textfile``)."""
@@ -317,10 +309,7 @@ class MetricsObserver(NullObserver):
         self.runs.labels(record.job, record.status.value).inc()
         if record.finished_at is not None:
             self.duration.labels(record.job).observe(max(0.0, record.finished_at - record.started_at))
-        results = numeric_results(record.metrics)
-        if results:
-            with self._results_lock:
-                self._results[record.job] = results
+        self.results.add(record.job, numeric_results(record.metrics))
         self.update_textfile()
 
     def alert_delivered(self, sink: str, result: str) -> None:
@@ -332,10 +321,6 @@ class MetricsObserver(NullObserver):
             self._textfile.close()
 
     # --- internals ---------------------------------------------------------------------------
-    def _results_snapshot(self) -> dict[str, dict[str, float]]:
-        with self._results_lock:
-            return {job: dict(values) for job, values in self._results.items()}
-
     @staticmethod
     def _seed(history: RunHistory) -> dict[str, dict[str, float]]:
         """The newest reported numbers of each job, from the history (so a restart keeps them)."""

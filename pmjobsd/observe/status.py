@@ -1,193 +1,481 @@
-"""The status document (``status --json``, docs/metrics.md) and its exit code.
+"""The status document (``status --json``, ``/v1/jobs``, docs/metrics.md) and its exit code.
 
-Built by the daemon (with live next-run times and running attempts) or, when
-no daemon runs, by the CLI straight from the settings and the run history.
+:func:`build_status` makes a :class:`StatusSnapshot`: typed, times as epoch
+seconds (``next_run`` as a datetime in the job's zone), states as enums.  The
+metrics and the status page read it as it is; :meth:`StatusSnapshot.to_json`
+formats it into the JSON document (:class:`StatusDocument`) where JSON is
+produced.  Built by the daemon (with its live next-run times and running
+attempts) or, when no daemon runs, by the CLI from the settings and the run history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypedDict
 
 from pmjobsd import __version__
-from pmjobsd.core.context import Status
 from pmjobsd.core.history import RunHistory
+from pmjobsd.core.observers import RunRecord
+from pmjobsd.core.outcomes import JobState, Severity, Status, Trigger
 from pmjobsd.core.settings import LoadedSettings, ResolvedJob
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pmjobsd.core.runner import Runner
-    from pmjobsd.core.scheduler import Scheduler
+from pmjobsd.core.timestamps import utc_iso
 
 RECENT_RUNS = 20  # attempts per job in the document's "recent" list (the status page's marks)
-SEVERITY = {"OK": 0, "RUNNING": 0, "NEVER_RUN": 0, "DISABLED": 0, "WARN": 1, "FAIL": 2}
-EXIT_NAMES = {0: "OK", 1: "WARN", 2: "FAIL"}
 
 
-def iso(timestamp: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 in UTC (``2026-11-28T09:00:00.123+00:00``)."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+# --- what the builder needs from a live daemon ------------------------------------------------
 
 
-def _job_status(enabled: bool, running: bool, last: Mapping[str, Any] | None) -> str:
-    if not enabled:
-        return "DISABLED"
-    if running:
-        return "RUNNING"
-    if last is None:
-        return "NEVER_RUN"
-    status = last["status"]
-    if status in (Status.FAIL.value, Status.TIMEOUT.value):
-        # A failed attempt with a retry still to come is a warning, not yet a failure.
-        return "FAIL" if last["final"] else "WARN"
-    if status == Status.INTERRUPTED.value:
-        return "WARN"
-    if status == Status.RUNNING.value:  # written by another live process (a run-now)
-        return "RUNNING"
-    return status
+class RunningAttempt(Protocol):
+    """An attempt in progress, as the runner tracks it."""
+
+    @property
+    def record(self) -> RunRecord: ...
+
+    @property
+    def progress(self) -> tuple[float | None, str] | None: ...
 
 
-def _last_run(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {
-        "run_id": row["run_id"],
-        "status": row["status"],
-        "trigger": row["trigger"],
-        "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
-        "duration_ms": row["duration_ms"],
-        "attempt": row["attempt"],
-        "summary": row["summary"],
-    }
+class LiveState(Protocol):
+    """A live daemon's scheduler and runner, as far as the status goes."""
+
+    def next_run(self, job: str) -> datetime | None: ...
+
+    def running(self) -> Sequence[RunningAttempt]: ...
+
+    def abandoned_count(self, job: str | None = None) -> int: ...
 
 
-def _recent(history: RunHistory, name: str) -> list[dict[str, Any]]:
-    """The newest attempts of ``name``, newest first: what the status page draws as marks."""
-    return [
-        {
-            "status": row["status"],
-            "started_at": iso(row["started_at"]),
-            "duration_ms": row["duration_ms"],
-            "final": row["final"],
+# --- the JSON document ----------------------------------------------------------------------------
+
+
+class LastRunDocument(TypedDict):
+    run_id: str
+    status: str
+    trigger: str
+    started_at: str
+    finished_at: str | None
+    duration_ms: int | None
+    attempt: int
+    summary: str
+
+
+class RecentDocument(TypedDict):
+    status: str
+    started_at: str
+    duration_ms: int | None
+    final: bool
+
+
+class RunningDocument(TypedDict):
+    run_id: str
+    attempt: int
+    started_at: str
+    progress: float | None
+    progress_message: str
+
+
+class _JobDocument(TypedDict):
+    name: str
+    enabled: bool
+    cron: str | None
+    status: str
+    next_run: str | None
+    last_run: LastRunDocument | None
+    consecutive_failures: int
+    last_success_at: str | None
+    recent: list[RecentDocument]
+
+
+class JobDocument(_JobDocument, total=False):
+    description: str  # absent for a job that is not scheduled (its definition is invalid)
+    running: RunningDocument
+    abandoned_threads: int
+    config_errors: list[str]
+
+
+class _DaemonDocument(TypedDict):
+    running: bool
+    pid: int | None
+    version: str
+    started_at: str | None
+
+
+class DaemonDocument(_DaemonDocument, total=False):
+    responding: bool
+    abandoned_threads: int
+    heartbeat_age_s: float
+    host: str
+
+
+class SettingsDocument(TypedDict):
+    path: str
+    valid: bool
+    issues: list[str]
+
+
+class StatusDocument(TypedDict):
+    generated_at: str
+    daemon: DaemonDocument
+    settings: SettingsDocument
+    jobs: list[JobDocument]
+    status: str  # OK, WARN or FAIL: the exit code's name
+
+
+# --- the typed snapshot ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """A job's newest attempt."""
+
+    run_id: str
+    status: Status
+    trigger: Trigger
+    started_at: float
+    finished_at: float | None
+    duration_ms: int | None
+    attempt: int
+    summary: str
+    final: bool  # no retry follows (not in the document: its job's status says it)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> LastRun:
+        return cls(
+            row["run_id"],
+            Status(row["status"]),
+            Trigger(row["trigger"]),
+            row["started_at"],
+            row["finished_at"],
+            row["duration_ms"],
+            row["attempt"],
+            row["summary"],
+            row["final"],
+        )
+
+    def to_json(self) -> LastRunDocument:
+        return {
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "trigger": self.trigger.value,
+            "started_at": utc_iso(self.started_at),
+            "finished_at": utc_iso(self.finished_at),
+            "duration_ms": self.duration_ms,
+            "attempt": self.attempt,
+            "summary": self.summary,
         }
+
+
+@dataclass(frozen=True)
+class RecentAttempt:
+    """One of a job's newest attempts (the status page draws them as marks)."""
+
+    status: Status
+    started_at: float
+    duration_ms: int | None
+    final: bool
+
+    def to_json(self) -> RecentDocument:
+        return {
+            "status": self.status.value,
+            "started_at": utc_iso(self.started_at),
+            "duration_ms": self.duration_ms,
+            "final": self.final,
+        }
+
+
+@dataclass(frozen=True)
+class RunningNow:
+    """The attempt a live daemon is running, with the progress the job reported."""
+
+    run_id: str
+    attempt: int
+    started_at: float
+    progress: float | None
+    progress_message: str
+
+    def to_json(self) -> RunningDocument:
+        return {
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "started_at": utc_iso(self.started_at),
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+        }
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One job's entry.  ``description`` is None for a job that is not scheduled (invalid definition)."""
+
+    name: str
+    enabled: bool
+    cron: str | None
+    status: JobState
+    next_run: datetime | None  # in the job's own zone
+    last_run: LastRun | None
+    consecutive_failures: int
+    description: str | None
+    last_success_at: float | None
+    recent: tuple[RecentAttempt, ...]
+    running: RunningNow | None = None
+    abandoned_threads: int = 0
+    config_errors: tuple[str, ...] = ()
+
+    def to_json(self) -> JobDocument:
+        last_run = self.last_run.to_json() if self.last_run else None
+        next_run = self.next_run.isoformat() if self.next_run else None
+        recent = [attempt.to_json() for attempt in self.recent]
+        if self.description is None:  # not scheduled: the config errors are what there is to say
+            return {
+                "name": self.name,
+                "enabled": self.enabled,
+                "cron": self.cron,
+                "status": self.status.value,
+                "next_run": next_run,
+                "last_run": last_run,
+                "consecutive_failures": self.consecutive_failures,
+                "config_errors": list(self.config_errors),
+                "last_success_at": utc_iso(self.last_success_at),
+                "recent": recent,
+            }
+        entry: JobDocument = {
+            "name": self.name,
+            "enabled": self.enabled,
+            "cron": self.cron,
+            "status": self.status.value,
+            "next_run": next_run,
+            "last_run": last_run,
+            "consecutive_failures": self.consecutive_failures,
+            "description": self.description,
+            "last_success_at": utc_iso(self.last_success_at),
+            "recent": recent,
+        }
+        if self.running is not None:
+            entry["running"] = self.running.to_json()
+        if self.abandoned_threads:
+            entry["abandoned_threads"] = self.abandoned_threads
+        if self.config_errors:  # running with its last good definition
+            entry["config_errors"] = list(self.config_errors)
+        return entry
+
+
+@dataclass(frozen=True)
+class DaemonState:
+    """The daemon as the status sees it; the last three fields come from a live daemon only."""
+
+    running: bool
+    pid: int | None
+    version: str
+    started_at: float | None
+    responding: bool | None = None  # False: a process holds the lock but does not answer
+    abandoned_threads: int | None = None
+    heartbeat_age_s: float | None = None
+    host: str | None = None
+
+    def to_json(self) -> DaemonDocument:
+        document: DaemonDocument = {
+            "running": self.running,
+            "pid": self.pid,
+            "version": self.version,
+            "started_at": utc_iso(self.started_at),
+        }
+        if self.responding is not None:
+            document["responding"] = self.responding
+        if self.abandoned_threads is not None:
+            document["abandoned_threads"] = self.abandoned_threads
+        if self.heartbeat_age_s is not None:
+            document["heartbeat_age_s"] = self.heartbeat_age_s
+        if self.host is not None:
+            document["host"] = self.host
+        return document
+
+
+@dataclass(frozen=True)
+class SettingsState:
+    path: str
+    valid: bool
+    issues: tuple[str, ...]
+
+    def to_json(self) -> SettingsDocument:
+        return {"path": self.path, "valid": self.valid, "issues": list(self.issues)}
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """Everything ``pmjobsd status`` reports, typed; :meth:`to_json` is the document."""
+
+    generated_at: float
+    daemon: DaemonState
+    settings: SettingsState
+    jobs: tuple[JobStatus, ...]
+
+    @property
+    def severity(self) -> Severity:
+        """The exit code of ``pmjobsd status`` (see :func:`overall_severity`)."""
+        return overall_severity(
+            (job.status.severity for job in self.jobs),
+            running=self.daemon.running,
+            responding=self.daemon.responding,
+            abandoned_threads=self.daemon.abandoned_threads or 0,
+            settings_valid=self.settings.valid,
+        )
+
+    def to_json(self) -> StatusDocument:
+        return {
+            "generated_at": utc_iso(self.generated_at),
+            "daemon": self.daemon.to_json(),
+            "settings": self.settings.to_json(),
+            "jobs": [job.to_json() for job in self.jobs],
+            "status": self.severity.name,
+        }
+
+
+def overall_severity(
+    job_severities: Iterable[Severity],
+    *,
+    running: bool,
+    responding: bool | None,
+    abandoned_threads: int,
+    settings_valid: bool,
+) -> Severity:
+    """The worst of the jobs' severities; a daemon that is not running, has stuck threads or
+    invalid settings is at least a WARN, one that holds the lock but does not answer is a FAIL."""
+    if responding is False:  # wedged
+        return Severity.FAIL
+    worst = max(job_severities, default=Severity.OK)
+    if not running or abandoned_threads or not settings_valid:
+        worst = max(worst, Severity.WARN)
+    return worst
+
+
+def exit_code(document: Mapping[str, Any]) -> Severity:
+    """0 when all is OK, 1 on any WARN, 2 on any FAIL, for a document read as JSON (maybe from
+    another pmjobsd version over the control socket: a state it does not know is a FAIL)."""
+    daemon = document["daemon"]
+    return overall_severity(
+        (JobState.severity_of(job["status"]) for job in document["jobs"]),
+        running=bool(daemon.get("running")),
+        responding=daemon.get("responding"),
+        abandoned_threads=daemon.get("abandoned_threads") or 0,
+        settings_valid=document["settings"]["valid"],
+    )
+
+
+# --- building it ----------------------------------------------------------------------------------
+
+
+def _recent(history: RunHistory, name: str) -> tuple[RecentAttempt, ...]:
+    """The newest attempts of ``name``, newest first."""
+    return tuple(
+        RecentAttempt(Status(row["status"]), row["started_at"], row["duration_ms"], row["final"])
         for row in history.recent(name, limit=RECENT_RUNS)
-    ]
+    )
+
+
+def _job_state(enabled: bool, running: bool, last: LastRun | None) -> JobState:
+    if not enabled:
+        return JobState.DISABLED
+    if running:
+        return JobState.RUNNING
+    if last is None:
+        return JobState.NEVER_RUN
+    return JobState.of_attempt(last.status, last.final)
+
+
+def _running_now(attempt: RunningAttempt) -> RunningNow:
+    fraction, message = attempt.progress or (None, "")
+    record = attempt.record
+    return RunningNow(record.run_id, record.attempt, record.started_at, fraction, message)
 
 
 def build_status(
     loaded: LoadedSettings,
     history: RunHistory,
     *,
-    daemon: Mapping[str, Any],
-    scheduler: Scheduler | None = None,
-    runner: Runner | None = None,
+    daemon: DaemonState,
+    live: LiveState | None = None,
     jobs: Mapping[str, ResolvedJob] | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
-    """The status document; ``scheduler``/``runner``/``jobs`` are given by a live daemon.
+) -> StatusSnapshot:
+    """The status; ``live`` and ``jobs`` are given by a running daemon.
 
     ``jobs`` are the jobs the daemon actually runs (default: those of ``loaded``):
     a job whose new definition is invalid keeps running with its last good one.
     """
     now = now or datetime.now(timezone.utc)
     effective = loaded.jobs if jobs is None else jobs
-    last_runs = history.last_runs()
+    last_runs = {name: LastRun.from_row(row) for name, row in history.last_runs().items()}
     last_successes = history.last_success_times()
-    running = {active.record.job: active for active in runner.running()} if runner else {}
+    running = {attempt.record.job: attempt for attempt in live.running()} if live else {}
     entries = []
     for name in sorted(set(effective) | set(loaded.job_errors)):
+        errors = tuple(str(issue) for issue in loaded.job_errors.get(name, ()))
         job = effective.get(name)
-        if job is None:
+        if job is None:  # not scheduled: its definition is invalid and there is no good one to run
             entries.append(
-                {
-                    "name": name,
-                    "enabled": False,
-                    "cron": None,
-                    "status": "FAIL",
-                    "next_run": None,
-                    "last_run": _last_run(last_runs.get(name)),
-                    "consecutive_failures": history.consecutive_failures(name),
-                    "config_errors": [str(issue) for issue in loaded.job_errors[name]],
-                    "last_success_at": iso(last_successes.get(name)),
-                    "recent": _recent(history, name),
-                }
+                JobStatus(
+                    name=name,
+                    enabled=False,
+                    cron=None,
+                    status=JobState.FAIL,
+                    next_run=None,
+                    last_run=last_runs.get(name),
+                    consecutive_failures=history.consecutive_failures(name),
+                    description=None,
+                    last_success_at=last_successes.get(name),
+                    recent=_recent(history, name),
+                    config_errors=errors,
+                )
             )
             continue
         enabled = job.definition.enabled
         next_run = None
         if enabled:
-            if scheduler is not None:
-                next_run = scheduler.next_run(name)
-            elif not daemon.get("running"):
+            if live is not None:
+                next_run = live.next_run(name)
+            elif not daemon.running:
                 next_run = job.schedule.next_after(now)
-        entry: dict[str, Any] = {
-            "name": name,
-            "enabled": enabled,
-            "cron": job.definition.cron,
-            "status": _job_status(enabled, name in running, last_runs.get(name)),
-            "next_run": next_run.astimezone(job.schedule.tz).isoformat() if next_run else None,
-            "last_run": _last_run(last_runs.get(name)),
-            "consecutive_failures": history.consecutive_failures(name),
-            "description": job.description,
-            "last_success_at": iso(last_successes.get(name)),
-            "recent": _recent(history, name),
-        }
-        if name in running:
-            fraction, message = running[name].progress or (None, "")
-            entry["running"] = {
-                "run_id": running[name].record.run_id,
-                "attempt": running[name].record.attempt,
-                "started_at": iso(running[name].record.started_at),
-                "progress": fraction,
-                "progress_message": message,
-            }
-        if runner is not None and runner.abandoned_count(name):
-            entry["abandoned_threads"] = runner.abandoned_count(name)
-        if name in loaded.job_errors:  # running with its last good definition
-            entry["config_errors"] = [str(issue) for issue in loaded.job_errors[name]]
-        entries.append(entry)
-    document = {
-        "generated_at": now.isoformat(timespec="seconds"),
-        "daemon": dict(daemon),
-        "settings": {
-            "path": str(loaded.source),
-            "valid": loaded.ok,
-            "issues": [str(issue) for issue in loaded.issues],
-        },
-        "jobs": entries,
-    }
-    document["status"] = EXIT_NAMES[exit_code(document)]
-    return document
+        entries.append(
+            JobStatus(
+                name=name,
+                enabled=enabled,
+                cron=job.definition.cron,
+                status=_job_state(enabled, name in running, last_runs.get(name)),
+                next_run=next_run.astimezone(job.schedule.tz) if next_run else None,
+                last_run=last_runs.get(name),
+                consecutive_failures=history.consecutive_failures(name),
+                description=job.description,
+                last_success_at=last_successes.get(name),
+                recent=_recent(history, name),
+                running=_running_now(running[name]) if name in running else None,
+                abandoned_threads=live.abandoned_count(name) if live else 0,
+                config_errors=errors,  # running with its last good definition
+            )
+        )
+    return StatusSnapshot(
+        generated_at=now.timestamp(),
+        daemon=daemon,
+        settings=SettingsState(str(loaded.source), loaded.ok, tuple(str(issue) for issue in loaded.issues)),
+        jobs=tuple(entries),
+    )
 
 
-def exit_code(document: Mapping[str, Any]) -> int:
-    """0 when all is OK, 1 on any WARN, 2 on any FAIL (monitoring-plugin convention)."""
-    worst = max((SEVERITY.get(job["status"], 2) for job in document["jobs"]), default=0)
-    daemon = document["daemon"]
-    if daemon.get("responding") is False:  # the lock is held but nobody answers: wedged
-        return 2
-    if not daemon.get("running") or daemon.get("abandoned_threads"):
-        worst = max(worst, 1)
-    if not document["settings"]["valid"]:
-        worst = max(worst, 1)
-    return worst
-
-
-def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) -> dict[str, Any]:
+def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) -> StatusDocument:
     """The status document when no daemon answers, from the run history.
 
     ``pid`` is the holder of the daemon's lock: a live process that does not
     answer on the control socket is reported as running but not responding (FAIL).
     """
-    daemon = {"running": False, "pid": pid, "version": __version__, "started_at": None}
-    if pid is not None:
-        daemon.update(running=True, responding=False)
+    if pid is None:
+        daemon = DaemonState(running=False, pid=None, version=__version__, started_at=None)
+    else:
+        daemon = DaemonState(running=True, pid=pid, version=__version__, started_at=None, responding=False)
     with RunHistory(history_path, create=False) as history:
-        return build_status(loaded, history, daemon=daemon)
+        return build_status(loaded, history, daemon=daemon).to_json()
 
 
 def render_text(document: Mapping[str, Any]) -> str:

@@ -1,7 +1,7 @@
-"""The HTML status page: one self-contained document rendered from the status document.
+"""The HTML status page: one self-contained document rendered from the status.
 
 No scripts, no external assets: inline CSS only, and a ``<meta refresh>`` to
-reload itself.  Every value from the document is escaped.  One row per job:
+reload itself.  Every value from the status is escaped.  One row per job:
 a badge (OK / WARN / FAIL and the other states, colour *and* text), last
 run, duration, next run, summary, and a row of coloured marks for the job's
 recent attempts (oldest left, newest right; hover for time and status).
@@ -9,29 +9,29 @@ recent attempts (oldest left, newest right; hover for time and status).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from html import escape
-from typing import Any
+
+from pmjobsd.core.outcomes import JobState, Severity, Status
+from pmjobsd.core.timestamps import utc_iso
+from pmjobsd.observe.status import JobStatus, RecentAttempt, StatusSnapshot
 
 REFRESH_SECONDS = 30
+# The colours of the states that are no verdict (a verdict is coloured by its severity).
+_NO_VERDICT_CLASS = {JobState.RUNNING: "running", JobState.NEVER_RUN: "idle", JobState.DISABLED: "off"}
 
-_BADGE_CLASS = {
-    "OK": "ok",
-    "WARN": "warn",
-    "FAIL": "fail",
-    "RUNNING": "running",
-    "NEVER_RUN": "idle",
-    "DISABLED": "off",
-}
-_MARK_CLASS = {
-    "OK": "ok",
-    "WARN": "warn",
-    "FAIL": "fail",
-    "TIMEOUT": "fail",
-    "INTERRUPTED": "warn",
-    "RUNNING": "running",
-}
+
+def _severity_class(severity: Severity) -> str:
+    return severity.name.lower()  # ok, warn, fail
+
+
+def _badge_class(state: JobState) -> str:
+    return _severity_class(state.verdict) if state.verdict is not None else _NO_VERDICT_CLASS[state]
+
+
+def _mark_class(status: Status) -> str:
+    return _severity_class(status.severity) if status.finished else "running"
+
 
 STYLE = """
 :root { color-scheme: light dark; --ok:#1a7f37; --warn:#b35900; --fail:#cf222e; --run:#0969da; --idle:#6e7781; }
@@ -58,11 +58,12 @@ tr.disabled { opacity: .55; }
 """
 
 
-def _when(value: str | None, now: datetime) -> str:
-    """An ISO time as a short relative phrase, with the exact time in a tooltip."""
-    if not value:
+def _when(moment: datetime | float | None, now: datetime) -> str:
+    """A moment (a datetime, or epoch seconds) as a short relative phrase, with the exact time in a tooltip."""
+    if moment is None:
         return "&ndash;"
-    moment = datetime.fromisoformat(value)
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, timezone.utc)
     seconds = (moment - now).total_seconds()
     span = abs(seconds)
     if span < 90:
@@ -91,60 +92,57 @@ def _duration(milliseconds: int | None) -> str:
     return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
-def _marks(job: Mapping[str, Any]) -> str:
+def _marks(recent: tuple[RecentAttempt, ...]) -> str:
     marks = []
-    for attempt in reversed(job.get("recent", [])):  # the document lists newest first
-        status = attempt.get("status", "")
-        css = _MARK_CLASS.get(status, "idle")
-        if css == "fail" and not attempt.get("final", True):
+    for attempt in reversed(recent):  # newest first in the status
+        css, status = _mark_class(attempt.status), attempt.status.value
+        if attempt.status.failed and not attempt.final:
             css += " retried"
             status += " (retried)"
-        title = f"{attempt.get('started_at') or ''} {status}".strip()
+        title = f"{utc_iso(attempt.started_at)} {status}"
         marks.append(f'<span class="mark {css}" title="{escape(title)}" data-status="{escape(status)}"></span>')
     return f'<div class="marks">{"".join(marks)}</div>' if marks else '<span class="sub">no runs yet</span>'
 
 
-def _row(job: Mapping[str, Any], now: datetime) -> str:
-    status = job.get("status", "")
-    last = job.get("last_run") or {}
-    errors = job.get("config_errors") or []
-    if errors:
-        summary = f'<span class="errors">{escape("; ".join(errors))}</span>'
+def _row(job: JobStatus, now: datetime) -> str:
+    last = job.last_run
+    if job.config_errors:
+        summary = f'<span class="errors">{escape("; ".join(job.config_errors))}</span>'
     else:
-        summary = escape(last.get("summary") or "")
-    running = job.get("running")
-    if running and running.get("progress_message"):
-        summary += f'<div class="sub">running: {escape(running["progress_message"])}</div>'
-    failures = int(job.get("consecutive_failures") or 0)
+        summary = escape(last.summary if last else "")
+    if job.running is not None and job.running.progress_message:
+        summary += f'<div class="sub">running: {escape(job.running.progress_message)}</div>'
+    failures = job.consecutive_failures
     if failures:
         summary += f'<div class="sub">{failures} failure{"s" if failures > 1 else ""} in a row</div>'
-    cron = f'<div class="sub">{escape(job["cron"])}</div>' if job.get("cron") else ""
-    dimmed = ' class="disabled"' if status == "DISABLED" else ""
+    cron = f'<div class="sub">{escape(job.cron)}</div>' if job.cron else ""
+    dimmed = ' class="disabled"' if job.status is JobState.DISABLED else ""
+    badge = escape(job.status.value.replace("_", " "))
     return (
-        f'<tr data-job="{escape(job["name"])}"{dimmed}>'
-        f"<td><strong>{escape(job['name'])}</strong>{cron}</td>"
-        f'<td><span class="badge {_BADGE_CLASS.get(status, "idle")}">{escape(status.replace("_", " "))}</span></td>'
-        f"<td>{_when(last.get('started_at'), now)}</td>"
-        f'<td class="num">{_duration(last.get("duration_ms"))}</td>'
-        f"<td>{_when(job.get('next_run'), now)}</td>"
+        f'<tr data-job="{escape(job.name)}"{dimmed}>'
+        f"<td><strong>{escape(job.name)}</strong>{cron}</td>"
+        f'<td><span class="badge {_badge_class(job.status)}">{badge}</span></td>'
+        f"<td>{_when(last.started_at if last else None, now)}</td>"
+        f'<td class="num">{_duration(last.duration_ms if last else None)}</td>'
+        f"<td>{_when(job.next_run, now)}</td>"
         f'<td class="summary">{summary}</td>'
-        f"<td>{_marks(job)}</td>"
+        f"<td>{_marks(job.recent)}</td>"
         "</tr>"
     )
 
 
-def render_page(document: Mapping[str, Any], now: datetime | None = None) -> str:
-    """The status page for ``document`` (the ``pmjobsd status --json`` shape)."""
+def render_page(status: StatusSnapshot, now: datetime | None = None) -> str:
+    """The status page for ``status`` (what ``pmjobsd status --json`` shows)."""
     now = now or datetime.now(timezone.utc)
-    daemon = document.get("daemon", {})
-    overall = document.get("status", "OK")
-    # Enabled jobs first (in the document's order), switched-off ones after them.
-    jobs = sorted(document.get("jobs", []), key=lambda job: job.get("status") == "DISABLED")
+    daemon = status.daemon
+    overall = status.severity
+    # Enabled jobs first (in the status's order), switched-off ones after them.
+    jobs = sorted(status.jobs, key=lambda job: job.status is JobState.DISABLED)
     rows = "\n".join(_row(job, now) for job in jobs)
     notes = []
-    if daemon.get("abandoned_threads"):
-        notes.append(f"{int(daemon['abandoned_threads'])} timed-out job thread(s) still running")
-    notes += [f"settings: {issue}" for issue in document.get("settings", {}).get("issues", [])]
+    if daemon.abandoned_threads:
+        notes.append(f"{daemon.abandoned_threads} timed-out job thread(s) still running")
+    notes += [f"settings: {issue}" for issue in status.settings.issues]
     notes_html = "".join(f'<p class="errors">{escape(note)}</p>' for note in notes)
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -152,13 +150,13 @@ def render_page(document: Mapping[str, Any], now: datetime | None = None) -> str
 <meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pmjobsd: {escape(overall)}</title>
+<title>pmjobsd: {escape(overall.name)}</title>
 <style>{STYLE}</style>
 </head>
 <body>
-<h1>pmjobsd <span class="badge {_BADGE_CLASS.get(overall, "idle")}" id="overall">{escape(overall)}</span></h1>
-<p class="meta">version {escape(str(daemon.get("version", "")))} &middot; pid {escape(str(daemon.get("pid", "")))}
-&middot; started {_when(daemon.get("started_at"), now)} &middot; updated {_when(document.get("generated_at"), now)}
+<h1>pmjobsd <span class="badge {_severity_class(overall)}" id="overall">{escape(overall.name)}</span></h1>
+<p class="meta">version {escape(daemon.version)} &middot; pid {escape(str(daemon.pid))}
+&middot; started {_when(daemon.started_at, now)} &middot; updated {_when(status.generated_at, now)}
 &middot; refreshes every {REFRESH_SECONDS} s</p>
 {notes_html}
 <table>

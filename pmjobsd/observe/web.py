@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pmjobsd.observe.joblog import EventLogger
+from pmjobsd.observe.status import StatusSnapshot
 from pmjobsd.observe.statuspage import render_page
 
 ALLOWED_METHODS = "GET, HEAD"
@@ -143,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.dumps(health.as_dict()).encode() + b"\n"
                 self._reply(200 if health.healthy else 503, body, "application/json", {}, send_body)
             elif path == "/v1/jobs":
-                body = json.dumps(app.status_source(), indent=2).encode() + b"\n"
+                body = json.dumps(app.status_source().to_json(), indent=2).encode() + b"\n"
                 self._reply(200, body, "application/json", app.cors_headers(self.headers.get("Origin")), send_body)
             elif path in ("/", "/index.html"):
                 page = render_page(app.status_source()).encode()
@@ -179,7 +180,7 @@ class StatusServer:
     """Serves the daemon's metrics, health and status on ``host:port``.
 
     The sources are callables so the server always shows the daemon's current
-    state: ``metrics_source() -> bytes``, ``status_source() -> dict``,
+    state: ``metrics_source() -> bytes``, ``status_source() -> StatusSnapshot``,
     ``health_source() -> Health``, ``cors_origins() -> list of origins``.
     """
 
@@ -190,7 +191,7 @@ class StatusServer:
         *,
         allow_remote: bool,
         metrics_source: Callable[[], bytes],
-        status_source: Callable[[], Mapping[str, Any]],
+        status_source: Callable[[], StatusSnapshot],
         health_source: Callable[[], Health],
         cors_origins: Callable[[], Sequence[str]] = lambda: (),
         log: EventLogger | None = None,

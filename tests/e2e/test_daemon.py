@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 from tests.support.daemon import wait_for
 
@@ -30,7 +31,8 @@ def test_runs_jobs_records_them_and_reports_status(home, daemon_factory):
     wait_for(lambda: len(home.events("job.succeeded", job="tick")) >= 2, message="two runs of tick")
 
     line = home.events("job.succeeded", job="tick")[0]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["ts"])
+    assert datetime.fromisoformat(line["ts"]).tzinfo == timezone.utc  # readable by Python 3.10 too
     assert {"level": "INFO", "component": "runner", "status": "OK"}.items() <= line.items()
     assert len(line["run_id"]) == 32 and line["attempt"] == 1 and isinstance(line["duration_ms"], int)
     started = home.events("job.started", run_id=line["run_id"])

@@ -8,58 +8,57 @@ import shutil
 import stat
 import subprocess
 import time
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pmjobsd.core.context import Status
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunRecord
+from pmjobsd.core.outcomes import JobState, Status, Trigger
+from pmjobsd.core.registry import JobMetric, MetricKind, builtin_names, load_builtin
+from pmjobsd.observe import metrics as metrics_module
 from pmjobsd.observe.metrics import MetricsObserver, job_status_code
+from pmjobsd.observe.status import DaemonState, JobStatus, LastRun, RecentAttempt, SettingsState, StatusSnapshot
 from pmjobsd.observe.statuspage import render_page
 from pmjobsd.observe.web import AddressRefused, Health, StatusServer, heartbeat_health, is_loopback_host
 from tests.support.daemon import wait_for
 
 PROMTOOL = shutil.which("promtool")
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+BUILTIN_METRICS = {name: load_builtin(name).metrics for name in builtin_names()}
 
 
-def document(**job_overrides) -> dict:
-    job = {
-        "name": "backup_integrity_check",
-        "enabled": True,
-        "cron": "0 3 * * 0",
-        "status": "OK",
-        "next_run": "2026-11-29T03:00:00+01:00",
-        "last_run": {
-            "run_id": "r1",
-            "status": "OK",
-            "started_at": "2026-11-28T08:00:00.000+00:00",
-            "finished_at": "2026-11-28T08:00:02.500+00:00",
-            "duration_ms": 2500,
-            "attempt": 1,
-            "summary": "3 of 3 backups OK",
-        },
-        "last_success_at": "2026-11-28T08:00:02.500+00:00",
-        "consecutive_failures": 0,
-        "recent": [{"status": "OK", "started_at": "2026-11-28T08:00:00.000+00:00", "duration_ms": 2500, "final": True}],
-        **job_overrides,
-    }
-    return {
-        "generated_at": NOW.isoformat(),
-        "status": "OK",
-        "daemon": {
-            "running": True,
-            "pid": 42,
-            "version": "0.1.0",
-            "started_at": "2026-11-28T07:00:00.000+00:00",
-            "abandoned_threads": 1,
-            "heartbeat_age_s": 0.5,
-        },
-        "settings": {"path": "/x", "valid": True, "issues": []},
-        "jobs": [job],
-    }
+def at(hour: int, minute: int = 0, second: float = 0.0) -> float:
+    """Epoch seconds of a time on 2026-11-28 (UTC)."""
+    return datetime(2026, 11, 28, hour, minute, tzinfo=timezone.utc).timestamp() + second
+
+
+JOB = JobStatus(
+    name="backup_integrity_check",
+    enabled=True,
+    cron="0 3 * * 0",
+    status=JobState.OK,
+    next_run=datetime(2026, 11, 29, 3, tzinfo=timezone(timedelta(hours=1))),
+    last_run=LastRun("r1", Status.OK, Trigger.SCHEDULE, at(8), at(8, 0, 2.5), 2500, 1, "3 of 3 backups OK", True),
+    consecutive_failures=0,
+    description="Check the backups",
+    last_success_at=at(8, 0, 2.5),
+    recent=(RecentAttempt(Status.OK, at(8), 2500, True),),
+)
+
+
+def snapshot(**job_overrides) -> StatusSnapshot:
+    return StatusSnapshot(
+        generated_at=NOW.timestamp(),
+        daemon=DaemonState(
+            running=True, pid=42, version="0.1.0", started_at=at(7), abandoned_threads=1, heartbeat_age_s=0.5
+        ),
+        settings=SettingsState("/x", True, ()),
+        jobs=(replace(JOB, **job_overrides),),
+    )
 
 
 def record(
@@ -96,8 +95,9 @@ def promtool_check(text: bytes) -> None:
 
 @pytest.fixture
 def observer():
-    state = {"document": document()}
-    metrics = MetricsObserver(lambda: state["document"])
+    state = {"status": snapshot()}
+    metrics = MetricsObserver(lambda: state["status"])
+    metrics.declare_metrics(BUILTIN_METRICS)
     metrics.state = state
     yield metrics
     metrics.close()
@@ -141,7 +141,7 @@ def test_counters_histogram_and_results(observer):
         for key in found
         if ("name", "bad name!") in key[1] or ("name", "label") in key[1] or ("name", "nan") in key[1]
     ]
-    # The scrape-time gauges from the status document.
+    # The scrape-time gauges from the status.
     assert found[("pmjobsd_job_status", job)] == 0
     assert found[("pmjobsd_job_running", job)] == 0
     assert (
@@ -186,30 +186,30 @@ def test_a_given_up_attempt_is_not_counted_twice(observer):
     assert found[("pmjobsd_job_duration_seconds_count", job)] == 1
 
 
-def test_status_gauge_follows_the_document_at_each_scrape(observer):
+def test_status_gauge_follows_the_status_at_each_scrape(observer):
     job = (("job_name", "backup_integrity_check"),)
-    observer.state["document"] = document(status="FAIL", consecutive_failures=2)
+    observer.state["status"] = snapshot(status=JobState.FAIL, consecutive_failures=2)
     assert samples(observer.exposition())[("pmjobsd_job_status", job)] == 2
     # Running: 1, and the status shows the previous outcome (a failed attempt with a retry coming: WARN).
-    observer.state["document"] = document(
-        status="RUNNING", recent=[{"status": "RUNNING", "final": True}, {"status": "FAIL", "final": False}]
+    observer.state["status"] = snapshot(
+        status=JobState.RUNNING,
+        recent=(RecentAttempt(Status.RUNNING, at(9), None, True), RecentAttempt(Status.FAIL, at(8), 100, False)),
     )
     found = samples(observer.exposition())
     assert found[("pmjobsd_job_running", job)] == 1 and found[("pmjobsd_job_status", job)] == 1
-    observer.state["document"] = document(status="NEVER_RUN", last_run=None, recent=[], last_success_at=None)
+    observer.state["status"] = snapshot(status=JobState.NEVER_RUN, last_run=None, recent=(), last_success_at=None)
     found = samples(observer.exposition())
     assert ("pmjobsd_job_status", job) not in found and ("pmjobsd_job_last_run_timestamp_seconds", job) not in found
 
 
 def test_status_code_mapping():
-    assert [job_status_code({"status": s}) for s in ("OK", "WARN", "FAIL", "DISABLED", "NEVER_RUN")] == [
-        0,
-        1,
-        2,
-        None,
-        None,
-    ]
-    assert job_status_code({"status": "RUNNING", "recent": [{"status": "TIMEOUT", "final": True}]}) == 2
+    states = (JobState.OK, JobState.WARN, JobState.FAIL, JobState.DISABLED, JobState.NEVER_RUN)
+    assert [job_status_code(replace(JOB, status=state)) for state in states] == [0, 1, 2, None, None]
+    timed_out = (RecentAttempt(Status.TIMEOUT, at(8), 100, True),)
+    assert job_status_code(replace(JOB, status=JobState.RUNNING, recent=timed_out)) == 2
+    interrupted = (RecentAttempt(Status.INTERRUPTED, at(8), 100, True),)
+    assert job_status_code(replace(JOB, status=JobState.RUNNING, recent=interrupted)) == 1
+    assert job_status_code(replace(JOB, status=JobState.RUNNING, recent=())) is None
 
 
 def test_a_failing_status_source_still_exposes_the_counters():
@@ -230,7 +230,8 @@ def test_job_results_are_seeded_from_the_history(tmp_path):
             run.run_id, run.started_at = f"r{number}", time.time() + number
             history.record_start(run)
             history.record_finish(run)
-        metrics = MetricsObserver(lambda: document(), history=history)
+        metrics = MetricsObserver(snapshot, history=history)
+        metrics.declare_metrics(BUILTIN_METRICS)
     found = samples(metrics.exposition())
     assert found[("pmjobsd_passwords_expiring", (("job_name", "expiring_password_digest"),))] == 4
     assert found[("pmjobsd_passwords_expired", (("job_name", "expiring_password_digest"),))] == 1
@@ -275,15 +276,15 @@ def test_loopback_detection():
 
 class Endpoint:
     def __init__(self, **options):
-        self.document = document()
+        self.status = snapshot()
         self.health = Health(True, 0.1, 12.0)
-        self.metrics = MetricsObserver(lambda: self.document)
+        self.metrics = MetricsObserver(lambda: self.status)
         self.server = StatusServer(
             "127.0.0.1",
             0,
             allow_remote=False,
             metrics_source=self.metrics.exposition,
-            status_source=lambda: self.document,
+            status_source=lambda: self.status,
             health_source=lambda: self.health,
             **options,
         )
@@ -313,7 +314,8 @@ def test_endpoint_serves_the_four_paths(endpoint):
     assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert b"pmjobsd_build_info" in body
     code, headers, body = endpoint.request("GET", "/v1/jobs")
-    assert code == 200 and json.loads(body) == endpoint.document and headers["Content-Type"] == "application/json"
+    assert code == 200 and json.loads(body) == endpoint.status.to_json()
+    assert headers["Content-Type"] == "application/json"
     assert "Access-Control-Allow-Origin" not in headers  # no Origin, nothing to allow
     code, headers, body = endpoint.request("GET", "/")
     assert code == 200 and headers["Content-Type"] == "text/html; charset=utf-8" and b"backup_integrity_check" in body
@@ -350,10 +352,11 @@ def test_dns_rebinding_host_is_refused(endpoint):
 
 
 def test_status_errors_are_500_and_the_server_keeps_serving(endpoint):
-    endpoint.document = None  # json.dumps(None) works; render_page does not
-    code, _, body = endpoint.request("GET", "/")
-    assert code == 500 and body == b"status unavailable\n"
-    endpoint.document = document()
+    endpoint.status = None  # neither the document nor the page can be made from it
+    for path in ("/", "/v1/jobs"):
+        code, _, body = endpoint.request("GET", path)
+        assert code == 500 and body == b"status unavailable\n"
+    endpoint.status = snapshot()
     assert endpoint.request("GET", "/")[0] == 200
 
 
@@ -383,8 +386,58 @@ def test_non_loopback_address_needs_allow_remote():
         allowed.close()
 
 
-def test_page_escapes_what_the_document_holds():
-    hostile = document(name="<b>job</b>", last_run={"summary": "<script>alert(1)</script>", "started_at": None})
+def test_page_escapes_what_the_status_holds():
+    hostile = snapshot(name="<b>job</b>", last_run=replace(JOB.last_run, summary="<script>alert(1)</script>"))
     page = render_page(hostile, now=NOW)
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>job</b>" not in page
+
+
+# --- the jobs' own metrics, as their JobSpecs declare them ---------------------------------------------
+
+
+def test_a_declared_counter_sums_what_every_run_reported(observer):
+    observer.declare_metrics(
+        {
+            "counted": (
+                JobMetric("things", "pmjobsd_test_things", "Things counted", MetricKind.COUNTER),
+                JobMetric("bytes_kib", "pmjobsd_test_bytes", "Bytes seen", MetricKind.COUNTER, scale=1024.0),
+                JobMetric("backlog", "pmjobsd_test_backlog", "Things left over"),
+            )
+        }
+    )
+    job = (("job_name", "counted"),)
+    found = samples(observer.exposition())
+    assert found[("pmjobsd_test_things_total", job)] == 0  # before a first run: rate() works
+    assert ("pmjobsd_test_backlog", job) not in found
+    observer.run_finished(record(job="counted", metrics={"things": 3, "bytes_kib": 2, "backlog": 7}))
+    observer.run_finished(record(job="counted", metrics={"things": 4, "backlog": 1}))
+    found = samples(observer.exposition())
+    assert found[("pmjobsd_test_things_total", job)] == 7 and found[("pmjobsd_test_bytes_total", job)] == 2048
+    assert found[("pmjobsd_test_backlog", job)] == 1  # a gauge: the newest run's
+    assert ("pmjobsd_backups_verified", job) not in found  # another job's declaration
+    if PROMTOOL:
+        promtool_check(observer.exposition())
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("bad key!", "pmjobsd_x", "help"),
+        ("key", "node_x", "help"),  # not in pmjobsd's namespace
+        ("key", "pmjobsd_x_total", "help", MetricKind.COUNTER),  # the exposition adds _total
+    ],
+)
+def test_a_job_metric_must_be_well_named(arguments):
+    with pytest.raises(ValueError):
+        JobMetric(*arguments)
+
+
+def test_the_built_in_jobs_declare_their_metrics_and_metrics_py_names_none():
+    declared = [metric for metrics in BUILTIN_METRICS.values() for metric in metrics]
+    assert len({metric.name for metric in declared}) == len(declared) >= 9
+    source = Path(metrics_module.__file__).read_text()
+    for name, metrics in BUILTIN_METRICS.items():
+        assert name not in source
+        for metric in metrics:
+            assert metric.name not in source and f'"{metric.key}"' not in source

@@ -70,7 +70,7 @@ def seed_home(home: AppHome, *, settings: dict | None = None) -> DoctorEnv:
     logs.mkdir(mode=0o700, exist_ok=True)
     paths.app_log_path.write_text("\n".join(APP_LOG_LINES) + "\n")
     job_line = {
-        "ts": "2026-11-28T09:00:00.000Z",
+        "ts": "2026-11-28T09:00:00.000+00:00",
         "level": "INFO",
         "component": "job",
         "event": "job.succeeded",
@@ -81,7 +81,7 @@ def seed_home(home: AppHome, *, settings: dict | None = None) -> DoctorEnv:
     paths.jobs_log_path.chmod(0o600)
     archive = paths.jobs_log_path.with_name("jobs.log.20261120-033000.gz")
     with gzip.open(archive, "wt") as handle:
-        handle.write(json.dumps({**job_line, "event": "job.failed", "ts": "2026-11-20T03:30:00.000Z"}) + "\n")
+        handle.write(json.dumps({**job_line, "event": "job.failed", "ts": "2026-11-20T03:30:00.000+00:00"}) + "\n")
     archive.chmod(0o600)
     data = settings if settings is not None else default_settings()
     home.settings_path.write_text(json.dumps(data, indent=2))

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from pmjobsd.core.context import Status
+from pmjobsd.core.outcomes import JobState, Status
 from pmjobsd.core.privacy import scrub_text
 from pmjobsd.diagnostics.doctor.env import Check, DoctorEnv, current_status, fail, ok, shell_quote
-
-_JOB_STATUS = {
-    "OK": Status.OK,
-    "RUNNING": Status.OK,
-    "NEVER_RUN": Status.OK,
-    "DISABLED": Status.OK,
-    "WARN": Status.WARN,
-    "FAIL": Status.FAIL,
-}
 
 
 def check_jobs(env: DoctorEnv) -> list[Check]:
@@ -31,17 +22,17 @@ def check_jobs(env: DoctorEnv) -> list[Check]:
                 )
             )
             continue
-        if state == "NEVER_RUN":
+        if state == JobState.NEVER_RUN:
             checks.append(ok(f"job.{name}", f"never run yet; next run {job.get('next_run') or '-'}"))
             continue
-        if state == "DISABLED":
+        if state == JobState.DISABLED:
             checks.append(ok(f"job.{name}", "disabled"))
             continue
         summary = scrub_text(last.get("summary") or "")
         message = f"{last.get('status', state)} at {last.get('started_at')}" + (f": {summary}" if summary else "")
         if job.get("consecutive_failures"):
             message += f" ({job['consecutive_failures']} failures in a row)"
-        status = _JOB_STATUS.get(state, Status.FAIL)
+        status = Status.of_severity(JobState.severity_of(state))
         hint = (
             ""
             if status is Status.OK

@@ -7,7 +7,7 @@ import pwd
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ class DoctorEnv:
         return self._daemon
 
 
-def current_status(env: DoctorEnv) -> dict:
+def current_status(env: DoctorEnv) -> Mapping[str, Any]:
     """The status document: the daemon's when one answers, else built from the run history."""
     document, pid = env.daemon()
     return document if document is not None else offline_status(env.paths.history_path, env.loaded, pid)

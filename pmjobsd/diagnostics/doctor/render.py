@@ -7,23 +7,24 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pmjobsd import __version__
-from pmjobsd.core.context import Status
+from pmjobsd.core.outcomes import Severity, Status
+from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.diagnostics.doctor.env import Check
 
 
-def exit_code(checks: Sequence[Check]) -> int:
+def exit_code(checks: Sequence[Check]) -> Severity:
     """0 all OK, 1 any WARN, 2 any FAIL."""
-    return max((check.status.severity for check in checks), default=0)
+    return max((check.status.severity for check in checks), default=Severity.OK)
 
 
 def report(checks: Sequence[Check], now: datetime | None = None) -> dict[str, Any]:
     """The ``--json`` document."""
     code = exit_code(checks)
     return {
-        "generated_at": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+        "generated_at": utc_iso((now or datetime.now(timezone.utc)).timestamp()),
         "pmjobsd_version": __version__,
-        "status": {0: "OK", 1: "WARN", 2: "FAIL"}[code],
-        "exit_code": code,
+        "status": code.name,
+        "exit_code": int(code),
         "checks": [check.as_dict() for check in checks],
     }
 

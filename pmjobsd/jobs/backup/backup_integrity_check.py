@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.api import Duration, JobContext, JobResult, JobSpec, Status
+from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Overlap, Status
 from pmjobsd.app.vault import EntryStamp, VaultError, entry_stamps, integrity_problems, read_vault
 from pmjobsd.jobs.backup.archive import (
     BACKUP_NAME,
@@ -316,9 +316,22 @@ JOB = JobSpec(
         "retries": 1,
         "backoff": {"initial": 600.0, "factor": 2.0, "max": 3600.0},
         "jitter": 300.0,
-        "overlap": "skip",
+        "overlap": Overlap.SKIP,
         "catch_up": True,
     },
     options_model=BackupCheckOptions,
     tags=("vault", "backup"),
+    metrics=(
+        JobMetric(
+            "backups_verified", "pmjobsd_backups_verified", "Backups fully verified by the last backup integrity check"
+        ),
+        JobMetric("backups_failed", "pmjobsd_backups_failed", "Backups that failed the last backup integrity check"),
+        # Prometheus wants base units: the job reports days, the metric is seconds.
+        JobMetric(
+            "newest_backup_age_days",
+            "pmjobsd_backup_newest_age_seconds",
+            "Age of the newest backup in seconds",
+            scale=86400.0,
+        ),
+    ),
 )

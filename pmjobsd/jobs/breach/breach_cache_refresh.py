@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pmjobsd.api import Duration, JobContext, JobResult, JobSpec
+from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Overlap
 from pmjobsd.jobs.breach import cache as breach_cache
 from pmjobsd.jobs.breach.cache import CacheCorrupt, EntryDiff, diff_entries, entry_is_well_formed, fingerprint
 from pmjobsd.jobs.breach.hibp import FetchResult, RangeClient, RateGate, fetch_latest_breach, make_session
@@ -452,10 +452,25 @@ JOB = JobSpec(
         "timeout": "30m",
         "retries": 1,
         "jitter": "5m",
-        "overlap": "skip",
+        "overlap": Overlap.SKIP,
         "catch_up": True,
         "backoff": {"initial": "5m", "factor": 2.0, "max": "1h"},
     },
     options_model=BreachCacheRefreshOptions,
     tags=("network", "app-cache"),
+    metrics=(
+        JobMetric(
+            "prefixes_refreshed",
+            "pmjobsd_breach_prefixes_refreshed",
+            "HIBP range prefixes refreshed by the last breach cache refresh",
+        ),
+        JobMetric(
+            "prefixes_failed",
+            "pmjobsd_breach_prefixes_failed",
+            "HIBP range prefixes that failed in the last breach cache refresh",
+        ),
+        JobMetric(
+            "prefixes_in_cache", "pmjobsd_breach_prefixes_cached", "Prefixes in the breach cache after the last refresh"
+        ),
+    ),
 )

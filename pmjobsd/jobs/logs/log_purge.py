@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.api import JobContext, JobResult, JobSpec
+from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap
 from pmjobsd.jobs.logs.archives import log_files
 from pmjobsd.jobs.logs.retention import purge, retention_settings
 
@@ -52,6 +52,6 @@ JOB = JobSpec(
     name="log_purge",
     func=run,
     description="Delete log archives and run history older than the retention settings",
-    defaults={"cron": "@daily", "timeout": 900, "retries": 1, "overlap": "skip", "catch_up": True},
+    defaults={"cron": "@daily", "timeout": 900, "retries": 1, "overlap": Overlap.SKIP, "catch_up": True},
     options_model=LogPurgeOptions,
 )

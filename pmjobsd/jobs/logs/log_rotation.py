@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field
 
-from pmjobsd.api import JobContext, JobResult, JobSpec
+from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap
 from pmjobsd.jobs.logs.archives import log_files, reopening_files
 from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
 from pmjobsd.jobs.logs.retention import retention_settings
@@ -96,7 +96,7 @@ JOB = JobSpec(
     name="log_rotation",
     func=run,
     description="Rotate the app's log and jobs.log (rename or copy-truncate) and gzip old archives",
-    defaults={"cron": "30 3 * * 0", "timeout": 3600, "retries": 1, "overlap": "skip", "catch_up": True},
+    defaults={"cron": "30 3 * * 0", "timeout": 3600, "retries": 1, "overlap": Overlap.SKIP, "catch_up": True},
     options_model=LogRotationOptions,
     run_at_first_start=False,
 )
