@@ -3,7 +3,7 @@
 The app keeps the vault in WAL mode with a long-lived connection, so at any
 moment committed entries may live only in ``passwords.db-wal``.  SQLite's
 read-only modes each have a trap (checked against SQLite 3.40 in
-``tests/test_vault.py``):
+``tests/app/test_vault.py``):
 
 * ``?mode=ro`` on a WAL database whose ``-wal``/``-shm`` are absent *creates*
   both files (and leaves them, owned by whoever ran us — a root-owned ``-shm``

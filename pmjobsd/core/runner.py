@@ -6,8 +6,8 @@ fresh worker takes its seat, the old thread is counted until it returns (its
 late result is logged, not recorded), and no new run of that job starts while
 it lives, so a hanging job can never pile up threads.
 
-Every attempt goes through :meth:`Runner._lifecycle`: history row, log
-events and observers, in that order, for start and for end.
+Every attempt goes through :meth:`Runner._started` and :meth:`Runner._record`:
+history row, log events and observers, in that order, for start and for end.
 """
 
 from __future__ import annotations

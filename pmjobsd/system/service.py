@@ -1,6 +1,6 @@
 """`pmjobsd service install|uninstall|status`: systemd units and launchd plists.
 
-The templates in ``pmjobsd/units/`` are the one source of truth.  ``render_*``
+The templates in ``pmjobsd/system/units/`` are the one source of truth.  ``render_*``
 fill in the absolute command of the installed pmjobsd; ``packaging/`` holds the
 same files rendered with :data:`DEFAULT_COMMAND` (a test keeps them equal).
 
