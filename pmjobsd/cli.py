@@ -17,7 +17,7 @@ from pmjobsd.core import control
 from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
-from pmjobsd.core.privacy import EntryIdHasher
+from pmjobsd.core.privacy import EntryIdHasher, escape_control
 from pmjobsd.core.runner import Runner, RunRequest
 from pmjobsd.core.settings import LoadedSettings, describe, load_settings, settings_schema
 from pmjobsd.observe.joblog import setup_logging
@@ -223,9 +223,8 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     run = response.get("run")
     if not args.json:
         if run:
-            print(
-                f"{run['job']}: {run['status']} in {run['duration_ms']} ms — {run['summary'] or run.get('error') or ''}"
-            )
+            outcome = run["summary"] or run.get("error") or ""  # the job's words: escaped for the terminal
+            print(f"{run['job']}: {run['status']} in {run['duration_ms']} ms — {escape_control(outcome)}")
         else:
             print(f"{response['job']}: started (run_id {response['run_id']})")
     return Status(run["status"]).severity if run else 0

@@ -20,6 +20,7 @@ from pmjobsd import __version__
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status, Trigger
+from pmjobsd.core.privacy import escape_control
 from pmjobsd.core.settings import LoadedSettings, ResolvedJob
 from pmjobsd.core.timestamps import utc_iso
 
@@ -479,7 +480,11 @@ def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) 
 
 
 def render_text(document: Mapping[str, Any]) -> str:
-    """A table for people: one line per job, then the daemon and settings state."""
+    """A table for people: one line per job, then the daemon and settings state.
+
+    Every line passes :func:`escape_control`: summaries and settings issues quote text from outside
+    (a backup member name, an exception), whose ESC, CR or LF must not reach the terminal.
+    """
     daemon = document["daemon"]
     lines = []
     if daemon.get("running"):
@@ -501,5 +506,5 @@ def render_text(document: Mapping[str, Any]) -> str:
         )
     for issue in document["settings"]["issues"]:
         lines.append(f"settings: {issue}")
-    lines.append(f"\noverall: {document['status']}")
-    return "\n".join(lines)
+    lines += ["", f"overall: {document['status']}"]
+    return "\n".join(escape_control(line) for line in lines)
