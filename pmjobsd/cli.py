@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from pmjobsd.core import control
 from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
-from pmjobsd.core.privacy import EntryIdHasher
+from pmjobsd.core.privacy import EntryIdHasher, escape_control
 from pmjobsd.core.runner import Runner, RunRequest
 from pmjobsd.core.settings import LoadedSettings, describe, load_settings, settings_schema
 from pmjobsd.observe.joblog import setup_logging
@@ -223,9 +225,8 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     run = response.get("run")
     if not args.json:
         if run:
-            print(
-                f"{run['job']}: {run['status']} in {run['duration_ms']} ms — {run['summary'] or run.get('error') or ''}"
-            )
+            outcome = run["summary"] or run.get("error") or ""  # the job's words: escaped for the terminal
+            print(f"{run['job']}: {run['status']} in {run['duration_ms']} ms — {escape_control(outcome)}")
         else:
             print(f"{response['job']}: started (run_id {response['run_id']})")
     return Status(run["status"]).severity if run else 0
@@ -345,10 +346,36 @@ COMMANDS = {
 }
 
 
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a writer that SIGPIPE ended
+
+
+def _stdout_reader_gone() -> bool:
+    """True when stdout is a pipe or socket nobody reads any more (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no stdout, or no poll() on this system
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code.  A reader that closed our stdout early (``| head -1``) ends the
+    command quietly with 141, as SIGPIPE would end any other tool, instead of a traceback."""
     args = build_parser().parse_args(_expand_aliases(list(sys.argv[1:] if argv is None else argv)))
     os.umask(0o077)  # every file and folder any command creates is private (0600 files, 0700 folders)
-    return COMMANDS[args.command](args)
+    try:
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a broken pipe shows here, not at interpreter exit where it is printed
+    except BrokenPipeError:
+        if not _stdout_reader_gone():  # a socket's broken pipe, say: a real error, with its traceback
+            raise
+        # Python's documented recipe: point stdout at /dev/null so the flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

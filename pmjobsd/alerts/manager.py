@@ -14,11 +14,15 @@ Rules (per job, across daemon restarts through :class:`AlertState`):
 * ``notice(...)``: a job's user-facing message to the primary sinks.
 
 Messages carry job, status, summary, run_id, host and time only (docs/architecture.md, "Privacy"):
-never the run's error text, and the summary passes ``scrub_text``.
+never the run's error text.  A run that raised has no summary of its own (the runner's is the exception's
+text, which may quote a URL, a header or a key), so its alert says which exception it was and where the
+error is; a summary the job wrote passes ``scrub_text``.  All text passes ``escape_control``: an alert is
+one line per field, whatever control characters the job's words held.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -33,12 +37,23 @@ from pmjobsd.app.paths import AppPaths
 from pmjobsd.core.context import Notice
 from pmjobsd.core.observers import NullObserver, RunRecord
 from pmjobsd.core.outcomes import Status
-from pmjobsd.core.privacy import scrub_text
+from pmjobsd.core.privacy import escape_control, safe_text
 from pmjobsd.core.settings import Alerts
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import EventLogger
 
 MAX_SUMMARY = 300
+_EXCEPTION_NAME = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def alert_summary(record: RunRecord) -> str:
+    """What an alert says about the run: the job's own summary, scrubbed, or -- when it raised -- the
+    exception's type only.  The error text stays in jobs.log and the run history."""
+    if record.error:
+        name = record.error.split(":", 1)[0].strip()
+        kind = name if _EXCEPTION_NAME.fullmatch(name) else "an exception"
+        return f"the job raised {kind}; its error is in jobs.log"
+    return safe_text(record.summary or "")[:MAX_SUMMARY]
 
 
 class AlertManager(NullObserver):
@@ -138,8 +153,9 @@ class AlertManager(NullObserver):
         # only private_body, shown by the local desktop alone, is passed as the job wrote it.
         message = Message(
             "notice",
-            scrub_text(notice.title)[:MAX_SUMMARY],
-            scrub_text(notice.body)[: 4 * MAX_SUMMARY],
+            safe_text(notice.title)[:MAX_SUMMARY],
+            # The body may have lines; each line is escaped on its own.
+            "\n".join(safe_text(line) for line in notice.body.splitlines())[: 4 * MAX_SUMMARY],
             fields,
             private_body=notice.private_body,
             urgency=notice.urgency,
@@ -201,7 +217,7 @@ class AlertManager(NullObserver):
     def _message(
         self, kind: str, record: RunRecord, status: Status, now: float, previous: str | None = None
     ) -> Message:
-        summary = scrub_text(record.summary or "")[:MAX_SUMMARY]
+        summary = alert_summary(record)
         fields = {
             **self._base_fields(record.job, record.run_id, now),
             "status": status.value,
@@ -218,6 +234,7 @@ class AlertManager(NullObserver):
             "resolved": (f"pmjobsd: {job} recovered ({status.value})", "low"),
         }
         title, urgency = titles[kind]
+        title = escape_control(title)
         body = f"{summary or status.value}\nrun {record.run_id} on {self._host} at {fields['time']}"
         return Message(kind, title, body, fields, urgency=urgency)
 

@@ -1,8 +1,12 @@
-"""Privacy rules (docs/architecture.md, "Privacy"): entry-id hashing and scrubbing of free text.
+"""Privacy rules (docs/architecture.md, "Privacy"): entry-id hashing, scrubbing and escaping of free text.
 
 Free text (exception messages, summaries) can carry URLs with tokens or
-credentials — ``requests`` puts the URL in its errors — so every such string
-passes :func:`scrub_text` before it reaches a log line, status or alert.
+credentials — ``requests`` puts the URL in its errors, an HTTP client its
+``Authorization`` header, a config error its ``api_key=...`` — so every such
+string passes :func:`scrub_text` before it reaches a log line, status or alert.
+Text for a terminal or an alert also passes :func:`escape_control`: a backup
+member name or an exception message may carry ESC, CR or LF, which would
+rewrite the terminal or forge lines.
 """
 
 from __future__ import annotations
@@ -27,6 +31,25 @@ _SECRET_KEY = re.compile(
 # urllib3/requests errors name the URL in pieces: "...(host='hooks.example.org', port=443): Max retries
 # exceeded with url: /services/T000/SECRET?token=abc (Caused by ...)".
 _URL_PATH_IN_ERROR = re.compile(r"(\burl: )/\S+")
+# "Authorization: Bearer abc", "Proxy-Authorization: Basic dXNlcjpwdw==", "'authorization': 'token abc'".
+_AUTH_HEADER = re.compile(
+    r"""\b((?:proxy-)?authorization)(["']?\s*[:=]\s*)["']?(?:(?:bearer|basic|digest|token|negotiate)\s+)?"""
+    r"""[^\s,;&)}\]'"]+["']?""",
+    re.I,
+)
+# "apikey=abc", "token: abc", "'password': 'x'", "client_secret=\"y\"", "X-Api-Key: z" -- a key that ends in a
+# secret's name (not "KeyError" or "monkeys"), then = or :, then a quoted or bare value.  A dotted settings
+# path ("jobs.alerts.webhook_secret: Input should be ...") names a key, not a credential: it is left alone.
+_SECRET_PAIR = re.compile(
+    r"""(?<![\w.-])([\w-]*?(?:secret|token|password|passwd|passphrase|pwd|pass|apikey|api[_-]key|key|auth|"""
+    r"""credentials?|cookie|session[_-]?id|signature))(?![\w.-])(["']?\s*[:=]\s*)"""
+    r"""(?:"[^"]*"|'[^']*'|(?!<redacted>)["']?[^\s,;&)}\]'"]+)""",
+    re.I,
+)
+# A bare bearer credential, wherever it appears.
+_BEARER = re.compile(r"\b(bearer\s+)(?!<redacted>)[A-Za-z0-9._~+/=-]+", re.I)
+# C0 controls, DEL, C1 controls, and the bidirectional overrides that make text read differently than it is.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _scrub_url(match: re.Match) -> str:
@@ -40,12 +63,37 @@ def _scrub_url(match: re.Match) -> str:
 
 
 def scrub_text(text: str) -> str:
-    """Return ``text`` with URLs reduced to scheme and host and e-mail addresses masked."""
+    """Return ``text`` with URLs reduced to scheme and host, e-mail addresses masked and the values of
+    credentials (``Authorization:`` headers, ``Bearer`` tokens, ``apikey=``/``token:``/``password=`` pairs)
+    replaced by ``<redacted>``."""
     if not text:
         return text
     text = _URL.sub(_scrub_url, text)
     text = _URL_PATH_IN_ERROR.sub(r"\1<redacted>", text)
+    text = _AUTH_HEADER.sub(r"\1\2<redacted>", text)
+    text = _SECRET_PAIR.sub(r"\1\2<redacted>", text)
+    text = _BEARER.sub(r"\1<redacted>", text)
     return EMAIL.sub("<email>", text)
+
+
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_char(match: re.Match) -> str:
+    char = match.group(0)
+    code = ord(char)
+    return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character shown as a visible escape (``\\x1b``, ``\\r``, ``\\n``,
+    ``\\x9b``, ``\\u202e``): one line, safe to print on a terminal or to show in an alert."""
+    return _CONTROL.sub(_escape_char, text) if text else text
+
+
+def safe_text(text: str) -> str:
+    """:func:`scrub_text`, then :func:`escape_control`: free text as a terminal or an alert may show it."""
+    return escape_control(scrub_text(text))
 
 
 def redact_settings(value: Any, key: str = "") -> Any:

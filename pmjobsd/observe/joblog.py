@@ -17,7 +17,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from pmjobsd.core.privacy import scrub_text
+from pmjobsd.core.privacy import escape_control, scrub_text
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
 
@@ -93,14 +93,15 @@ class JobsJsonFormatter(JsonFormatter):
 
 
 class ConsoleFormatter(logging.Formatter):
-    """One readable line per event for people watching a terminal."""
+    """One readable line per event for people watching a terminal; control characters in any field
+    (a summary quoting a backup member name, an error) are shown as escapes, never sent to the terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         fields = _record_fields(record)
         component = fields.pop("component", record.name)
         text = " ".join(f"{key}={value}" for key, value in fields.items())
-        return f"{when} {record.levelname:<7} {component:<9} {record.getMessage()} {text}".rstrip()
+        return escape_control(f"{when} {record.levelname:<7} {component:<9} {record.getMessage()} {text}".rstrip())
 
 
 class PrivateWatchedFileHandler(logging.handlers.WatchedFileHandler):

@@ -20,6 +20,7 @@ from pmjobsd import __version__
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status, Trigger
+from pmjobsd.core.privacy import escape_control
 from pmjobsd.core.settings import LoadedSettings, ResolvedJob
 from pmjobsd.core.timestamps import utc_iso
 
@@ -479,7 +480,11 @@ def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) 
 
 
 def render_text(document: Mapping[str, Any]) -> str:
-    """A table for people: one line per job, then the daemon and settings state."""
+    """A table for people: one line per job, then the daemon and settings state.
+
+    Every line passes :func:`escape_control`: summaries and settings issues quote text from outside
+    (a backup member name, an exception), whose ESC, CR or LF must not reach the terminal.
+    """
     daemon = document["daemon"]
     lines = []
     if daemon.get("running"):
@@ -490,16 +495,19 @@ def render_text(document: Mapping[str, Any]) -> str:
         lines.append("pmjobsd is not running (status from the run history)")
     if daemon.get("abandoned_threads"):
         lines.append(f"WARNING: {daemon['abandoned_threads']} timed-out job thread(s) still running")
-    header = f"{'JOB':<26} {'STATUS':<9} {'LAST RUN':<25} {'NEXT RUN':<25} SUMMARY"
-    lines += ["", header]
+    # Times are shown whole, with their zone: a next run (in the job's zone) may have fractions of a
+    # second (jitter, a retry's backoff); the columns are as wide as their longest time.
+    rows = []
     for job in document["jobs"]:
         last = job.get("last_run") or {}
         summary = "; ".join(job.get("config_errors", [])) or last.get("summary") or ""
-        lines.append(
-            f"{job['name']:<26} {job['status']:<9} {(last.get('started_at') or '-')[:19]:<25} "
-            f"{(job.get('next_run') or '-')[:25]:<25} {summary}"
-        )
+        rows.append((job["name"], job["status"], last.get("started_at") or "-", job.get("next_run") or "-", summary))
+    last_width = max([len("LAST RUN"), *(len(row[2]) for row in rows)])
+    next_width = max([len("NEXT RUN"), *(len(row[3]) for row in rows)])
+    lines += ["", f"{'JOB':<26} {'STATUS':<9} {'LAST RUN':<{last_width}} {'NEXT RUN':<{next_width}} SUMMARY"]
+    for name, state, last_run, next_run, summary in rows:
+        lines.append(f"{name:<26} {state:<9} {last_run:<{last_width}} {next_run:<{next_width}} {summary}".rstrip())
     for issue in document["settings"]["issues"]:
         lines.append(f"settings: {issue}")
-    lines.append(f"\noverall: {document['status']}")
-    return "\n".join(lines)
+    lines += ["", f"overall: {document['status']}"]
+    return "\n".join(escape_control(line) for line in lines)

@@ -2,7 +2,7 @@
 
 import os
 
-from pmjobsd.core.privacy import REDACTED, EntryIdHasher, redact_settings, scrub_text
+from pmjobsd.core.privacy import REDACTED, EntryIdHasher, escape_control, redact_settings, safe_text, scrub_text
 
 
 def test_urls_keep_scheme_and_host_only():
@@ -60,3 +60,31 @@ def test_id_hash_key_is_created_private_and_a_short_key_is_replaced(tmp_path):
     replaced = EntryIdHasher.from_file(key_path)
     assert len(key_path.read_bytes()) == 32 and replaced(5) != first(5)
     assert not [name for name in os.listdir(key_path.parent) if name.endswith(".tmp")]
+
+
+def test_credential_shapes_lose_their_values():
+    error = (
+        "ValueError: apikey=APIKEY-CANARY-5 token: TOKEN-CANARY Authorization: Bearer BEARER-CANARY; "
+        "{'password': 'PW-CANARY', 'limit': 3} client_secret=\"SECRET CANARY\" X-Api-Key: KEY-CANARY "
+        "Proxy-Authorization: Basic BASIC-CANARY, then bearer LONE-CANARY"
+    )
+    scrubbed = scrub_text(error)
+    assert "CANARY" not in scrubbed, scrubbed
+    assert scrubbed.startswith("ValueError: apikey=<redacted> token: <redacted> Authorization: <redacted>;")
+    assert "'limit': 3" in scrubbed
+
+
+def test_words_that_only_look_like_keys_survive():
+    text = (
+        "KeyError: 'entries' after 3 monkeys=4 port=443 host='hooks.slack.com' "
+        "jobs.alerts.webhook_secret: Input should be a valid string"
+    )
+    assert scrub_text(text) == text
+
+
+def test_control_characters_are_shown_as_escapes():
+    hostile = "member\x1b[2J\rforged\nline\x07bell\x9bc1\u202etxt.exe\tend"
+    escaped = escape_control(hostile)
+    assert escaped == "member\\x1b[2J\\rforged\\nline\\x07bell\\x9bc1\\u202etxt.exe\\tend"
+    assert escaped.isprintable()
+    assert safe_text("token=abc \x1b[2J") == "token=<redacted> \\x1b[2J"

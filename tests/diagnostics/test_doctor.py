@@ -304,3 +304,33 @@ def test_cli_text_json_exit_codes_and_no_canary(env, home):
     assert not any(name.startswith("online.") for name in names)
     assert_no_canary(text.stdout, text.stderr, document_run.stdout, document_run.stderr)
     assert CANARY not in json.dumps(document)
+
+
+def test_doctor_names_the_apps_exposure_with_the_exact_chmod(env, home):
+    """The app writes its key, its breach cache and its log with the default umask: doctor WARNs for
+    each with the chmod that closes it (pmjobsd never changes the app's files itself)."""
+    paths = env.paths
+    key = paths.data_dir / "secret.key"
+    archive = paths.app_log_path.with_name("password_manager.log.20261120-033000.gz")
+    archive.write_bytes(b"")
+    for path in (key, paths.breach_cache_path, paths.app_log_path, archive):
+        path.chmod(0o644)
+    result = home.cli("doctor", "--json")
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    expected = {
+        "files.exposure.secret_key": f"chmod 600 {key}",
+        "files.exposure.breach_cache": f"chmod 600 {paths.breach_cache_path}",
+        "files.exposure.app_log": f"chmod 600 {paths.app_log_path} {archive}",
+    }
+    for name, hint in expected.items():
+        assert checks[name]["status"] == "WARN", checks[name]
+        assert checks[name]["hint"] == hint
+        assert "(0644)" in checks[name]["message"] and "readable by other users" in checks[name]["message"]
+    assert_no_canary(result.stdout)
+    text = home.cli("doctor").stdout
+    assert f"-> chmod 600 {paths.breach_cache_path}" in text
+
+    for name in expected:  # the hints, run as they are, close the exposure
+        subprocess.run(shlex.split(checks[name]["hint"]), check=True)
+    after = by_name(doctor.run_checks(env, [doctor.check_app_exposure]))
+    assert list(after) == ["files.exposure"] and after["files.exposure"].status is Status.OK

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from pmjobsd.core.privacy import scrub_text
 from pmjobsd.diagnostics.doctor.checks_files import (
+    check_app_exposure,
     check_folders,
     check_secret_files,
     check_settings,
@@ -58,6 +59,7 @@ OFFLINE_CHECKS: tuple[CheckFunction, ...] = (
     check_vault,
     check_secret_files,
     check_settings_file,
+    check_app_exposure,
     check_folders,
     check_disk,
     check_writable,

@@ -136,3 +136,51 @@ def _folders(paths: AppPaths) -> list[Path]:
 
 def check_folders(env: DoctorEnv) -> Check:
     return _permission_check("files.folders", "folders", _folders(env.paths), 0o700, Status.WARN)
+
+
+# The app's own files that it writes with the default umask (0644 under most desktops), and what another
+# local user learns from each.  pmjobsd never changes the app's files: doctor names the exposure and the fix.
+_EXPOSURE_READ_BITS = stat.S_IRGRP | stat.S_IROTH
+
+
+def _exposed_files(paths: AppPaths) -> list[tuple[str, str, list[Path]]]:
+    """(check suffix, what the files reveal, the files) for each of the app's files that reveal something."""
+    log = paths.app_log_path
+    archives = sorted(log.parent.glob(f"{log.name}.*")) if log.parent.is_dir() else []
+    return [
+        ("secret_key", "the key that decrypts the vault", [paths.data_dir / "secret.key"]),
+        (
+            "breach_cache",
+            "the HIBP hash prefixes of the vault's passwords, which narrow an offline guess",
+            [paths.breach_cache_path],
+        ),
+        ("app_log", "the app's log, which names the vault's websites and usernames", [log, *archives]),
+    ]
+
+
+def check_app_exposure(env: DoctorEnv) -> list[Check]:
+    """The app's key, breach cache and log (with its archives) readable by other users: a WARN for each,
+    with the ``chmod`` that closes it.  (The vault, keys and backups are ``files.secrets``'.)"""
+    checks = []
+    for suffix, reveals, files in _exposed_files(env.paths):
+        exposed = []
+        for path in files:
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_mode & _EXPOSURE_READ_BITS:
+                exposed.append((path, stat.S_IMODE(info.st_mode)))
+        if exposed:
+            names = ", ".join(f"{path} ({mode:04o})" for path, mode in exposed)
+            checks.append(
+                warn(
+                    f"files.exposure.{suffix}",
+                    f"readable by other users: {names}; it holds {reveals}. The app writes it so; "
+                    "pmjobsd leaves the app's files as they are",
+                    "chmod 600 " + " ".join(shell_quote(path) for path, _ in exposed),
+                )
+            )
+    if not checks:
+        return [ok("files.exposure", "the app's key, breach cache and log are readable by their owner only")]
+    return checks

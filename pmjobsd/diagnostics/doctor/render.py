@@ -8,6 +8,7 @@ from typing import Any
 
 from pmjobsd import __version__
 from pmjobsd.core.outcomes import Severity, Status
+from pmjobsd.core.privacy import escape_control
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.diagnostics.doctor.env import Check
 
@@ -30,13 +31,17 @@ def report(checks: Sequence[Check], now: datetime | None = None) -> dict[str, An
 
 
 def render_text(checks: Sequence[Check]) -> str:
-    """One line per check: status, name, message and, when not OK, what to do."""
+    """One line per check: status, name, message and, when not OK, what to do.
+
+    Messages quote job summaries, settings issues and paths, text from outside: each line passes
+    :func:`escape_control`, so no ESC, CR or LF in them reaches the terminal.
+    """
     width = max((len(check.name) for check in checks), default=10)
     lines = []
     for check in checks:
         line = f"{check.status.value:<4}  {check.name:<{width}}  {check.message}"
         if check.hint and check.status is not Status.OK:
             line += f"  -> {check.hint}"
-        lines.append(line)
+        lines.append(escape_control(line))
     lines.append(f"overall: {report(checks)['status']}")
     return "\n".join(lines)
