@@ -219,30 +219,40 @@ def _parse_metadata(data: bytes, max_depth: int) -> object:
 def compare_with_live(
     backup: dict[int, EntryStamp], live: dict[int, EntryStamp], backup_timestamp: int, *, imports_possible: bool = True
 ) -> Completeness:
-    """Entries the backup should hold but does not, judged by id and ``updated_at`` only.
+    """Entries the backup should hold but does not, judged by id and timestamps only.
 
-    Strictly before ``backup_timestamp`` (whole seconds, so an entry saved in the
-    same second as the backup is not held against it): an entry created then
-    must be in the backup; an entry last changed then must be there in that
-    version or a later one.  Entries changed after the backup are only
-    required to exist.
+    Created at or before ``backup_timestamp`` (whole seconds: an entry saved in
+    the same second as the backup must be in it): the entry must be in the
+    backup.  Last changed strictly before it: in that version or a later one.
+    Entries changed later are only required to exist.
 
     The app's import keeps the exported ``created_at``/``updated_at``, so an
-    entry imported after the backup can look older than it.  An absent entry
-    whose id is above the backup's highest id (ids only grow: AUTOINCREMENT)
-    and that was never edited (``created_at == updated_at``) may be such an
-    import: it goes to ``maybe_imported_ids``, not ``missing_ids``.  Pass
+    entry imported after the backup can look older than it.  The app gives a new
+    entry the next id *and* the current time, so ids and ``created_at`` grow
+    together for everything it creates.  An absent entry goes to
+    ``maybe_imported_ids`` (a warning, not a failure) only when that cannot be
+    how it was made: its id is above the backup's highest id, it was never
+    edited (``created_at == updated_at``), and it is dated *before* the newest
+    entry the backup holds.  An absent entry dated after that one is what the
+    app added and the backup lost (its ``-wal``): missing.  Pass
     ``imports_possible=False`` when the backup cannot have been followed by an
     import that explains it (its database has no ``passwords`` table at all).
     """
     highest_backup_id = max(backup, default=0)
+    newest_backup_entry = max((entry.created_at for entry in backup.values()), default=None)
     missing, older, maybe_imported = [], [], []
     for entry_id, entry in sorted(live.items()):
-        if entry.created_at >= backup_timestamp:
+        if entry.created_at > backup_timestamp:
             continue
         copy = backup.get(entry_id)
         if copy is None:
-            if imports_possible and entry_id > highest_backup_id and entry.created_at == entry.updated_at:
+            if (
+                imports_possible
+                and entry_id > highest_backup_id
+                and entry.created_at == entry.updated_at
+                and newest_backup_entry is not None
+                and entry.created_at < newest_backup_entry
+            ):
                 maybe_imported.append(entry_id)
             else:
                 missing.append(entry_id)

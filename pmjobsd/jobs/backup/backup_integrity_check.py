@@ -292,7 +292,8 @@ def _result(
     backups: list[BackupFile],
 ) -> JobResult:
     checked = [o for o in outcomes if o.status != "SKIPPED"]
-    verified = [o for o in outcomes if o.status in ("OK", "WARN") and o.check == "full"]
+    # Fully verified: the full check passed and nothing is uncertain (a WARN is not).
+    verified = [o for o in outcomes if o.status == "OK" and o.check == "full"]
     incomplete = [o for o in outcomes if o.missing_ids or o.older_ids]
     warnings = list(state.warnings) + [f"{o.backup.name}: {o.reason}" for o in outcomes if o.status == "WARN"]
     newest_age = (now - backups[0].name_timestamp) / DAY if backups else None
@@ -334,7 +335,7 @@ def _result(
         "problems": failures,
         "warnings": warnings,
     }
-    counts = f"{len(checked) - metrics['backups_failed']} of {len(checked)} backups OK ({len(verified)} fully verified)"
+    counts = _counts(outcomes)
     if failures:
         summary = f"{len(failures)} problem(s): {failures[0]}" + (
             "" if len(failures) == 1 else f" (+{len(failures) - 1} more)"
@@ -343,6 +344,24 @@ def _result(
     if warnings:
         return JobResult(Status.WARN, f"{warnings[-1]}; {counts}", details, metrics)
     return JobResult(Status.OK, counts, details, metrics)
+
+
+def _counts(outcomes: list[BackupOutcome]) -> str:
+    """``2 of 4 backups OK (1 fully verified); 1 WARN (3 entries possibly imported after it); 1 FAIL (63 entries
+    missing)``: a backup with anything uncertain or missing is never counted OK."""
+    checked = [o for o in outcomes if o.status != "SKIPPED"]
+    ok = sum(o.status == "OK" for o in checked)
+    verified = sum(o.status == "OK" and o.check == "full" for o in checked)
+    text = f"{ok} of {len(checked)} backups OK ({verified} fully verified)"
+    warned = [o for o in checked if o.status == "WARN"]
+    if warned:
+        maybe = sum(len(o.maybe_imported_ids) for o in warned)
+        text += f"; {len(warned)} WARN ({maybe} entries possibly imported after the backup)"
+    failed = [o for o in checked if o.status == "FAIL"]
+    if failed:
+        missing = sum(len(o.missing_ids) + len(o.older_ids) for o in failed)
+        text += f"; {len(failed)} FAIL ({missing} entries missing)"
+    return text
 
 
 JOB = JobSpec(
