@@ -1,46 +1,33 @@
 """Read the app's vault (``passwords.db``) strictly read-only while the app may write it.
 
 The app keeps the vault in WAL mode with a long-lived connection, so at any
-moment committed entries may live only in ``passwords.db-wal``.  SQLite's
-read-only modes each have a trap (checked against SQLite 3.40 in
-``tests/app/test_vault.py``):
+moment committed entries may live only in ``passwords.db-wal``.  No SQLite
+open of the live files is safe (checked with strace against SQLite 3.40 in
+``tests/app/test_vault_readonly_race.py``):
 
 * ``?mode=ro`` on a WAL database whose ``-wal``/``-shm`` are absent *creates*
-  both files (and leaves them, owned by whoever ran us — a root-owned ``-shm``
-  then breaks the app), and with them present it writes read marks into the
-  ``-shm``.
-* ``?immutable=1`` creates nothing but ignores the ``-wal`` entirely and takes
-  no locks: it sees stale data while the app runs, and torn pages if the app
-  checkpoints under it.
-* ``?mode=ro&readonly_shm=1`` maps an existing ``-shm`` read-only and changes no
-  byte of any file, yet sees every committed transaction; it cannot open the
-  database when the ``-shm`` is missing.
+  both files, and with them present writes read marks into the ``-shm``.
+* ``?mode=ro&readonly_shm=1`` changes no byte, yet SQLite's unix VFS still
+  opens the ``-wal`` ``O_RDWR|O_CREAT`` (read-only is only its fallback after
+  ``EACCES``): as root, racing the app's close, it leaves an orphan 0-byte
+  ``-wal``, fails with ``SQLITE_CANTOPEN``, and changes the sidecars' owner (``fchown``).
+* ``?immutable=1`` without ``mode=ro`` opens the main file ``O_RDWR|O_CREAT``;
+  with it, it ignores the ``-wal`` (stale data, torn pages under a checkpoint).
 
-So :func:`read_vault` picks the access by what exists next to the vault:
-
-==================  =========================  ==========================================
-``-wal``            ``-shm``                   access
-==================  =========================  ==========================================
-present             present                    ``shared``: ``mode=ro&readonly_shm=1``
-absent              any                        ``immutable``: the main file holds every commit;
-                                               valid only if the file is unchanged after the
-                                               read (same inode, size, mtime), else retried
-present             absent                     ``private-copy``: vault and ``-wal`` copied
-                                               into a private scratch folder, checked
-                                               unchanged, opened there
-==================  =========================  ==========================================
-
-A rollback-journal database (not WAL) is opened ``mode=ro``, which creates
-nothing.  ``database is locked`` (and SQLite's transient read-only recovery
-states) are retried with backoff until ``lock_timeout``.  pmjobsd never
-creates, changes or deletes a file next to the vault.
+So :func:`read_vault` never lets SQLite near the live files: it copies the
+database and its ``-wal`` (when present) with ``O_RDONLY`` opens into a private
+0700 scratch folder, checks that the copy is consistent
+(:mod:`pmjobsd.app.snapshot`: the ``-wal`` header unchanged, or the main file
+unchanged when there is no ``-wal``), opens the copy and removes it.  A copy
+that may be torn, a file that vanished mid-copy, and ``database is locked`` are
+retried with backoff until ``lock_timeout``.  pmjobsd never creates, changes,
+deletes or re-owns a file next to the vault.
 """
 
 from __future__ import annotations
 
-import os
+import random
 import re
-import shutil
 import sqlite3
 import tempfile
 import time
@@ -49,9 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from pmjobsd.app.snapshot import Inconsistent, private_scratch, snapshot_database
+
 T = TypeVar("T")
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+SNAPSHOT_PREFIX = "vault-"
 # schema_version in the vault's metadata table: 0 = created before migrations
 # existed (no metadata table), 1 = secure-password-manager 1.11 (migration 001).
 KNOWN_SCHEMA_VERSIONS = frozenset({0, 1})
@@ -93,7 +83,7 @@ class VaultRead(Generic[T]):
 
     value: T
     schema_version: int | None  # None when the schema was not checked
-    access: str  # "shared" | "immutable" | "private-copy" | "rollback"
+    access: str  # "snapshot": always a private, consistent copy
     attempts: int
 
 
@@ -117,17 +107,6 @@ class ExpiryEntry:
 
 class _Retry(Exception):
     """This attempt met a lock or a changing file; try again after a pause."""
-
-
-_FileStamp = tuple  # (st_dev, st_ino, st_size, st_mtime_ns) or None when absent
-
-
-def _stamp(path: Path) -> _FileStamp | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _sidecar(path: Path, suffix: str) -> Path:
@@ -172,12 +151,6 @@ def _connect(uri: str, busy_timeout: float) -> sqlite3.Connection:
     return conn
 
 
-def _private_copy(source: Path, target: Path) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-
-
 def check_schema(conn: sqlite3.Connection, path: Path) -> int:
     """Return the vault's schema version; raise VaultError (not_a_vault / unknown_schema)."""
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -207,57 +180,36 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> int:
 
 
 def _read_once(
-    path: Path, read: Callable[[sqlite3.Connection], T], *, vault: bool, scratch_dir: Path | None, busy_timeout: float
+    path: Path, read: Callable[[sqlite3.Connection], T], *, vault: bool, scratch_dir: Path, busy_timeout: float
 ) -> tuple[T, int | None, str]:
     header = read_header(path)
     wal_mode = header[18] == 2 or header[19] == 2
-    wal, shm = _sidecar(path, "-wal"), _sidecar(path, "-shm")
-    base = Path(os.path.abspath(path)).as_uri()
-    scratch = None
-    if not wal_mode:
-        access, uri, guard = "rollback", base + "?mode=ro", None
-    elif wal.exists() and shm.exists():
-        access, uri, guard = "shared", base + "?mode=ro&readonly_shm=1", None
-    elif not wal.exists():
-        # Everything committed is in the main file; valid only if it does not change meanwhile.
-        access, uri, guard = "immutable", base + "?immutable=1", _stamp(path)
-    else:
-        access = "private-copy"
-        before = (_stamp(path), _stamp(wal))
-        scratch = Path(tempfile.mkdtemp(prefix="vault-", dir=scratch_dir))  # mkdtemp folders are 0700
+    with private_scratch(scratch_dir, SNAPSHOT_PREFIX) as folder:
+        copy = folder / path.name
         try:
-            _private_copy(path, scratch / path.name)
-            _private_copy(wal, scratch / wal.name)
-        except FileNotFoundError:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise _Retry("the -wal file vanished while being copied") from None
-        if (_stamp(path), _stamp(wal)) != before:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise _Retry("the vault changed while being copied")
-        uri, guard = (scratch / path.name).as_uri() + "?mode=ro", None
-    try:
-        conn = _connect(uri, busy_timeout)
+            snapshot_database(path, folder, wal_mode=wal_mode)
+        except Inconsistent as exc:
+            raise _Retry(str(exc)) from None
+        except OSError as exc:
+            raise VaultError(path, "unreadable", f"{path}: cannot copy: {exc.strerror or exc}") from None
         try:
-            conn.execute("BEGIN")  # one read transaction: every query sees the same snapshot
-            version = check_schema(conn, path) if vault else None
-            value = read(conn)
-        finally:
-            conn.close()
-        if guard is not None and _stamp(path) != guard:
-            raise _Retry("the vault changed while being read")
-        return value, version, access
-    except sqlite3.Error as exc:
-        name = _error_name(exc)
-        if name in _RETRYABLE_ERRORS or (guard is not None and _stamp(path) != guard):
-            raise _Retry(name) from None
-        if name.startswith("SQLITE_NOTADB"):
-            raise VaultError(path, "not_a_database", f"{path}: not an SQLite database ({exc})") from None
-        if name.startswith("SQLITE_CORRUPT"):
-            raise VaultError(path, "corrupt", f"{path}: database is damaged ({exc})") from None
-        raise VaultError(path, "unreadable", f"{path}: cannot read ({name}: {exc})") from None
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            conn = _connect(copy.as_uri() + "?mode=ro", busy_timeout)
+            try:
+                conn.execute("BEGIN")  # one read transaction: every query sees the same snapshot
+                version = check_schema(conn, path) if vault else None
+                value = read(conn)
+            finally:
+                conn.close()
+            return value, version, "snapshot"
+        except sqlite3.Error as exc:
+            name = _error_name(exc)
+            if name in _RETRYABLE_ERRORS:
+                raise _Retry(name) from None
+            if name.startswith("SQLITE_NOTADB"):
+                raise VaultError(path, "not_a_database", f"{path}: not an SQLite database ({exc})") from None
+            if name.startswith("SQLITE_CORRUPT"):
+                raise VaultError(path, "corrupt", f"{path}: database is damaged ({exc})") from None
+            raise VaultError(path, "unreadable", f"{path}: cannot read ({name}: {exc})") from None
 
 
 def read_vault(
@@ -275,14 +227,16 @@ def read_vault(
 
     With ``vault=True`` the schema is checked first (:func:`check_schema`).
     ``read`` must only query; it may run more than once (after a lock or a
-    change under an ``immutable`` read).  ``scratch_dir`` holds the private
-    copy when one is needed (default: the system temp folder).  Raises
+    copy that may be torn).  ``scratch_dir`` holds the private copy (a 0700
+    ``vault-*`` folder, removed after the read; stale ones left by a killed
+    process are removed first; default: the system temp folder).  Raises
     :class:`VaultError`; ``reason="locked"`` once ``lock_timeout`` seconds
     passed without a clean read.
     """
     path = Path(path)
+    scratch = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
     give_up_at = clock() + lock_timeout
-    delay, attempts, last = 0.05, 0, "locked"
+    delay, attempts, last = 0.01, 0, "locked"
     while True:
         attempts += 1
         if check_cancelled is not None:
@@ -290,7 +244,7 @@ def read_vault(
         remaining = give_up_at - clock()
         try:
             value, version, access = _read_once(
-                path, read, vault=vault, scratch_dir=scratch_dir, busy_timeout=max(0.05, min(0.25, remaining))
+                path, read, vault=vault, scratch_dir=scratch, busy_timeout=max(0.05, min(0.25, remaining))
             )
             return VaultRead(value, version, access, attempts)
         except _Retry as retry:
@@ -299,10 +253,13 @@ def read_vault(
             raise VaultError(
                 path,
                 "locked",
-                f"{path}: database is locked by another process (still {last} after {lock_timeout:g}s, {attempts} attempts)",
+                f"{path}: no consistent read while the app keeps writing"
+                f" (still {last} after {lock_timeout:g}s, {attempts} attempts)",
             )
-        sleep(delay)
-        delay = min(delay * 2, 0.5)
+        # Short, jittered pauses: a copy is torn only while the app writes, and a
+        # writer with a steady rhythm must not meet every attempt in the same phase.
+        sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 0.2)
 
 
 # --- queries ---------------------------------------------------------------
@@ -356,12 +313,7 @@ _ROWID = re.compile(r"\brow (\d+)")
 
 def describe_access(access: str) -> str:
     """One line for logs: how the vault was opened."""
-    return {
-        "shared": "read-only beside the running app (WAL, shared memory mapped read-only)",
-        "immutable": "read-only snapshot of the main file (no -wal present)",
-        "private-copy": "private copy of the vault and its -wal (no -shm present)",
-        "rollback": "read-only (rollback journal mode)",
-    }.get(access, access)
+    return {"snapshot": "private consistent copy of the vault and its -wal"}.get(access, access)
 
 
 def sidecar_files(path: Path) -> Iterable[Path]:

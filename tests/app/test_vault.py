@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,7 @@ def test_app_closed_wal_vault_is_read_without_creating_files(vault: Path):
     before = _folder_state(vault.parent)
     assert set(before) == {"passwords.db"}  # the app exited: no -wal / -shm
     ids, access = _ids(vault)
-    assert ids == {1, 2, 3} and access == "immutable"
+    assert ids == {1, 2, 3} and access == "snapshot"
     assert _folder_state(vault.parent) == before
 
 
@@ -56,7 +58,7 @@ def test_app_running_commits_in_wal_are_seen_and_nothing_changes(vault: Path):
         before = _folder_state(vault.parent)
         assert {"passwords.db-wal", "passwords.db-shm"} <= set(before)
         ids, access = _ids(vault)
-        assert access == "shared"
+        assert access == "snapshot"
         assert ids == {1, 2, 3, *new_ids}  # the new rows exist only in the -wal file
         assert _folder_state(vault.parent) == before  # not even a read mark in the -shm
         app.close()
@@ -66,7 +68,7 @@ def test_app_running_commits_in_wal_are_seen_and_nothing_changes(vault: Path):
 def test_open_write_transaction_does_not_block_and_is_not_seen(vault: Path):
     with write_transaction_held(vault) as app:
         ids, access = _ids(vault, lock_timeout=5)
-        assert ids == {1, 2, 3} and access == "shared"
+        assert ids == {1, 2, 3} and access == "snapshot"
         problems = read_vault(vault, integrity_problems).value
         assert problems == []
         app.commit()
@@ -85,7 +87,7 @@ def test_wal_without_shm_is_read_from_a_private_copy(vault: Path, tmp_path: Path
     scratch.mkdir()
     before = _folder_state(frozen)
     ids, access = _ids(frozen / vault.name, scratch_dir=scratch)
-    assert access == "private-copy" and ids == {1, 2, 3, 4}
+    assert access == "snapshot" and ids == {1, 2, 3, 4}
     assert _folder_state(frozen) == before
     assert list(scratch.iterdir()) == []  # the private copy is removed
 
@@ -97,33 +99,44 @@ def test_leftover_wal_and_shm_without_the_app(vault: Path, tmp_path: Path):
     app.proc.wait()
     before = _folder_state(vault.parent)
     ids, access = _ids(vault)
-    assert access == "shared" and 4 in ids
+    assert access == "snapshot" and 4 in ids
     assert _folder_state(vault.parent) == before
 
 
-def test_locked_vault_gives_a_clear_error_after_the_timeout(vault: Path):
+def test_exclusively_locked_vault_is_still_read_from_its_committed_state(vault: Path):
+    """A private copy needs no lock: the app's exclusive lock and open transaction do not block it."""
     with AppProcess(vault) as app:
         app.lock_exclusive()
-        sleeps: list[float] = []
+        assert _ids(vault, lock_timeout=2) == ({1, 2, 3}, "snapshot")
+
+
+def test_a_vault_that_never_holds_still_gives_a_clear_error_after_the_timeout(vault: Path):
+    stop = threading.Event()
+
+    def keep_writing():  # a writer that touches the file faster than a copy can be checked
+        while not stop.is_set():
+            os.utime(vault)
+            time.sleep(0.002)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    sleeps: list[float] = []
+    try:
         with pytest.raises(VaultError) as caught:
-            read_vault(vault, entry_stamps, lock_timeout=0.5, sleep=sleeps.append)
-        assert caught.value.reason == "locked"
-        assert str(vault) in str(caught.value) and "locked" in str(caught.value)
-        assert len(sleeps) >= 1  # it retried before giving up
+            read_vault(vault, entry_stamps, lock_timeout=0.5, sleep=lambda s: (sleeps.append(s), time.sleep(s)))
+    finally:
+        stop.set()
+        writer.join()
+    assert caught.value.reason == "locked"
+    assert str(vault) in str(caught.value) and "no consistent read" in str(caught.value)
+    assert len(sleeps) >= 2  # it retried before giving up
 
 
-def test_immutable_read_is_retried_when_the_file_changes_underneath(vault: Path):
-    calls = []
-
-    def read(conn):
-        calls.append(1)
-        if len(calls) == 1:  # the app checkpoints while we read
-            stat = vault.stat()
-            os.utime(vault, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-        return entry_stamps(conn)
-
-    result = read_vault(vault, read, sleep=lambda s: None)
-    assert result.attempts == 2 and set(result.value) == {1, 2, 3}
+def test_a_vault_written_moments_ago_is_copied_again_later(vault: Path):
+    """Without a -wal the copy counts only if the file's mtime is older than one clock tick."""
+    os.utime(vault)  # just written: a write in the same coarse tick would not change the mtime
+    result = read_vault(vault, entry_stamps)
+    assert result.attempts >= 2 and set(result.value) == {1, 2, 3}
 
 
 @pytest.mark.parametrize(
@@ -208,30 +221,39 @@ def test_fixture_schema_matches_the_real_app(tmp_path: Path):
 def test_read_only_folder_as_another_user(tmp_path: Path):
     """A read-only folder (as user nobody): both with the app running and with it closed."""
     folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="pmjobsd-ro-"))
+    code = Path(tempfile.mkdtemp(dir="/tmp", prefix="pmjobsd-code-"))
     try:
         folder.chmod(0o755)
         db = create_vault(folder / "passwords.db", [canary_entry(1)])
         db.chmod(0o644)
+        # A world-readable copy of the modules: the checkout may sit under a 0700 folder.
+        (code / "pmjobsd/app").mkdir(parents=True)
+        (code / "pmjobsd/__init__.py").write_text("")
+        for name in ("__init__.py", "vault.py", "snapshot.py"):
+            shutil.copy(ROOT / "pmjobsd/app" / name, code / "pmjobsd/app" / name)
+        for item in [code, *code.rglob("*")]:
+            item.chmod(0o755 if item.is_dir() else 0o644)
         script = textwrap.dedent(
             f"""
-            import importlib.util, json, sys
-            spec = importlib.util.spec_from_file_location("vault", {str(ROOT / "pmjobsd/app/vault.py")!r})
-            vault = sys.modules["vault"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(vault)
+            import json, sys
+            sys.path.insert(0, {str(code)!r})
+            from pmjobsd.app import vault
             r = vault.read_vault(vault.Path({str(db)!r}), vault.entry_stamps, lock_timeout=3)
             print(json.dumps({{"ids": sorted(r.value), "access": r.access}}))
             """
         )
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script]
         closed = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, timeout=30).stdout)
-        assert closed == {"ids": [1], "access": "immutable"}
+        assert closed == {"ids": [1], "access": "snapshot"}
         with AppProcess(db) as app:
             app.add([canary_entry(2)])
             before = _folder_state(folder)
             running = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, timeout=30).stdout)
-            assert running == {"ids": [1, 2], "access": "shared"}
+            assert running == {"ids": [1, 2], "access": "snapshot"}
             assert _folder_state(folder) == before
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(code, ignore_errors=True)
 
 
 def test_module_has_no_write_paths():

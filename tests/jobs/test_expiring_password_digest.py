@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -120,12 +122,26 @@ def test_unreadable_vaults_fail_with_a_clear_summary(home: Path, damage: str):
     assert result.details == {"vault_error": damage}
 
 
-def test_locked_vault_fails_after_the_lock_timeout(home: Path, jobs_log: Path):
+def test_vault_never_consistent_fails_after_the_lock_timeout(home: Path, jobs_log: Path):
+    # An exclusive lock no longer blocks (the vault is read from a private copy); a file that
+    # changes under every copy does.
     vault = _vault(home, [canary_entry(1, now=NOW, expires_in_days=1)])
-    with AppProcess(vault) as app:
-        app.lock_exclusive()
+    stop = threading.Event()
+
+    def keep_writing():
+        while not stop.is_set():
+            os.utime(vault)
+            time.sleep(0.002)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
         result, _, _ = _run(home, DigestOptions(lock_timeout=0.5))
-    assert result.status is Status.FAIL and "locked" in result.summary
+    finally:
+        stop.set()
+        writer.join()
+    assert result.status is Status.FAIL and "no consistent read" in result.summary
+    assert result.details == {"vault_error": "locked"}
     assert_no_canary(result, jobs_log.read_text())
 
 

@@ -20,14 +20,17 @@ Run as a script (``python tests/appfixtures.py app VAULT``) it *is* that process
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -262,6 +265,71 @@ def create_backup(
                 metadata = {"version": "2.0", "timestamp": timestamp, "description": "Full password manager backup"}
             archive.writestr("metadata.json", metadata if isinstance(metadata, str) else json.dumps(metadata, indent=2))
     return path
+
+
+def create_hostile_backup(
+    backup_dir: Path, vault: Path, *, timestamp: int, member: str, size: int, fill: bytes = b"\0"
+) -> Path:
+    """A backup in the app's layout whose ``member`` inflates to ``size`` bytes of ``fill``.
+
+    Honest headers (declared size and CRC-32 match the data), so only a size cap
+    stops it: 3 GiB of zeros is a 3 MB file.  Built without deflating ``size``
+    bytes: after a full flush, deflate emits the same bytes for each identical
+    1 MiB block, so one block's output is repeated.
+    """
+    block = fill * (_MIB // len(fill))
+    assert size % len(block) == 0, "size must be a whole number of MiB"
+    count = size // len(block)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    repeat = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    assert compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH) == repeat
+    data = first + repeat * (count - 1) + compressor.flush()
+    members: list[tuple[str, bytes, int, int]] = []
+    metadata = json.dumps({"version": "2.0", "timestamp": timestamp, "description": "Full password manager backup"})
+    normal = {
+        "passwords_export.dat": secrets.token_bytes(4096),
+        "passwords.db": vault.read_bytes(),
+        "metadata.json": metadata.encode(),
+    }
+    for name, content in normal.items():
+        if name == member:
+            members.append((name, data, _repeated_crc(block, count), size))
+        else:
+            packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+            members.append((name, packer.compress(content) + packer.flush(), zlib.crc32(content), len(content)))
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    path = backup_dir / f"password_manager_backup_{timestamp}.zip"
+    _write_raw_zip(path, members)
+    return path
+
+
+_MIB = 1 << 20
+
+
+@functools.lru_cache(maxsize=8)
+def _repeated_crc(block: bytes, count: int) -> int:
+    crc = 0
+    for _ in range(count):
+        crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _write_raw_zip(path: Path, members: Sequence[tuple[str, bytes, int, int]]) -> None:
+    """Write a ZIP of already-deflated members: (name, raw deflate data, crc32, uncompressed size)."""
+    central, offset = b"", 0
+    dos_time, dos_date = 0, (2026 - 1980) << 9 | 1 << 5 | 1
+    with open(path, "wb") as out:
+        for name, data, crc, size in members:
+            encoded = name.encode()
+            fixed = struct.pack("<HHHHHIII", 20, 0, 8, dos_time, dos_date, crc, len(data), size)
+            out.write(b"PK\x03\x04" + fixed + struct.pack("<HH", len(encoded), 0) + encoded)
+            out.write(data)
+            central += b"PK\x01\x02" + struct.pack("<H", 20) + fixed
+            central += struct.pack("<HHHHHII", len(encoded), 0, 0, 0, 0, 0, offset) + encoded
+            offset += 30 + len(encoded) + len(data)
+        out.write(central)
+        out.write(b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(members), len(members), len(central), offset, 0))
 
 
 def write_key_files(data_dir: Path) -> None:

@@ -8,12 +8,17 @@ check — zip CRCs, required members, ``metadata.json``, the embedded vault's
 integrity, and completeness against the live vault (the app zips
 ``passwords.db`` without its ``-wal``, so a backup can silently miss recent
 entries).  Backups that pass the full check are recorded in ``SHA256SUMS``.
-One bad backup never stops the others from being checked.
+One bad backup never stops the others from being checked: whatever goes wrong
+with one (a zip bomb, a hostile ``metadata.json``, an unexpected error) is that
+backup's FAIL.  Each member may hold at most ``member_limit_factor`` times the
+live vault's size (at least ``member_limit_min_mb``), so a hostile zip costs
+bounded time, memory and scratch space.  Scratch folders left by a killed run
+are removed at start.
 """
 
 from __future__ import annotations
 
-import tempfile
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +26,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Overlap, Status
+from pmjobsd.api import Duration, JobCancelled, JobContext, JobMetric, JobResult, JobSpec, Overlap, Status
+from pmjobsd.app.snapshot import private_scratch
 from pmjobsd.app.vault import EntryStamp, VaultError, entry_stamps, integrity_problems, read_vault
 from pmjobsd.jobs.backup.archive import (
     BACKUP_NAME,
     BackupDefect,
     BackupFile,
+    Limits,
     check_archive,
     compare_with_live,
     find_backups,
@@ -35,6 +42,8 @@ from pmjobsd.jobs.backup.checksums import ChecksumFile, sha256_file
 
 DAY = 86400.0
 MAX_LISTED_IDS = 20
+MB = 1 << 20
+SCRATCH_PREFIX = "scratch-"
 clock = time.time  # injectable wall clock (tests replace it; libfaketime hangs Python)
 
 
@@ -53,6 +62,12 @@ class BackupCheckOptions(BaseModel):
         120.0, description="backups modified more recently are still being written by the app; checked next run"
     )
     lock_timeout: Duration = Field(10.0, description="how long to retry while the vault is locked")
+    member_limit_factor: float = Field(
+        16.0, gt=0, description="a backup member may hold at most this many times the live vault's size"
+    )
+    member_limit_min_mb: float = Field(
+        64.0, gt=0, description="the member limit is never below this many MiB (small or missing vaults)"
+    )
 
 
 @dataclass
@@ -75,6 +90,7 @@ class _Run:
     ctx: JobContext
     options: BackupCheckOptions
     scratch: Path
+    limits: Limits
     live: dict[int, EntryStamp] | None = None
     bytes_hashed: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -89,6 +105,17 @@ def _backup_dirs(ctx: JobContext, options: BackupCheckOptions) -> list[Path]:
     if not options.backup_dirs:
         return [ctx.paths.backups_dir]
     return [Path(folder).expanduser() for folder in options.backup_dirs]
+
+
+def _limits(ctx: JobContext, options: BackupCheckOptions) -> Limits:
+    """The member cap, relative to the live vault (main file and -wal) as it is now."""
+    size = 0
+    for suffix in ("", "-wal"):
+        try:
+            size += os.stat(f"{ctx.paths.vault_path}{suffix}").st_size
+        except OSError:
+            pass
+    return Limits(member_bytes=int(max(options.member_limit_min_mb * MB, options.member_limit_factor * size)))
 
 
 def _check_live_vault(run: _Run) -> list[str]:
@@ -116,10 +143,10 @@ def _check_live_vault(run: _Run) -> list[str]:
 def _full_check(run: _Run, outcome: BackupOutcome) -> None:
     ctx, backup = run.ctx, outcome.backup
     outcome.check = "full"
-    with tempfile.TemporaryDirectory(prefix="backup-", dir=run.scratch) as folder:
-        embedded = Path(folder) / "passwords.db"
+    with private_scratch(run.scratch, "backup-") as folder:
+        embedded = folder / "passwords.db"
         try:
-            report = check_archive(backup.path, embedded, check_cancelled=ctx.check_cancelled)
+            report = check_archive(backup.path, embedded, run.limits, check_cancelled=ctx.check_cancelled)
         except BackupDefect as defect:
             outcome.fail(str(defect))
             return
@@ -129,7 +156,7 @@ def _full_check(run: _Run, outcome: BackupOutcome) -> None:
                 embedded,
                 lambda conn: (integrity_problems(conn, quick, hash_id=ctx.hash_entry_id), entry_stamps(conn)),
                 lock_timeout=1.0,
-                scratch_dir=Path(folder),
+                scratch_dir=folder,
                 check_cancelled=ctx.check_cancelled,
             )
         except VaultError as exc:
@@ -164,6 +191,17 @@ def _full_check(run: _Run, outcome: BackupOutcome) -> None:
 
 
 def _check_backup(run: _Run, backup: BackupFile, sums: ChecksumFile, full: bool, now: float) -> BackupOutcome:
+    """Check one backup; anything that goes wrong (but a cancel) is this backup's FAIL."""
+    try:
+        return _check_one(run, backup, sums, full, now)
+    except JobCancelled:
+        raise
+    except Exception as exc:  # one hostile backup must not stop the others
+        run.ctx.log.warning("backup.check_crashed", file=backup.name, error=f"{type(exc).__name__}: {exc}")
+        return BackupOutcome(backup, check="full").fail(f"could not be checked ({type(exc).__name__}: {exc})")
+
+
+def _check_one(run: _Run, backup: BackupFile, sums: ChecksumFile, full: bool, now: float) -> BackupOutcome:
     outcome = BackupOutcome(backup)
     try:
         stat = backup.path.stat()
@@ -202,8 +240,9 @@ def run(ctx: JobContext) -> JobResult:
     options = _options(ctx)
     now = clock()
     folders = _backup_dirs(ctx, options)
-    with tempfile.TemporaryDirectory(prefix="scratch-", dir=ctx.state_dir) as scratch:
-        state = _Run(ctx, options, Path(scratch))
+    # private_scratch first removes the scratch folders of runs that were killed (kill -9).
+    with private_scratch(ctx.state_dir, SCRATCH_PREFIX) as scratch:
+        state = _Run(ctx, options, scratch, _limits(ctx, options))
         failures = _check_live_vault(state)
         vault_failed = bool(failures)
         backups = find_backups(folders)
@@ -253,7 +292,8 @@ def _result(
     backups: list[BackupFile],
 ) -> JobResult:
     checked = [o for o in outcomes if o.status != "SKIPPED"]
-    verified = [o for o in outcomes if o.status in ("OK", "WARN") and o.check == "full"]
+    # Fully verified: the full check passed and nothing is uncertain (a WARN is not).
+    verified = [o for o in outcomes if o.status == "OK" and o.check == "full"]
     incomplete = [o for o in outcomes if o.missing_ids or o.older_ids]
     warnings = list(state.warnings) + [f"{o.backup.name}: {o.reason}" for o in outcomes if o.status == "WARN"]
     newest_age = (now - backups[0].name_timestamp) / DAY if backups else None
@@ -295,7 +335,7 @@ def _result(
         "problems": failures,
         "warnings": warnings,
     }
-    counts = f"{len(checked) - metrics['backups_failed']} of {len(checked)} backups OK ({len(verified)} fully verified)"
+    counts = _counts(outcomes)
     if failures:
         summary = f"{len(failures)} problem(s): {failures[0]}" + (
             "" if len(failures) == 1 else f" (+{len(failures) - 1} more)"
@@ -304,6 +344,24 @@ def _result(
     if warnings:
         return JobResult(Status.WARN, f"{warnings[-1]}; {counts}", details, metrics)
     return JobResult(Status.OK, counts, details, metrics)
+
+
+def _counts(outcomes: list[BackupOutcome]) -> str:
+    """``2 of 4 backups OK (1 fully verified); 1 WARN (3 entries possibly imported after it); 1 FAIL (63 entries
+    missing)``: a backup with anything uncertain or missing is never counted OK."""
+    checked = [o for o in outcomes if o.status != "SKIPPED"]
+    ok = sum(o.status == "OK" for o in checked)
+    verified = sum(o.status == "OK" and o.check == "full" for o in checked)
+    text = f"{ok} of {len(checked)} backups OK ({verified} fully verified)"
+    warned = [o for o in checked if o.status == "WARN"]
+    if warned:
+        maybe = sum(len(o.maybe_imported_ids) for o in warned)
+        text += f"; {len(warned)} WARN ({maybe} entries possibly imported after the backup)"
+    failed = [o for o in checked if o.status == "FAIL"]
+    if failed:
+        missing = sum(len(o.missing_ids) + len(o.older_ids) for o in failed)
+        text += f"; {len(failed)} FAIL ({missing} entries missing)"
+    return text
 
 
 JOB = JobSpec(

@@ -136,13 +136,15 @@ def test_backup_missing_recent_entries_from_the_wal(home: Path, vault: Path, job
         app.close()  # the app exits: SQLite checkpoints the -wal into passwords.db
     (outcome,) = result.details["backups"]
     assert result.status is Status.FAIL and outcome["status"] == "FAIL"
-    assert outcome["missing_entries"] == 1 and outcome["older_entries"] == 1
-    # The never-edited new entry could also be a later import: counted apart, not as missing.
-    assert outcome["maybe_imported_entries"] == 1
-    assert outcome["maybe_imported_id_hashes"] == [ctx.hash_entry_id(new_ids[0])]
-    assert "incomplete: 1 entries saved before the backup are missing and 1 are older" in result.summary
-    assert "-wal" in result.summary
-    assert outcome["entry_id_hashes"] == [ctx.hash_entry_id(i) for i in (new_ids[1], 1)]
+    # The never-edited new entry is dated after the backup's newest entry: the app made it, not an import.
+    assert outcome["missing_entries"] == 2 and outcome["older_entries"] == 1
+    assert outcome["maybe_imported_entries"] == 0
+    assert "incomplete: 2 entries saved before the backup are missing and 1 are older" in result.summary
+    assert (
+        "-wal" in result.summary
+        and "0 of 1 backups OK (0 fully verified); 1 FAIL (3 entries missing)" in result.summary
+    )
+    assert outcome["entry_id_hashes"] == [ctx.hash_entry_id(i) for i in (*new_ids, 1)]
     assert result.metrics["backups_incomplete"] == 1
     assert_no_canary(result, jobs_log.read_text())
 
@@ -168,6 +170,10 @@ def test_entries_imported_after_the_backup_are_a_warning_not_a_failure(home: Pat
     assert result.summary.startswith(f"{backup.name}: 2 entries dated before the backup are not in it")
     assert "possibly imported after it" in result.summary
     assert result.metrics["backups_failed"] == 0 and result.metrics["entries_maybe_imported_after_backups"] == 2
+    assert (
+        "0 of 1 backups OK (0 fully verified); 1 WARN (2 entries possibly imported after the backup)" in result.summary
+    )
+    assert result.metrics["backups_verified"] == 0
     assert list(ChecksumFile.load(folder).entries) == [backup.name]  # the archive itself is intact
     assert_no_canary(result, jobs_log.read_text())
 
@@ -282,3 +288,64 @@ def test_registered_with_its_defaults():
     assert options.max_age_days == 8
     with pytest.raises(ValidationError):
         BackupCheckOptions.model_validate({"check": "full"})
+
+
+REAL_APP_SESSION = """
+import sys, time
+from secure_password_manager.utils import backup, database
+database.init_db()
+for i in range(137):
+    database.add_password("zqcanary-site-%d.example" % i, "zqcanary-user", b"gAAAAAzqcanary" * 40)
+with database.get_db_connection() as conn:  # what SQLite's auto-checkpoint does once the -wal is large
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+for i in range(137, 200):
+    database.add_password("zqcanary-site-%d.example" % i, "zqcanary-user", b"gAAAAAzqcanary" * 40)
+open(sys.argv[2], "wb").write(b"encrypted export")
+stamp = int(time.time())
+for n in range(3):  # the same second as the last entries, and later ones
+    backup._create_backup_zip(sys.argv[1] % (stamp + n), sys.argv[2], stamp + n)
+print("ready", flush=True)
+sys.stdin.readline()  # the app keeps running: its last 63 entries stay in the -wal
+database.close_connection()
+"""
+
+
+def test_real_app_backups_missing_entries_are_never_ok(home: Path, tmp_path: Path, jobs_log: Path):
+    """200 entries made by the app, each backup holding the 137 of the main file: every backup FAILs."""
+    pytest.importorskip("secure_password_manager.utils.backup")
+    paths = app_paths(home)
+    paths.backups_dir.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+    }
+    pattern = str(paths.backups_dir / "password_manager_backup_%d.zip")
+    app = subprocess.Popen(
+        [sys.executable, "-c", REAL_APP_SESSION, pattern, str(tmp_path / "export.dat")],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None and app.stdout.readline().strip() == "ready"
+        result, _ = _run(home)
+    finally:
+        app.communicate("\n", timeout=30)
+    backups = result.details["backups"]
+    assert result.details["vault_entries"] == 200 and len(backups) == 3
+    for outcome in backups:
+        with zipfile.ZipFile(paths.backups_dir / outcome["file"]) as archive:
+            embedded = tmp_path / outcome["file"]
+            embedded.write_bytes(archive.read("passwords.db"))
+        assert sqlite3.connect(embedded).execute("SELECT count(*) FROM passwords").fetchone() == (137,)
+        assert outcome["status"] == "FAIL", outcome
+        assert outcome["missing_entries"] == 63 and outcome["maybe_imported_entries"] == 0, outcome
+    assert result.status is Status.FAIL
+    assert "0 of 3 backups OK (0 fully verified); 3 FAIL (189 entries missing)" in result.summary, result.summary
+    assert result.metrics["backups_verified"] == 0 and result.metrics["entries_missing_from_backups"] == 189
+    assert_no_canary(result, jobs_log.read_text())
