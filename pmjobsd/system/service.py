@@ -135,7 +135,7 @@ class Plan:
     unit_path: Path
     unit_text: str
     unit_mode: int
-    owner: pwd.struct_passwd | None  # chown created folders to this account (system scope as root)
+    owner: pwd.struct_passwd | None  # folders are created as this account (system scope)
     folders: list[Path] = field(default_factory=list)
     install: list[Command] = field(default_factory=list)
     uninstall: list[Command] = field(default_factory=list)
@@ -246,13 +246,45 @@ def _write_file(path: Path, text: str, mode: int) -> None:
     write_atomic(path, text, mode)
 
 
+class FolderError(ServiceError):
+    """A folder of the app could not be created (as its owner)."""
+
+
 def _make_folder(path: Path, owner: pwd.struct_passwd | None) -> None:
-    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    for created in missing:
-        created.chmod(PRIVATE_DIR_MODE)
-        if owner is not None and os.geteuid() == 0:
-            os.chown(created, owner.pw_uid, owner.pw_gid)
+    """Create ``path`` and its missing parents 0700 -- as ``owner`` when root installs for someone else.
+
+    Root never creates, ``chmod``s or ``chown``s anything in another account's home: a path
+    there is the owner's to change under our feet (``~/.cache -> /etc``, or a folder renamed
+    to a symlink mid-install), and root following it would hand root's files to the owner.
+    So ``mkdir -p`` runs as the owner (its uid, gid and groups, umask 077), with exactly the
+    owner's rights: whatever it creates is the owner's and it cannot reach what the owner
+    cannot.
+    """
+    if owner is None or os.geteuid() != 0 or owner.pw_uid == 0:
+        previous = os.umask(0o077)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        except OSError as error:
+            raise FolderError(f"cannot create {path}: {error.strerror}") from None
+        finally:
+            os.umask(previous)
+        return
+    mkdir = shutil.which("mkdir") or "/bin/mkdir"
+    result = subprocess.run(
+        [mkdir, "-p", "--", str(path)],
+        user=owner.pw_uid,
+        group=owner.pw_gid,
+        extra_groups=os.getgrouplist(owner.pw_name, owner.pw_gid),
+        umask=0o077,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"mkdir exited with {result.returncode}"])[-1]
+        reason = reason.removeprefix(f"{mkdir}: ").removeprefix("mkdir: ")
+        raise FolderError(f"cannot create {path} as {owner.pw_name}: {reason}")
 
 
 def _prepare(scope, dry_run, out, platform, command, user_name, root):
@@ -301,9 +333,14 @@ def install(
     target = _under(root, plan.unit_path)
     for folder in plan.folders:
         if dry_run:
-            print(f"would create folder: {_under(root, folder)} (0700)", file=out)
+            as_owner = f", as {plan.owner.pw_name}" if plan.owner is not None else ""
+            print(f"would create folder: {_under(root, folder)} (0700{as_owner})", file=out)
         else:
-            _make_folder(_under(root, folder), plan.owner)
+            try:
+                _make_folder(_under(root, folder), plan.owner)
+            except FolderError as error:
+                print(f"pmjobsd service: {error}; nothing installed", file=out)
+                return 2
     if dry_run:
         print(f"would write: {target} ({plan.unit_mode:04o})", file=out)
     else:
