@@ -363,6 +363,20 @@ def _make_folder(path: Path, owner: pwd.struct_passwd | None) -> None:
         raise FolderError(f"cannot create {path} as {owner.pw_name}: {reason}")
 
 
+def session_bus_problem() -> str | None:
+    """Why ``systemctl --user`` cannot reach the user manager here, or None when it can try."""
+    if os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        return None
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and any(os.path.exists(os.path.join(runtime, name)) for name in ("bus", "systemd/private")):
+        return None
+    where = f"no {runtime}/bus" if runtime else "XDG_RUNTIME_DIR is not set"
+    return (
+        f"no session bus (DBUS_SESSION_BUS_ADDRESS is not set, {where}): systemctl --user cannot reach "
+        "your user manager; run it from your login session (or enable lingering: loginctl enable-linger)"
+    )
+
+
 def _prepare(scope, dry_run, out, platform, command, user_name, root):
     try:
         plan = make_plan(scope, platform=platform, command=command, user_name=user_name)
@@ -478,5 +492,8 @@ def status(
         installed = True
     if dry_run:
         return _run_commands(plan.status, True, out, runner)
+    if plan.manager == "systemd" and plan.scope == "user" and (problem := session_bus_problem()):
+        print(f"pmjobsd service: {problem}", file=out)
+        return 1
     code = _run_commands(plan.status, False, out, runner)
     return 0 if installed and code == 0 else 1

@@ -208,14 +208,20 @@ def test_fixture_schema_matches_the_real_app(tmp_path: Path):
 def test_read_only_folder_as_another_user(tmp_path: Path):
     """A read-only folder (as user nobody): both with the app running and with it closed."""
     folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="pmjobsd-ro-"))
+    # nobody cannot load vault.py from a checkout under a 0700 folder: give it a copy it can reach.
+    code = Path(tempfile.mkdtemp(dir="/tmp", prefix="pmjobsd-code-"))
     try:
         folder.chmod(0o755)
+        code.chmod(0o755)
+        vault_copy = code / "vault.py"
+        shutil.copyfile(ROOT / "pmjobsd/app/vault.py", vault_copy)
+        vault_copy.chmod(0o644)
         db = create_vault(folder / "passwords.db", [canary_entry(1)])
         db.chmod(0o644)
         script = textwrap.dedent(
             f"""
             import importlib.util, json, sys
-            spec = importlib.util.spec_from_file_location("vault", {str(ROOT / "pmjobsd/app/vault.py")!r})
+            spec = importlib.util.spec_from_file_location("vault", {str(vault_copy)!r})
             vault = sys.modules["vault"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(vault)
             r = vault.read_vault(vault.Path({str(db)!r}), vault.entry_stamps, lock_timeout=3)
             print(json.dumps({{"ids": sorted(r.value), "access": r.access}}))
@@ -232,6 +238,7 @@ def test_read_only_folder_as_another_user(tmp_path: Path):
             assert _folder_state(folder) == before
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(code, ignore_errors=True)
 
 
 def test_module_has_no_write_paths():

@@ -156,3 +156,24 @@ def test_a_rename_to_symlink_race_during_install_hands_over_nothing(sandbox):
         racer.wait(10)
     assert racer.returncode == 0, racer.stderr.read() if racer.stderr else ""
     assert handed_over == []
+
+
+def test_status_without_a_session_bus_says_so_in_one_line(tmp_path):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME")
+    }
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-m", "pmjobsd", "service", "status", "--user"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert lines[0] == f"not installed: {tmp_path}/.config/systemd/user/pmjobsd.service"
+    assert len(lines) == 2 and lines[1].startswith("pmjobsd service: no session bus"), lines
+    assert "systemctl --user" in lines[1]
