@@ -18,6 +18,7 @@ import os
 import pwd
 import shlex
 import shutil
+import site
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -63,12 +64,78 @@ def _systemd_word(word: str) -> str:
     return escaped
 
 
-def render_systemd(template: str, command: Sequence[str] = DEFAULT_COMMAND) -> str:
+@dataclass(frozen=True)
+class UserUnitPaths:
+    """What the user unit binds into its empty home, as unit-file words (``%h`` = the home).
+
+    ``code`` holds the folders under the home that pmjobsd's Python lives in (a venv,
+    ``pip install --user``, pyenv): bound read-only and allowed to execute.
+    """
+
+    data: str = f"%h/.local/share/{APP_NAME}"
+    cache: str = f"%h/.cache/{APP_NAME}"
+    config: str = f"%h/.config/{APP_NAME}"
+    code: tuple[str, ...] = ()
+
+
+def render_systemd(template: str, command: Sequence[str] = DEFAULT_COMMAND, paths: UserUnitPaths | None = None) -> str:
     """Render ``pmjobsd.service`` or ``pmjobsd@.service`` for ``command`` (absolute argv)."""
+    paths = paths or UserUnitPaths()
     text = _template(template + ".in")
     hardening = _template("hardening.inc").rstrip("\n")
-    return text.replace("@PMJOBSD@", " ".join(_systemd_word(word) for word in command)).replace(
-        "@HARDENING@", hardening
+    code = "".join(f"BindReadOnlyPaths={word}\n" for word in paths.code)
+    return (
+        text.replace("@PMJOBSD@", " ".join(_systemd_word(word) for word in command))
+        .replace("@HARDENING@", hardening)
+        .replace("@DATA_DIR@", paths.data)
+        .replace("@CACHE_DIR@", paths.cache)
+        .replace("@CONFIG_DIR@", "-" + paths.config)
+        .replace("@CODE_PATHS@", code)
+        .replace("@EXEC_PATHS@", "".join(f" {word}" for word in paths.code))
+    )
+
+
+def _unit_path(path: Path, home: Path) -> str:
+    """One path as a unit-file word: ``%h/...`` under the home, '%' escaped, quoted if it has spaces."""
+    try:
+        word = "%h/" + str(path.relative_to(home)).replace("%", "%%")
+    except ValueError:
+        word = str(path).replace("%", "%%")
+    return f'"{word}"' if any(ch.isspace() or ch in "\"'\\" for ch in word) else word
+
+
+def _xdg_home(variable: str, home: Path, fallback: str) -> Path:
+    # XDG: an unset, empty or relative value means the default.
+    value = os.environ.get(variable, "")
+    return Path(value) if value and os.path.isabs(value) else home / fallback
+
+
+def _code_folders(home: Path) -> list[Path]:
+    """The folders under ``home`` this Python and pmjobsd are loaded from (none for a system-wide install)."""
+    import pmjobsd
+
+    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    candidates.append(str(Path(pmjobsd.__file__).resolve().parent.parent))  # site-packages or a checkout
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        candidates.append(site.getusersitepackages())
+    found: list[Path] = []
+    for candidate in sorted({Path(c).resolve() for c in candidates}):
+        if candidate.is_relative_to(home) and candidate != home and not any(candidate.is_relative_to(f) for f in found):
+            found.append(candidate)
+    return found
+
+
+def user_unit_paths(home: Path, command: Sequence[str]) -> UserUnitPaths:
+    """The user unit's folders for this account: XDG_*_HOME honoured, this install's code folders."""
+    code = _code_folders(home)
+    executable = Path(command[0])
+    if executable.is_relative_to(home) and not any(executable.is_relative_to(f) for f in code):
+        code.append(executable.parent)
+    return UserUnitPaths(
+        data=_unit_path(_xdg_home("XDG_DATA_HOME", home, ".local/share") / APP_NAME, home),
+        cache=_unit_path(_xdg_home("XDG_CACHE_HOME", home, ".cache") / APP_NAME, home),
+        config=_unit_path(_xdg_home("XDG_CONFIG_HOME", home, ".config") / APP_NAME, home),
+        code=tuple(_unit_path(folder, home) for folder in code),
     )
 
 
@@ -135,7 +202,7 @@ class Plan:
     unit_path: Path
     unit_text: str
     unit_mode: int
-    owner: pwd.struct_passwd | None  # chown created folders to this account (system scope as root)
+    owner: pwd.struct_passwd | None  # folders are created as this account (system scope)
     folders: list[Path] = field(default_factory=list)
     install: list[Command] = field(default_factory=list)
     uninstall: list[Command] = field(default_factory=list)
@@ -175,11 +242,14 @@ def make_plan(
     command = tuple(command or installed_command())
     account = _account(user_name, scope)
     home = account.pw_dir if scope == "system" else str(Path.home())
-    # The sandboxed unit may write only these; they must exist before it starts.
-    folders = [
-        Path(home) / ".local/share" / APP_NAME,
-        Path(home) / ".cache" / APP_NAME,
-    ]
+    # The sandboxed unit may write only these; they must exist before it starts.  The
+    # owner's XDG variables are unknown to root, so the system scope keeps the defaults.
+    if scope == "system":
+        data_home, cache_home = Path(home) / ".local/share", Path(home) / ".cache"
+    else:
+        data_home = _xdg_home("XDG_DATA_HOME", Path(home), ".local/share")
+        cache_home = _xdg_home("XDG_CACHE_HOME", Path(home), ".cache")
+    folders = [data_home / APP_NAME, cache_home / APP_NAME]
     if platform == "darwin":
         system = scope == "system"
         label = launchd_label(system, account.pw_name)
@@ -211,7 +281,13 @@ def make_plan(
     if scope == "user":
         path = _user_config_home(home) / "systemd/user" / SYSTEMD_USER_UNIT
         plan = Plan(
-            "systemd", scope, path, render_systemd(SYSTEMD_USER_UNIT, command), PRIVATE_FILE_MODE, None, folders
+            "systemd",
+            scope,
+            path,
+            render_systemd(SYSTEMD_USER_UNIT, command, user_unit_paths(Path(home), command)),
+            PRIVATE_FILE_MODE,
+            None,
+            folders,
         )
         ctl, unit = ("systemctl", "--user"), SYSTEMD_USER_UNIT
     else:
@@ -246,13 +322,59 @@ def _write_file(path: Path, text: str, mode: int) -> None:
     write_atomic(path, text, mode)
 
 
+class FolderError(ServiceError):
+    """A folder of the app could not be created (as its owner)."""
+
+
 def _make_folder(path: Path, owner: pwd.struct_passwd | None) -> None:
-    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    for created in missing:
-        created.chmod(PRIVATE_DIR_MODE)
-        if owner is not None and os.geteuid() == 0:
-            os.chown(created, owner.pw_uid, owner.pw_gid)
+    """Create ``path`` and its missing parents 0700 -- as ``owner`` when root installs for someone else.
+
+    Root never creates, ``chmod``s or ``chown``s anything in another account's home: a path
+    there is the owner's to change under our feet (``~/.cache -> /etc``, or a folder renamed
+    to a symlink mid-install), and root following it would hand root's files to the owner.
+    So ``mkdir -p`` runs as the owner (its uid, gid and groups, umask 077), with exactly the
+    owner's rights: whatever it creates is the owner's and it cannot reach what the owner
+    cannot.
+    """
+    if owner is None or os.geteuid() != 0 or owner.pw_uid == 0:
+        previous = os.umask(0o077)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        except OSError as error:
+            raise FolderError(f"cannot create {path}: {error.strerror}") from None
+        finally:
+            os.umask(previous)
+        return
+    mkdir = shutil.which("mkdir") or "/bin/mkdir"
+    result = subprocess.run(
+        [mkdir, "-p", "--", str(path)],
+        user=owner.pw_uid,
+        group=owner.pw_gid,
+        extra_groups=os.getgrouplist(owner.pw_name, owner.pw_gid),
+        umask=0o077,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"mkdir exited with {result.returncode}"])[-1]
+        reason = reason.removeprefix(f"{mkdir}: ").removeprefix("mkdir: ")
+        raise FolderError(f"cannot create {path} as {owner.pw_name}: {reason}")
+
+
+def session_bus_problem() -> str | None:
+    """Why ``systemctl --user`` cannot reach the user manager here, or None when it can try."""
+    if os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        return None
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and any(os.path.exists(os.path.join(runtime, name)) for name in ("bus", "systemd/private")):
+        return None
+    where = f"no {runtime}/bus" if runtime else "XDG_RUNTIME_DIR is not set"
+    return (
+        f"no session bus (DBUS_SESSION_BUS_ADDRESS is not set, {where}): systemctl --user cannot reach "
+        "your user manager; run it from your login session (or enable lingering: loginctl enable-linger)"
+    )
 
 
 def _prepare(scope, dry_run, out, platform, command, user_name, root):
@@ -301,9 +423,14 @@ def install(
     target = _under(root, plan.unit_path)
     for folder in plan.folders:
         if dry_run:
-            print(f"would create folder: {_under(root, folder)} (0700)", file=out)
+            as_owner = f", as {plan.owner.pw_name}" if plan.owner is not None else ""
+            print(f"would create folder: {_under(root, folder)} (0700{as_owner})", file=out)
         else:
-            _make_folder(_under(root, folder), plan.owner)
+            try:
+                _make_folder(_under(root, folder), plan.owner)
+            except FolderError as error:
+                print(f"pmjobsd service: {error}; nothing installed", file=out)
+                return 2
     if dry_run:
         print(f"would write: {target} ({plan.unit_mode:04o})", file=out)
     else:
@@ -365,5 +492,8 @@ def status(
         installed = True
     if dry_run:
         return _run_commands(plan.status, True, out, runner)
+    if plan.manager == "systemd" and plan.scope == "user" and (problem := session_bus_problem()):
+        print(f"pmjobsd service: {problem}", file=out)
+        return 1
     code = _run_commands(plan.status, False, out, runner)
     return 0 if installed and code == 0 else 1

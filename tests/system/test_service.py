@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import os
 import pwd
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from pmjobsd.app.paths import APP_NAME as APP
 from pmjobsd.system import service
 from tests.support import REPO
 
@@ -42,6 +45,8 @@ def home(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    # `status --user` asks the user manager only with a session bus (tests/e2e covers none).
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus")
     return home
 
 
@@ -59,6 +64,7 @@ def test_dry_run_system_systemd(home):
     code, out = _run(service.install, "system", dry_run=True, platform="linux", user_name=OWNER.pw_name)
     assert code == 0
     assert "would write: /etc/systemd/system/pmjobsd@.service (0644)" in out
+    assert f"would create folder: {OWNER.pw_dir}/.cache/secure-password-manager (0700, as {OWNER.pw_name})" in out
     assert f"would run: systemctl enable --now pmjobsd@{OWNER.pw_name}.service" in out
     code, out = _run(service.uninstall, "system", dry_run=True, platform="linux", user_name=OWNER.pw_name)
     assert f"would run: systemctl disable --now pmjobsd@{OWNER.pw_name}.service" in out
@@ -97,8 +103,15 @@ def test_system_service_refuses_root_account(home):
         ),
     ],
 )
-def test_install_status_uninstall_into_a_root(tmp_path, home, platform, scope, relative, committed):
+def test_install_status_uninstall_into_a_root(request, tmp_path, home, platform, scope, relative, committed):
     root = tmp_path / "root"
+    if scope == "system":  # the owner creates its folders itself: its home must be reachable and its own
+        root = Path(tempfile.mkdtemp(dir="/tmp", prefix="pmjobsd-root-"))
+        root.chmod(0o755)
+        owner_home = root / OWNER.pw_dir.lstrip("/")
+        owner_home.mkdir(parents=True, mode=0o755)
+        os.chown(owner_home, OWNER.pw_uid, OWNER.pw_gid)
+        request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
     runner = Recorder()
     user = {"user_name": OWNER.pw_name} if scope == "system" else {}
     code, out = _run(service.install, scope, platform=platform, root=root, runner=runner, **user)
@@ -109,9 +122,10 @@ def test_install_status_uninstall_into_a_root(tmp_path, home, platform, scope, r
         expected = expected.replace("/Users/USERNAME", str(home))
     assert target.read_text() == expected
     assert target.stat().st_mode & 0o777 == (0o644 if scope == "system" else 0o600)
-    data_dir = root / str(home / ".local/share/secure-password-manager").lstrip("/") if scope == "user" else None
-    if data_dir is not None:
-        assert data_dir.stat().st_mode & 0o777 == 0o700
+    owner = OWNER if scope == "system" else ME
+    data_dir = root / str(Path(owner.pw_dir if scope == "system" else home, ".local/share", APP)).lstrip("/")
+    info = data_dir.stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (owner.pw_uid if os.geteuid() == 0 else os.getuid(), 0o700)
     assert runner.calls and runner.calls[-1][0] in ("systemctl", "launchctl")
 
     code, out = _run(service.status, scope, platform=platform, root=root, runner=Recorder(), **user)

@@ -18,6 +18,7 @@ PACKAGING = REPO / "packaging"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
 SYSTEM_EXPOSURE_LIMIT = 2.5
+USER_EXPOSURE_LIMIT = 2.5
 
 
 def test_committed_files_are_the_rendered_templates():
@@ -46,8 +47,48 @@ def test_units_state_the_service_contract():
         stop = re.search(r"^TimeoutStopSec=(\d+)s$", text, re.M)
         assert stop and int(stop.group(1)) > 20  # settings jobs.shutdown_grace default
     assert "\nUser=%i\n" in (PACKAGING / "systemd/pmjobsd@.service").read_text()
-    # A user manager refuses units that touch the capability bounding set.
-    assert "\nCapabilityBoundingSet=" not in (PACKAGING / "systemd/pmjobsd.service").read_text()
+    # A user manager fails the empty bounding set (218/CAPABILITIES); it takes a non-empty one with PrivateUsers=.
+    user = (PACKAGING / "systemd/pmjobsd.service").read_text()
+    assert "\nCapabilityBoundingSet=\n" not in user and "\nPrivateUsers=yes\n" in user
+
+
+def _values(text: str, key: str) -> list[str]:
+    return [word for line in text.splitlines() if line.startswith(key + "=") for word in line[len(key) + 1 :].split()]
+
+
+def test_user_unit_shows_the_daemon_only_the_apps_folders():
+    """An empty home (tmpfs) with the app's data and cache (rw) and config (ro): no ~/.ssh, no ~/.gnupg."""
+    text = (PACKAGING / "systemd/pmjobsd.service").read_text()
+    assert "\nProtectHome=tmpfs\n" in text and "\nPrivateMounts=yes\n" in text
+    app = "secure-password-manager"
+    assert [w for w in _values(text, "BindPaths") if w.startswith("%h")] == [
+        f"%h/.local/share/{app}",
+        f"%h/.cache/{app}",
+    ]
+    assert _values(text, "BindReadOnlyPaths") == [f"-%h/.config/{app}"]
+    runtime = [w for w in _values(text, "BindPaths") if "%t" in w]
+    assert runtime == ["-%t/pmjobsd", "-%t/systemd/notify", "-%t/bus", f"-%t/{app}"]  # not the whole %t
+    assert _values(text, "NoExecPaths") == ["/"] and "/usr" in _values(text, "ExecPaths")
+    assert _values(text, "SocketBindAllow") == ["tcp:9464"] and _values(text, "SocketBindDeny") == ["any"]
+
+
+def test_installed_user_unit_honours_xdg_and_a_venv_in_the_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    venv = home / "venvs/pm 100%"
+    (venv / "bin").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", "/srv/alice/data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")  # XDG: a relative value means the default
+    plan = service.make_plan("user", platform="linux", command=[str(venv / "bin/pmjobsd")])
+    text = plan.unit_text
+    app = "secure-password-manager"
+    assert [w for w in _values(text, "BindPaths") if "%t" not in w] == [f"/srv/alice/data/{app}", f"%h/cache/{app}"]
+    assert f"\nBindReadOnlyPaths=-%h/.config/{app}\n" in text
+    assert '\nBindReadOnlyPaths="%h/venvs/pm 100%%/bin"\n' in text
+    (exec_paths,) = [line for line in text.splitlines() if line.startswith("ExecPaths=")]
+    assert exec_paths.endswith(' "%h/venvs/pm 100%%/bin"')
+    assert plan.folders == [Path(f"/srv/alice/data/{app}"), home / "cache" / app]
 
 
 def test_exec_start_quotes_awkward_paths():
@@ -153,6 +194,23 @@ def test_system_unit_exposure_is_low(verifiable_units):
 
 
 @needs_analyze
-def test_user_unit_exposure_is_reported(verifiable_units):
+def test_user_unit_exposure_is_low(verifiable_units):
     # Offline analysis rates a user unit as if it ran as root (no User=); docs/service.md explains.
-    assert exposure(verifiable_units, "user") < 5.0
+    assert exposure(verifiable_units, "user") <= USER_EXPOSURE_LIMIT
+
+
+@needs_analyze
+def test_user_unit_rendered_for_a_venv_in_the_home_verifies(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    stub = home / "my venv/bin/pmjobsd"
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "elsewhere"))
+    unit = tmp_path / "pmjobsd.service"
+    unit.write_text(service.make_plan("user", platform="linux", command=[str(stub)]).unit_text)
+    (tmp_path / "runtime").mkdir(mode=0o700)
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "runtime"), "SYSTEMD_LOG_COLOR": "0"}
+    result = _analyze(["--user", "verify", str(unit)], env)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
