@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from typing import Any
 from pmjobsd import __version__
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
-from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
+from pmjobsd.core.daemon import Daemon, StartupError, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
@@ -24,6 +25,7 @@ from pmjobsd.observe.joblog import setup_logging
 from pmjobsd.observe.journald import journal_handler
 from pmjobsd.observe.status import exit_code, offline_status, render_text
 from pmjobsd.system.detach import detach
+from pmjobsd.system.files import describe_error
 from pmjobsd.system.lock import AlreadyRunning, holder_pid
 
 EXIT_USAGE = 2
@@ -182,6 +184,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         print(f"pmjobsd: {exc}", file=sys.stderr)
         return 1
+    except StartupError as exc:
+        print(f"pmjobsd: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -209,7 +214,10 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     except control.NoDaemon:
         holder = holder_pid(paths.lock_path)
         if holder is None:
-            response = _run_in_process(paths, loaded, args.job)
+            try:
+                response = _run_in_process(paths, loaded, args.job)
+            except (OSError, sqlite3.Error) as exc:  # e.g. a symlinked jobs.log: refused, one line
+                response = {"ok": False, "error": f"cannot run {args.job} here: {describe_error(exc)}"}
         else:  # running it here too could run the job twice at once
             response = {"ok": False, "error": f"pmjobsd (pid {holder}) holds the lock but does not answer"}
     except control.ControlError as exc:  # the daemon got the request: it may be running the job

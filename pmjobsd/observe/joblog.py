@@ -19,7 +19,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from pmjobsd.core.privacy import scrub_text
 from pmjobsd.core.timestamps import utc_iso
-from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
+from pmjobsd.system.files import ensure_private_dir, open_private
 
 LOGGER_NAME = "pmjobsd"
 # Fields whose values are free text and may quote a URL or an address.
@@ -111,7 +111,7 @@ class PrivateWatchedFileHandler(logging.handlers.WatchedFileHandler):
     """
 
     def _open(self):
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
+        fd = open_private(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         return os.fdopen(fd, "a", encoding=self.encoding or "utf-8")
 
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
+from pmjobsd.system.files import ensure_private_dir, open_private
 
 
 class AlreadyRunning(Exception):
@@ -29,7 +29,8 @@ class AlreadyRunning(Exception):
 class InstanceLock:
     """A pid file held under an exclusive ``flock`` for the life of a daemon.
 
-    ``acquire()`` locks the file (created 0600 in a private folder) and writes
+    ``acquire()`` locks the file (created 0600 in a private folder, never opened
+    through a symbolic link: :func:`~pmjobsd.system.files.open_private`) and writes
     this process's pid, or raises AlreadyRunning; ``release()`` removes the
     file and drops the lock.  It is also the context manager python-daemon's
     ``DaemonContext(pidfile=...)`` expects: acquired before the fork, its
@@ -48,7 +49,7 @@ class InstanceLock:
             return self
         ensure_private_dir(self.path.parent)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # never through a link
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -108,16 +109,22 @@ class InstanceLock:
 
 def _read_pid(path: Path) -> int | None:
     try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
         return None
+    try:
+        text = os.read(fd, 32).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return int(text) if text.isdigit() else None
 
 
 def holder_pid(path: Path) -> int | None:
     """The pid of the live daemon holding ``path``, or None when nobody holds it."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
     try:
