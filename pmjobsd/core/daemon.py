@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -90,6 +90,7 @@ class Daemon:
         self._sched_lock = threading.RLock()
         self.web: StatusServer | None = None
         self.exit_code = EXIT_OK
+        self.on_ready: Callable[[], None] | None = None  # called once after daemon.ready (the --detach starter)
         self._last_watchdog = self._last_status = float("-inf")
 
     # --- wake-ups -----------------------------------------------------------------
@@ -235,6 +236,8 @@ class Daemon:
             enabled = sum(1 for job in self.jobs.values() if job.definition.enabled)
             self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.paths.control_socket_path))
             self.notifier.ready(status=f"{enabled} jobs scheduled")
+            if self.on_ready is not None:
+                self.on_ready()
             self._loop()
         finally:
             signal.set_wakeup_fd(old_wakeup)

@@ -69,14 +69,27 @@ class InstanceLock:
             os.close(fd)
         self._fd = fd
         self.stale_pid = _read_pid(self.path)
-        self._write_pid()
+        try:
+            self._write_pid()
+        except BaseException:
+            self.release()
+            raise
         return self
 
     def _write_pid(self) -> None:
         assert self._fd is not None, "write_pid before acquire"
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        os.fsync(self._fd)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            os.fsync(self._fd)
+        except OSError as exc:  # e.g. a full disk: name the file
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+
+    def forget(self) -> None:
+        """Close this process's copy of the descriptor, keeping the file (another process holds the lock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def release(self) -> None:
         """Remove the file (if it is still ours) and drop the lock; a no-op when not held."""
