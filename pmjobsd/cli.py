@@ -7,16 +7,18 @@ import json
 import os
 import select
 import signal
+import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pmjobsd import __version__
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
-from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
+from pmjobsd.core.daemon import Daemon, StartupError, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher, escape_control
@@ -26,9 +28,11 @@ from pmjobsd.observe.joblog import setup_logging
 from pmjobsd.observe.journald import journal_handler
 from pmjobsd.observe.status import exit_code, offline_status, render_text
 from pmjobsd.system.detach import detach
-from pmjobsd.system.lock import AlreadyRunning, holder_pid
+from pmjobsd.system.files import describe_error, ensure_private_dir
+from pmjobsd.system.lock import AlreadyRunning, InstanceLock, holder_pid
 
 EXIT_USAGE = 2
+T = TypeVar("T")
 # The seed blueprint's spellings (`password-manager --jobs status`, `--doctor`, `--logs bundle`).
 ALIASES = {"--jobs": [], "--doctor": ["doctor"], "--logs": ["logs"]}
 FOLDER_FLAGS = ("data_dir", "config_dir", "cache_dir", "log_dir", "settings")
@@ -58,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "run the daemon (in the foreground unless --detach)")
     run.add_argument("--detach", action="store_true", help="detach from the terminal (where no service manager runs)")
-    run.add_argument("--pidfile", type=Path, help="pid file to lock when detached")
+    run.add_argument("--pidfile", type=Path, help="a pid file to lock and write while the daemon runs")
     console = run.add_mutually_exclusive_group()
     console.add_argument(
         "--console",
@@ -165,6 +169,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon; any failure to start is one line on stderr and exit 1 (detached: from the starter too)."""
     base, overrides = _paths(args)
     handler = journal_handler()
     # Under journald, stderr *is* the journal: structured entries replace the console lines.
@@ -172,18 +177,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(base, cli_overrides=overrides, console=console, extra_log_handlers=[h for h in [handler] if h])
     try:
         if not args.detach:
-            return daemon.run()
+            if args.pidfile is None:
+                return daemon.run()
+            with _held(InstanceLock(args.pidfile)):  # honoured in the foreground too
+                return daemon.run()
         paths = resolve_paths(base, load_settings(base.settings_path), overrides)
         holder = holder_pid(paths.lock_path)
-        if holder is not None:  # say it here: after the fork nobody reads our stderr
+        if holder is not None:  # say it here, before forking
             raise AlreadyRunning(paths.lock_path, holder)
         pidfile = args.pidfile or paths.state_dir / "detached.pid"
+        if args.pidfile is None:
+            _refuse_unsafe(lambda: ensure_private_dir(paths.state_dir))
         # Fork before any thread or lock exists; the daemon installs its own signal handlers.
-        with detach(pidfile, signal_map={}):
+        # The starter waits in detach() and leaves with the daemon's verdict (0 once it is ready).
+        with _refuse_unsafe(lambda: detach(pidfile, signal_map={})) as detached:
+            daemon.on_ready = detached.ready
             return daemon.run()
     except AlreadyRunning as exc:
         print(f"pmjobsd: {exc}", file=sys.stderr)
         return 1
+    except StartupError as exc:
+        print(f"pmjobsd: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+def _refuse_unsafe(step: Callable[[], T]) -> T:
+    """Run a start-up step; an OSError (a link, a read-only folder) becomes a StartupError."""
+    try:
+        return step()
+    except AlreadyRunning:
+        raise
+    except OSError as exc:
+        raise StartupError(describe_error(exc)) from exc
+
+
+@contextmanager
+def _held(lock: InstanceLock) -> Iterator[InstanceLock]:
+    _refuse_unsafe(lock.acquire)
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -211,7 +245,10 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     except control.NoDaemon:
         holder = holder_pid(paths.lock_path)
         if holder is None:
-            response = _run_in_process(paths, loaded, args.job)
+            try:
+                response = _run_in_process(paths, loaded, args.job)
+            except (OSError, sqlite3.Error) as exc:  # e.g. a symlinked jobs.log: refused, one line
+                response = {"ok": False, "error": f"cannot run {args.job} here: {describe_error(exc)}"}
         else:  # running it here too could run the job twice at once
             response = {"ok": False, "error": f"pmjobsd (pid {holder}) holds the lock but does not answer"}
     except control.ControlError as exc:  # the daemon got the request: it may be running the job

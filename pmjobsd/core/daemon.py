@@ -9,16 +9,18 @@ and logging happen here in the loop (as gunicorn's arbiter does).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
 import select
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -35,16 +37,24 @@ from pmjobsd.core.runner import ActiveRun, Runner, RunRequest
 from pmjobsd.core.scheduler import Clock, Scheduler
 from pmjobsd.core.settings import LoadedSettings, ResolvedJob, load_settings
 from pmjobsd.core.timestamps import utc_iso
-from pmjobsd.observe.joblog import EventLogger, setup_logging
+from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
 from pmjobsd.observe.status import DaemonState, StatusDocument, StatusSnapshot, build_status
 from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
-from pmjobsd.system.files import ensure_private_dir
-from pmjobsd.system.lock import InstanceLock
+from pmjobsd.system.files import check_not_root_on_user_home, describe_error, ensure_private_dir
+from pmjobsd.system.lock import AlreadyRunning, InstanceLock
 from pmjobsd.system.sdnotify import Notifier
 
 EXIT_OK = 0
 EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
+
+
+def _drop_all(record: logging.LogRecord) -> bool:
+    return False
+
+
+class StartupError(Exception):
+    """The daemon could not start; ``str()`` is one line for stderr (no traceback)."""
 
 
 def resolve_paths(base: AppPaths, loaded: LoadedSettings, cli_overrides: dict[str, str | None]) -> AppPaths:
@@ -80,6 +90,7 @@ class Daemon:
         self._sched_lock = threading.RLock()
         self.web: StatusServer | None = None
         self.exit_code = EXIT_OK
+        self.on_ready: Callable[[], None] | None = None  # called once after daemon.ready (the --detach starter)
         self._last_watchdog = self._last_status = float("-inf")
 
     # --- wake-ups -----------------------------------------------------------------
@@ -104,7 +115,11 @@ class Daemon:
 
     # --- start ------------------------------------------------------------------------
     def run(self) -> int:
-        """Run until SIGTERM/SIGINT; return the process exit code."""
+        """Run until SIGTERM/SIGINT; return the process exit code.
+
+        Raises AlreadyRunning when another daemon holds the lock, and :class:`StartupError`
+        (one line, no traceback) when anything before ``daemon.ready`` fails.
+        """
         os.umask(0o077)
         # Made here, not in __init__: detaching closes every descriptor opened before it.
         self._wake_r, self._wake_w = os.pipe()
@@ -112,11 +127,26 @@ class Daemon:
         os.set_blocking(self._wake_w, False)
         self.loaded = load_settings(self.base_paths.settings_path)
         self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
-        ensure_private_dir(self.paths.state_dir)
-        self.lock = InstanceLock(self.paths.lock_path)
-        self.lock.acquire()  # raises AlreadyRunning
         try:
-            return self._run_locked()
+            check_not_root_on_user_home()
+            ensure_private_dir(self.paths.state_dir)
+            self.lock = InstanceLock(self.paths.lock_path)
+            self.lock.acquire()  # raises AlreadyRunning
+        except AlreadyRunning:
+            raise
+        except Exception as exc:
+            raise StartupError(describe_error(exc)) from exc
+        try:
+            try:
+                self._start()
+            except Exception as exc:
+                message = describe_error(exc)
+                self._log_start_failure(message)
+                self._abort_start()
+                raise StartupError(message) from exc
+            return self._serve()
+        except StartupError:
+            raise
         except Exception as exc:
             # Detached or under a service manager nobody reads our stderr: say it in jobs.log.
             self.log.error("daemon.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
@@ -124,7 +154,8 @@ class Daemon:
         finally:
             self.lock.release()
 
-    def _run_locked(self) -> int:
+    def _start(self) -> None:
+        """Everything before the loop: logging, history, observers, runner, scheduler, sockets."""
         settings = self.loaded.settings
         setup_logging(
             self.paths.jobs_log_path,
@@ -135,8 +166,11 @@ class Daemon:
         self.started_at = time.time()
         self.log.info("daemon.started", pid=os.getpid(), version=__version__, settings=str(self.paths.settings_path))
         self._log_config("config.loaded", self.loaded)
-        self.history = RunHistory(self.paths.history_path)
-        interrupted = self.history.mark_interrupted()
+        try:
+            self.history = RunHistory(self.paths.history_path)
+            interrupted = self.history.mark_interrupted()
+        except sqlite3.Error as exc:  # e.g. "database or disk is full": name the file
+            raise OSError(errno.EIO, str(exc), str(self.paths.history_path)) from exc
         if interrupted:
             self.log.warning("history.interrupted_runs", count=interrupted)
         self.hasher = EntryIdHasher.from_file(self.paths.id_key_path)
@@ -165,12 +199,45 @@ class Daemon:
         self.control = control.ControlServer(self.paths.control_socket_path, self._handle_request)
         self._start_web()
         self.metrics.update_textfile()
+
+    def _log_start_failure(self, message: str) -> None:
+        """``daemon.start_failed`` to jobs.log and journald, if they are open; stderr gets the CLI's one line."""
+        logger = logging.getLogger(LOGGER_NAME)
+        if not logger.handlers:
+            return  # nothing set up yet: logging's last-resort handler would print a second line
+        consoles = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+        for handler in consoles:
+            handler.addFilter(_drop_all)
+        try:
+            self.log.error("daemon.start_failed", error=message)
+        finally:
+            for handler in consoles:
+                handler.removeFilter(_drop_all)
+
+    def _abort_start(self) -> None:
+        """Undo a half-done :meth:`_start` so that no thread keeps the process alive."""
+        steps = [
+            lambda: self._stop_web() if self.web else None,
+            lambda: self.control.close() if hasattr(self, "control") else None,
+            lambda: self.runner.shutdown(0) if hasattr(self, "runner") else None,
+            *(observer.close for observer in getattr(self, "observers", [])),
+            lambda: self.history.close() if hasattr(self, "history") else None,
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception:  # already failing: the first error is the one to report
+                pass
+
+    def _serve(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
             enabled = sum(1 for job in self.jobs.values() if job.definition.enabled)
             self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.paths.control_socket_path))
             self.notifier.ready(status=f"{enabled} jobs scheduled")
+            if self.on_ready is not None:
+                self.on_ready()
             self._loop()
         finally:
             signal.set_wakeup_fd(old_wakeup)

@@ -22,7 +22,7 @@ import psutil
 
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import Status, Trigger
-from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
+from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir, open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -108,8 +108,8 @@ class RunHistory:
         self._lock = threading.RLock()
         if create:
             ensure_private_dir(self.path.parent)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+            # Created 0600 here, and refused when it is a link or not ours: SQLite follows links.
+            os.close(open_private(self.path, os.O_WRONLY | os.O_CREAT))
         elif not self.path.exists():
             self._conn = sqlite3.connect(":memory:", check_same_thread=False)
             self._conn.row_factory = sqlite3.Row

@@ -19,7 +19,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pmjobsd.system.files import PRIVATE_FILE_MODE
+from pmjobsd.system.files import ensure_private_dir, open_private
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://[^\s'\"<>]+")
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
@@ -141,10 +141,10 @@ class EntryIdHasher:
             short = True  # truncated or emptied: a short key makes every hash guessable
         except FileNotFoundError:
             short = False
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(path.parent)
         key = secrets.token_bytes(32)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # the name is guessable: no links
         with os.fdopen(fd, "wb") as handle:
             handle.write(key)
             handle.flush()

@@ -8,18 +8,19 @@ Every line carries ``ts`` (:func:`~pmjobsd.core.timestamps.utc_iso`), ``level``,
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
 from pmjobsd.core.privacy import escape_control, scrub_text
 from pmjobsd.core.timestamps import utc_iso
-from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
+from pmjobsd.system.files import describe_error, ensure_private_dir, open_private
 
 LOGGER_NAME = "pmjobsd"
 # Fields whose values are free text and may quote a URL or an address.
@@ -104,16 +105,152 @@ class ConsoleFormatter(logging.Formatter):
         return escape_control(f"{when} {record.levelname:<7} {component:<9} {record.getMessage()} {text}".rstrip())
 
 
-class PrivateWatchedFileHandler(logging.handlers.WatchedFileHandler):
-    """A WatchedFileHandler that creates its file 0600.
+class JobLogHandler(logging.Handler):
+    """Appends each record as one line to ``jobs.log``; never raises into the code that logs.
 
-    WatchedFileHandler reopens the file when it was renamed or removed under
-    us (rotation by rename); with copy-truncate it keeps appending (O_APPEND).
+    * Reopens the file when it was renamed, removed or replaced under us (rotation by
+      rename; ``rm -rf logs``), recreating the folder 0700 and the file 0600 through
+      :func:`~pmjobsd.system.files.open_private` (never through a link).
+    * A line that cannot be written (full disk, a folder where the file should be) is
+      counted, not raised: one warning on stderr at the first failure, then one line per
+      ``REPORT_INTERVAL`` with the count, never a traceback.  While it fails, lines go to
+      ``fallback`` (stderr when neither the console nor journald already gets them).
+      When writing works again, ``log.lines_lost`` with the ``count`` goes to the file.
+    * A line is written whole or not at all: a short write (the disk filled up mid-line)
+      is cut back, so the file stays one JSON object per line.
     """
 
-    def _open(self):
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
-        return os.fdopen(fd, "a", encoding=self.encoding or "utf-8")
+    REPORT_INTERVAL = 60.0
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        encoding: str = "utf-8",
+        *,
+        fallback: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__()
+        self.path = Path(path)
+        self.baseFilename = str(self.path)  # the name logging's file handlers use
+        self.encoding = encoding
+        self.fallback = fallback
+        self._clock = clock
+        self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
+        self._lost = 0  # lines lost since writing last worked
+        self._unreported = 0  # of those, not yet in a warning
+        self._last_report = float("-inf")
+
+    def open(self) -> None:
+        """(Re)open the file now; raises OSError (:class:`UnsafePathError` for a link or a foreign folder)."""
+        self._close_fd()
+        ensure_private_dir(self.path.parent)
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        info = os.fstat(fd)
+        self._fd, self._identity = fd, (info.st_dev, info.st_ino)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd, self._identity = self._fd, None, None
+            os.close(fd)
+
+    def _reopen_if_needed(self) -> int:
+        try:
+            info = os.stat(self.path, follow_symlinks=False)
+            identity: tuple[int, int] | None = (info.st_dev, info.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if self._fd is None or identity != self._identity:
+            self.open()
+        assert self._fd is not None
+        return self._fd
+
+    def _append(self, data: bytes) -> None:
+        fd = self._reopen_if_needed()
+        start = os.fstat(fd).st_size
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError:
+            if written:
+                os.ftruncate(fd, start)  # no torn line: the next reader parses every line
+            raise
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)  # a formatting bug, not a write failure
+            return
+        try:
+            if self._lost:
+                self._append(self._lost_line(record))
+            self._append(line.encode(self.encoding, errors="backslashreplace"))
+        except OSError as exc:
+            self._failed(exc, line)
+            return
+        if self._lost:
+            self._recovered()
+
+    def _lost_line(self, record: logging.LogRecord) -> bytes:
+        note = logging.makeLogRecord(
+            {
+                "name": record.name,
+                "levelno": logging.WARNING,
+                "levelname": "WARNING",
+                "msg": "log.lines_lost",
+                "component": "daemon",
+                "count": self._lost,
+                "path": self.baseFilename,
+            }
+        )
+        return (self.format(note) + "\n").encode(self.encoding, errors="backslashreplace")
+
+    def _failed(self, exc: OSError, line: str) -> None:
+        first = self._lost == 0
+        self._lost += 1
+        self._unreported += 1
+        if self.fallback is not None:
+            _write_quietly(self.fallback, line)
+        now = self._clock()
+        if first and now - self._last_report >= self.REPORT_INTERVAL:
+            where = "stderr" if self.fallback is not None else "the console or journald only"
+            message = f"cannot write {self.baseFilename}: {describe_error(exc)}; log lines go to {where} until it works again (reported once a minute)"
+        elif not first and now - self._last_report >= self.REPORT_INTERVAL:
+            message = f"{self._unreported} lines not written to {self.baseFilename} since the last report: {describe_error(exc)}"
+        else:
+            return
+        self._last_report, self._unreported = now, 0
+        _write_quietly(sys.stderr, f"pmjobsd: {message}\n")
+
+    def _recovered(self) -> None:
+        _write_quietly(sys.stderr, f"pmjobsd: writing {self.baseFilename} again; {self._lost} lines were lost\n")
+        self._lost = self._unreported = 0
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            self._close_fd()
+        finally:
+            self.release()
+        super().close()
+
+
+# The name the rotation tests' writer uses for pmjobsd's own handler.
+PrivateWatchedFileHandler = JobLogHandler
+
+
+def _write_quietly(stream: TextIO | None, text: str) -> None:
+    """Write to a stream that may itself be broken (stderr on the full disk, or closed)."""
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def setup_logging(
@@ -126,6 +263,7 @@ def setup_logging(
     """Configure the ``pmjobsd`` logger: JSON to ``jobs_log_path``, optional console.
 
     ``console=None`` means: human-readable lines on stderr when it is a terminal.
+    Raises OSError when jobs.log cannot be opened now (see :class:`JobLogHandler`).
     Calling it again replaces the handlers (used on reload and in tests).
     """
     logger = logging.getLogger(LOGGER_NAME)
@@ -134,13 +272,15 @@ def setup_logging(
         handler.close()
     logger.setLevel(level)
     logger.propagate = False
-    if jobs_log_path is not None:
-        ensure_private_dir(jobs_log_path.parent)
-        file_handler = PrivateWatchedFileHandler(jobs_log_path, encoding="utf-8")
-        file_handler.setFormatter(JobsJsonFormatter())
-        logger.addHandler(file_handler)
     if console is None:
         console = sys.stderr.isatty()
+    if jobs_log_path is not None:
+        # Lines that cannot reach jobs.log go to stderr, unless the console or journald has them anyway.
+        fallback = None if console or extra_handlers else sys.stderr
+        file_handler = JobLogHandler(jobs_log_path, fallback=fallback)
+        file_handler.setFormatter(JobsJsonFormatter())
+        file_handler.open()  # at start an unusable jobs.log is an error (one line), later a warning
+        logger.addHandler(file_handler)
     if console:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(ConsoleFormatter())

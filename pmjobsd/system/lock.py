@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir
+from pmjobsd.system.files import ensure_private_dir, open_private
 
 
 class AlreadyRunning(Exception):
@@ -29,7 +29,8 @@ class AlreadyRunning(Exception):
 class InstanceLock:
     """A pid file held under an exclusive ``flock`` for the life of a daemon.
 
-    ``acquire()`` locks the file (created 0600 in a private folder) and writes
+    ``acquire()`` locks the file (created 0600 in a private folder, never opened
+    through a symbolic link: :func:`~pmjobsd.system.files.open_private`) and writes
     this process's pid, or raises AlreadyRunning; ``release()`` removes the
     file and drops the lock.  It is also the context manager python-daemon's
     ``DaemonContext(pidfile=...)`` expects: acquired before the fork, its
@@ -48,7 +49,7 @@ class InstanceLock:
             return self
         ensure_private_dir(self.path.parent)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # never through a link
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -68,14 +69,27 @@ class InstanceLock:
             os.close(fd)
         self._fd = fd
         self.stale_pid = _read_pid(self.path)
-        self._write_pid()
+        try:
+            self._write_pid()
+        except BaseException:
+            self.release()
+            raise
         return self
 
     def _write_pid(self) -> None:
         assert self._fd is not None, "write_pid before acquire"
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        os.fsync(self._fd)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            os.fsync(self._fd)
+        except OSError as exc:  # e.g. a full disk: name the file
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+
+    def forget(self) -> None:
+        """Close this process's copy of the descriptor, keeping the file (another process holds the lock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def release(self) -> None:
         """Remove the file (if it is still ours) and drop the lock; a no-op when not held."""
@@ -108,16 +122,22 @@ class InstanceLock:
 
 def _read_pid(path: Path) -> int | None:
     try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
         return None
+    try:
+        text = os.read(fd, 32).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return int(text) if text.isdigit() else None
 
 
 def holder_pid(path: Path) -> int | None:
     """The pid of the live daemon holding ``path``, or None when nobody holds it."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
     try:

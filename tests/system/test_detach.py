@@ -27,11 +27,12 @@ logger = logging.getLogger("pmjobsd")
 logger.setLevel(logging.INFO)
 logger.addHandler(logging.FileHandler(log_path))   # opened before detaching: must survive
 try:
-    with detach(pidfile) as lock:
+    with detach(pidfile) as detached:
         import os
-        logger.info("detached pid=%s stale=%s cwd=%s", os.getpid(), lock.stale_pid, os.getcwd())
+        logger.info("detached pid=%s stale=%s cwd=%s", os.getpid(), detached.stale_pid, os.getcwd())
         for handler in logger.handlers:
             handler.flush()
+        detached.ready()  # the starter exits 0 now
         while True:
             time.sleep(0.05)
 except AlreadyRunning as error:
