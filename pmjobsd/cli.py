@@ -220,10 +220,21 @@ def _held(lock: InstanceLock) -> Iterator[InstanceLock]:
         lock.release()
 
 
+def _ask_daemon(paths: AppPaths, message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
+    """Ask the daemon of ``paths`` over its control socket; a refused socket is named on stderr."""
+    return control.ask_daemon(
+        paths.control_socket_candidates,
+        message,
+        timeout,
+        trusted=control.trusted_uids(paths.state_dir),
+        warn=lambda text: print(f"pmjobsd: {text}", file=sys.stderr),
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     paths, loaded = _effective_paths(args)
     try:
-        document = control.ask_daemon(paths.control_socket_candidates, {"cmd": "status"})["status"]
+        document = _ask_daemon(paths, {"cmd": "status"})["status"]
     except control.ControlError:
         document = offline_status(paths.history_path, loaded, holder_pid(paths.lock_path))
     code = exit_code(document)
@@ -237,8 +248,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_run_now(args: argparse.Namespace) -> int:
     paths, loaded = _effective_paths(args)
     try:
-        response = control.ask_daemon(
-            paths.control_socket_candidates,
+        response = _ask_daemon(
+            paths,
             {"cmd": "run-now", "job": args.job, "wait": args.wait},
             timeout=None if args.wait else 10.0,
         )

@@ -7,6 +7,7 @@ overridden (command line first, then the ``jobs.paths`` settings, then XDG).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -116,22 +117,35 @@ class AppPaths:
 
     @property
     def control_socket_path(self) -> Path:
+        """The daemon's first choice: ``$XDG_RUNTIME_DIR/pmjobsd/control-<id>.sock``, else the state folder.
+
+        ``<id>`` is a short hash of the resolved state folder, so that two daemons on
+        different data folders sharing one runtime folder never take each other's socket.
+        """
         runtime = os.environ.get("XDG_RUNTIME_DIR")
-        if runtime and os.path.isdir(runtime):
-            candidate = Path(runtime) / "pmjobsd" / "control.sock"
-            # AF_UNIX paths are limited to ~104 bytes; fall back to the state folder.
-            if len(os.fsencode(candidate)) < 100:
+        if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+            tag = hashlib.sha256(os.fsencode(os.path.realpath(self.state_dir))).hexdigest()[:12]
+            candidate = Path(runtime) / "pmjobsd" / f"control-{tag}.sock"
+            # AF_UNIX paths are limited to ~104 bytes: Linux reaches any folder through
+            # /proc/self/fd (core.control.checked_address); elsewhere use the state folder.
+            if len(os.fsencode(candidate)) < 100 or os.path.isdir("/proc/self/fd"):
                 return candidate
+        return self.control_socket_fallback
+
+    @property
+    def control_socket_fallback(self) -> Path:
+        """The socket in the state folder: used without a (usable) runtime folder."""
         return self.state_dir / "control.sock"
 
     @property
     def control_socket_candidates(self) -> tuple[Path, ...]:
-        """Where clients look for the daemon: its own choice first, then the state folder.
+        """Where clients look for the daemon, and where it binds: its own choice first, then the state folder.
 
-        A daemon started without XDG_RUNTIME_DIR (a system unit) binds in the
-        state folder, while an SSH session asking for status has the variable set.
+        A daemon started without XDG_RUNTIME_DIR (a system unit), or one that refused a
+        runtime folder it does not own, binds in the state folder, while an SSH session
+        asking for status has the variable set.
         """
-        fallback = self.state_dir / "control.sock"
+        fallback = self.control_socket_fallback
         preferred = self.control_socket_path
         return (preferred,) if preferred == fallback else (preferred, fallback)
 

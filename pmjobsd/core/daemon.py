@@ -196,7 +196,7 @@ class Daemon:
                 last_slot=item.last_slot.isoformat() if item.last_slot else None,
                 reason="missed" if item.last_slot else "never_run",
             )
-        self.control = control.ControlServer(self.paths.control_socket_path, self._handle_request)
+        self.control = control.ControlServer(self.paths.control_socket_candidates, self._handle_request)
         self._start_web()
         self.metrics.update_textfile()
 
@@ -234,7 +234,7 @@ class Daemon:
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
             enabled = sum(1 for job in self.jobs.values() if job.definition.enabled)
-            self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.paths.control_socket_path))
+            self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.control.path))
             self.notifier.ready(status=f"{enabled} jobs scheduled")
             if self.on_ready is not None:
                 self.on_ready()
