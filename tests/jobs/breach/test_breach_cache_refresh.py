@@ -562,3 +562,13 @@ def test_unreadable_cache_fails_naming_the_file(server, home):
     _, result = run(home, options(server))
     assert result.status is Status.FAIL and str(cache_path) in result.summary
     assert server.range_requests() == []
+
+
+@pytest.mark.parametrize("fault", ["html", "json", "binary", "partial_line"])
+def test_a_garbage_200_is_retried_and_the_good_answer_stored(server, home, fault):
+    cache_path = write_app_cache(home, {"00000": [], "00001": []})
+    server.faults = {"00000": [fault]}  # one garbage 200 (a captive portal, a proxy hiccup), then the range
+    _, result = run(home, options(server, retries=2))
+    assert result.status is Status.OK, result.summary
+    assert result.metrics["prefixes_refreshed"] == 2 and result.metrics["requests_sent"] == 3
+    assert read_cache(cache_path)["00000"] == full_entry(server, "00000")
