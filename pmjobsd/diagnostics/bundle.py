@@ -5,7 +5,8 @@ Members (all text, all redacted by :class:`~pmjobsd.diagnostics.redaction.VaultR
 ==============================  ==========================================================
 ``jobs/jobs.log`` (+ archives)  pmjobsd's log and its rotated archives (decompressed),
                                 newest first up to ``jobs_log_max_bytes`` in total
-``app/password_manager.log``    the app's log: its last ``app_log_max_bytes``, with every
+``app/password_manager.log``    the app's log: its last ``app_log_max_bytes`` (from its newest
+                                archives too, oldest line first, when it was rotated), with every
                                 website and username the vault holds replaced by its
                                 ``entry_id_hash`` tag and e-mail addresses masked — left
                                 out (and said so in the manifest) when the vault cannot be
@@ -94,6 +95,35 @@ def _read_tail(path: Path, limit: int) -> tuple[bytes, bool]:
         return data, False
     newline = data.find(b"\n")
     return (data[newline + 1 :] if newline >= 0 else data[1:]), True
+
+
+def _read_recent_log(live: Path, limit: int) -> tuple[bytes, bool, list[str]]:
+    """The last ``limit`` bytes of whole lines of ``live`` and, before them, of its newest
+    archives (gzipped or not): (bytes, whether cut, names of the archives used).
+
+    Just after a rotation the live file holds a few lines; the hours before are in the archive."""
+    data, cut = _read_tail(live, limit) if live.exists() else (b"", False)
+    parts, used = [data], []
+    for archive in reversed(list_archives(live)):  # newest first
+        budget = limit - sum(map(len, parts))
+        if cut or budget <= 0:
+            cut = True
+            break
+        try:
+            if archive.suffix == ".gz":
+                with gzip.open(archive, "rb") as handle:
+                    older, cut = _tail(handle.read(), budget)
+            else:
+                older, cut = _read_tail(archive, budget)
+        except (OSError, EOFError):
+            break  # unreadable: what is newer is still shown
+        if older and not older.endswith(b"\n"):
+            older += b"\n"  # never glue an archive's last line to the next file's first
+            if len(older) > budget:
+                older, cut = _tail(older, budget)
+        parts.insert(0, older)
+        used.append(archive.name)
+    return b"".join(parts), cut, used
 
 
 def _redact_object(value: Any, redactor: VaultRedactor) -> Any:
@@ -225,13 +255,11 @@ def create_bundle(
                 }
             )
         else:
-            data, cut = _read_tail(app_log, app_log_max_bytes)
+            data, cut, archives = _read_recent_log(app_log, app_log_max_bytes)
             text = vault_redactor.redact_app_log(data.decode("utf-8", errors="replace"))
-            writer.add(
-                "app/password_manager.log",
-                text.encode(),
-                f"last {app_log_max_bytes} bytes only (size cap)" if cut else "",
-            )
+            notes = [f"with the end of {', '.join(reversed(archives))} before it"] if archives else []
+            notes += [f"last {app_log_max_bytes} bytes only (size cap)"] if cut else []
+            writer.add("app/password_manager.log", text.encode(), "; ".join(notes))
 
     checks = doctor.run_checks(env)
     writer.add("doctor.txt", (redactor.redact(doctor.render_text(checks)) + "\n").encode())

@@ -6,6 +6,7 @@ import hashlib
 import json
 import stat
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -246,3 +247,51 @@ def test_redact_settings_keeps_flags_and_numbers():
         "port": 1,
         "mail": REDACTED,
     }
+
+
+def test_app_log_after_a_rotation_holds_the_recent_lines_of_the_archive_redacted(env):
+    from pmjobsd.jobs.logs.compression import compress_archive
+    from pmjobsd.jobs.logs.rotate import rotate_file
+
+    live = env.paths.app_log_path
+    seeded = live.read_text().splitlines()
+    older = rotate_file(live, strategy="rename").archive  # last week's rotation, since gzipped
+    assert older is not None
+    compress_archive(older)
+    with open(live, "a") as handle:
+        handle.write("2026-11-28 09:30:00,000 - INFO - line of the hour before the rotation\n")
+    time.sleep(1.1)  # a second rotation gets its own stamp
+    rotation = rotate_file(live, strategy="rename")  # the rotation an hour ago
+    assert rotation.archive is not None and live.stat().st_size == 0
+    with open(live, "a") as handle:
+        handle.write("2026-11-28 10:00:00,000 - INFO - first line after the rotation\n")
+    bundle = create_bundle(env, env.paths.data_dir)
+    log = unzip(bundle.path)["app/password_manager.log"].decode().splitlines()
+    tag = EntryIdHasher.from_file(env.paths.id_key_path)
+    assert log[-2:] == [
+        "2026-11-28 09:30:00,000 - INFO - line of the hour before the rotation",
+        "2026-11-28 10:00:00,000 - INFO - first line after the rotation",
+    ]
+    assert len(log) == len(seeded) + 2  # the gzipped archive too, oldest first
+    assert log[0] == f"2026-11-28 09:00:00,123 - INFO - Added new password for <website:{tag(1)}> in category General"
+    assert_clean(unzip(bundle.path))
+    row = next(r for r in bundle.members if r["name"] == "app/password_manager.log")
+    assert rotation.archive.name in row["note"]
+
+
+def test_app_log_from_archives_stops_at_the_size_cap(env):
+    from pmjobsd.jobs.logs.rotate import rotate_file
+
+    live = env.paths.app_log_path
+    with open(live, "a") as handle:
+        handle.writelines(f"2026-11-28 09:{n // 60:02d}:{n % 60:02d},000 - INFO - filler {n:04d}\n" for n in range(500))
+    rotate_file(live, strategy="rename")
+    with open(live, "a") as handle:
+        handle.write("2026-11-28 10:00:00,000 - INFO - after\n")
+    bundle = create_bundle(env, env.paths.data_dir, app_log_max_bytes=2048)
+    log = unzip(bundle.path)["app/password_manager.log"]
+    assert len(log) <= 2048 and log.decode().splitlines()[-2:] == [
+        "2026-11-28 09:08:19,000 - INFO - filler 0499",
+        "2026-11-28 10:00:00,000 - INFO - after",
+    ]
+    assert all(line.startswith("2026-11-28 ") for line in log.decode().splitlines())  # whole lines only

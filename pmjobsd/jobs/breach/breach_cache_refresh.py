@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Overlap
 from pmjobsd.jobs.breach import cache as breach_cache
-from pmjobsd.jobs.breach.cache import CacheCorrupt, EntryDiff, diff_entries, entry_is_well_formed, fingerprint
+from pmjobsd.jobs.breach.cache import CacheCorrupt, EntrySummary, encode_entry, fingerprint
 from pmjobsd.jobs.breach.hibp import FetchResult, RangeClient, RateGate, fetch_latest_breach, make_session
 from pmjobsd.jobs.breach.state import BreachState
 
@@ -70,11 +70,16 @@ class Planned:
 
 @dataclass
 class Refreshed:
-    """A prefix answered with a new list: the list, its fingerprint, and what changed in it."""
+    """A prefix answered with a new list: the list as JSON text (a tenth of its objects' size),
+    its fingerprint and its length."""
 
-    entries: list
+    text: str
     digest: str
-    diff: EntryDiff
+    length: int
+
+
+# What a prefix of a corrupt file is planned as: nothing usable, so it is refetched first.
+UNUSABLE = EntrySummary(well_formed=False, length=0, digest="")
 
 
 @dataclass
@@ -95,9 +100,14 @@ class Tally:
 
 
 def plan_refresh(
-    cache: dict, known: dict, *, now: float, options: BreachCacheRefreshOptions, full_refresh_since: float | None
+    cache: dict[str, EntrySummary],
+    known: dict,
+    *,
+    now: float,
+    options: BreachCacheRefreshOptions,
+    full_refresh_since: float | None,
 ) -> tuple[list[Planned], Counter]:
-    """Given the cache and pmjobsd's state, return (prefixes to fetch in order, reasons counted).
+    """Given the cache's summaries and pmjobsd's state, return (prefixes to fetch in order, reasons counted).
 
     Order: by reason rank, then fewest recent failures, then stalest.  Cut to ``max_requests``.
     """
@@ -106,11 +116,11 @@ def plan_refresh(
         if not isinstance(prefix, str) or not breach_cache.PREFIX.fullmatch(prefix):
             continue  # not a range prefix: the app's business, left untouched
         state = known.get(prefix)
-        trusted = state is not None and state.fingerprint is not None and state.fingerprint == fingerprint(entry)
+        trusted = state is not None and state.fingerprint is not None and state.fingerprint == entry.digest
         fetched_at = state.fetched_at if state and state.fetched_at else 0.0
-        if not entry_is_well_formed(entry) or not entry:
+        if not entry.well_formed or not entry.length:
             reason = "malformed_or_empty"
-        elif len(entry) < options.min_plausible_suffixes:
+        elif entry.length < options.min_plausible_suffixes:
             reason = "implausibly_short"
         elif not trusted:
             reason = "not_fetched_by_pmjobsd"
@@ -150,10 +160,9 @@ def run_refresh(
 
         # 1. Read the cache; a corrupt one is planned from what we knew plus the names still legible.
         corrupt = False
-        snapshot: list = [None]  # the file as last read or written, so a merge need not re-parse it
+        cache: dict[str, EntrySummary]
         try:
-            signature, cache = breach_cache.read_stable(cache_path)
-            snapshot[0] = breach_cache.Snapshot(signature, cache)
+            _, cache = breach_cache.read_stable(cache_path)
         except breach_cache.CacheBusy as exc:
             return JobResult.warn(
                 "breach cache is being rewritten by the app; nothing refreshed this run", details={"error": str(exc)}
@@ -166,7 +175,7 @@ def run_refresh(
         except CacheCorrupt as exc:
             corrupt = True
             log.warning("breach_cache.corrupt", error=str(exc))
-            cache = {prefix: [] for prefix in set(known) | breach_cache.salvage_prefixes(cache_path)}
+            cache = dict.fromkeys(set(known) | breach_cache.salvage_prefixes(cache_path), UNUSABLE)
         if not cache_path.exists() and not corrupt:
             return JobResult.ok(
                 "no breach cache yet: the app has not checked a password", metrics={"prefixes_in_cache": 0}
@@ -213,7 +222,6 @@ def run_refresh(
                 monotonic,
                 corrupt,
                 details,
-                snapshot,
             )
         finally:
             client.close()
@@ -276,7 +284,6 @@ def _fetch_and_merge(
     monotonic: Callable[[], float],
     corrupt: bool,
     details: dict,
-    snapshot: list,
 ) -> Tally:
     tally = Tally()
     pending: dict[str, tuple[FetchResult, Refreshed]] = {}
@@ -290,15 +297,14 @@ def _fetch_and_merge(
         if result.kind != "refreshed" or entries is None:
             return result, None
         # Per-answer work stays in the worker: the main thread only merges and records.
-        return result, Refreshed(entries, fingerprint(entries), diff_entries(cache.get(item.prefix), entries))
+        return result, Refreshed(encode_entry(entries), fingerprint(entries), len(entries))
 
     def checkpoint(force: bool = False) -> None:
         if not pending and not force:
             return
-        updates = {prefix: refreshed.entries for prefix, (_, refreshed) in pending.items()}
+        updates = {prefix: refreshed.text for prefix, (_, refreshed) in pending.items()}
         try:
-            report = breach_cache.merge_entries(cache_path, updates, snapshot=snapshot[0])
-            snapshot[0] = report.snapshot
+            report = breach_cache.merge_entries(cache_path, updates)
         except OSError as exc:  # lock timeout, disk full, app rewriting without pause
             tally.write_errors += 1
             tally.failed += len(pending)
@@ -308,13 +314,14 @@ def _fetch_and_merge(
             pending.clear()
             last_checkpoint[0] = monotonic()
             return
-        if report.quarantined_to is not None:
-            details["corrupt_file_moved_to"] = report.quarantined_to.name
-            ctx.log.warning("breach_cache.corrupt_moved_aside", moved_to=report.quarantined_to.name)
+        _note_quarantine(ctx, report, details)
+        for diff in report.diffs.values():
+            tally.new_suffixes += diff.new_suffixes
+            tally.increased_counts += diff.increased_counts
         fetched_at = wall_clock()
         # State follows the file: only what is on disk is recorded as fetched.
         for prefix, (result, refreshed) in pending.items():
-            state.record_fetched(prefix, result.etag, fetched_at, refreshed.digest, len(refreshed.entries))
+            state.record_fetched(prefix, result.etag, fetched_at, refreshed.digest, refreshed.length)
         state.commit()
         if report.written:
             tally.checkpoints += 1
@@ -339,8 +346,6 @@ def _fetch_and_merge(
             tally.rate_limited += result.rate_limited
             if refreshed is not None:
                 tally.refreshed += 1
-                tally.new_suffixes += refreshed.diff.new_suffixes
-                tally.increased_counts += refreshed.diff.increased_counts
                 if REASONS.index(reason_of[result.prefix]) <= 2:
                     tally.repaired += 1
                 pending[result.prefix] = (result, refreshed)
@@ -366,13 +371,17 @@ def _fetch_and_merge(
     if corrupt and "corrupt_file_moved_to" not in details:
         # Nothing fetched: still move the damaged file aside so the app starts from a readable one.
         try:
-            report = breach_cache.merge_entries(cache_path, {})
-        except OSError:
-            report = breach_cache.MergeReport()
-        if report.quarantined_to is not None:
-            details["corrupt_file_moved_to"] = report.quarantined_to.name
+            _note_quarantine(ctx, breach_cache.merge_entries(cache_path, {}), details)
+        except OSError as exc:
+            ctx.log.error("breach_cache.write_failed", error=exc.__class__.__name__, prefixes=0)
     state.commit()
     return tally
+
+
+def _note_quarantine(ctx: JobContext, report: breach_cache.MergeReport, details: dict) -> None:
+    if report.quarantined_to is not None:
+        details["corrupt_file_moved_to"] = report.quarantined_to.name
+        ctx.log.warning("breach_cache.corrupt_moved_aside", moved_to=report.quarantined_to.name)
 
 
 def _result(
@@ -420,16 +429,19 @@ def _result(
         parts.append(f"{tally.repaired} suspect entries repaired")
     if new_breach:
         parts.append(f"new breach {new_breach!r} reported: refreshing all prefixes")
-    if corrupt:
-        parts.append("cache file was corrupt: moved aside and rebuilt")
+    moved_to = details.get("corrupt_file_moved_to")
+    if moved_to:
+        parts.append(f"cache file was corrupt: moved aside as {moved_to} and rebuilt")
+    elif corrupt:
+        parts.append("cache file was corrupt and could not be moved aside")
     if ctx.cancelled or tally.skipped:
         parts.append(f"stopped early, {tally.skipped} not fetched (saved what was fetched)")
     summary = "; ".join(parts)
-    if not planned:
+    if not planned and not moved_to:
         return JobResult.ok(f"all {len(cache)} cached prefixes are fresh", details=details, metrics=metrics)
     if tally.failed and not (tally.refreshed or tally.unchanged):
         return JobResult.fail(summary, details=details, metrics=metrics)
-    if tally.failed or tally.skipped or corrupt or ctx.cancelled:
+    if tally.failed or tally.skipped or corrupt or moved_to or ctx.cancelled:
         return JobResult.warn(summary, details=details, metrics=metrics)
     return JobResult.ok(summary, details=details, metrics=metrics)
 

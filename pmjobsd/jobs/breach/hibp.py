@@ -3,7 +3,8 @@
 Politeness is shared by every worker thread of a run through one :class:`RateGate`:
 a client-side rate limit (requests start at most ``rate`` per second) and a
 global pause when the server answers 429 with ``Retry-After``.  5xx answers,
-connection resets and timeouts retry with exponential backoff.  An answer
+answers not in the range format, connection resets and timeouts retry with
+exponential backoff.  An answer
 that is not in the range format is never returned as data.
 
 Clock and sleep are injectable so rate limits and backoff are testable
@@ -210,12 +211,13 @@ class RangeClient:
                     try:
                         result.entries = parse_range_body(body.decode("ascii"))
                     except (UnicodeDecodeError, RangeFormatError):
-                        # Not the range format: never stored, and retrying a captive portal won't help.
+                        # Not the range format: never stored.  Retried like a 5xx (a proxy or CDN
+                        # hiccup passes; a captive portal just uses up this prefix's retries).
                         result.error = "bad_format"
+                    else:
+                        result.kind, result.etag, result.error = "refreshed", response.headers.get("ETag"), None
                         return result
-                    result.kind, result.etag, result.error = "refreshed", response.headers.get("ETag"), None
-                    return result
-                if status == 429:
+                elif status == 429:
                     throttles += 1
                     result.rate_limited += 1
                     wait = parse_retry_after(response.headers.get("Retry-After"), self.wall_clock())
@@ -226,9 +228,10 @@ class RangeClient:
                         return result
                     self.gate.pause(wait)
                     continue  # a 429 is the server pacing us, not a failure of this prefix
-                result.error = f"http_{status}"
-                if status < 500:
-                    return result  # 4xx other than 429: retrying will not help
+                else:
+                    result.error = f"http_{status}"
+                    if status < 500:
+                        return result  # 4xx other than 429: retrying will not help
             failures += 1
             if failures > self.retries:
                 return result

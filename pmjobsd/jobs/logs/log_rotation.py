@@ -1,7 +1,10 @@
 """Built-in job ``log_rotation``: rotate the app's log, ``jobs.log`` and extra files; gzip old archives.
 
-Options: ``files`` (extra logs; relative names are in the log folder),
-``min_size`` (rotate only from this size, e.g. ``"10MB"``; default: non-empty),
+It runs every 5 minutes and rotates a log that reached ``max_size`` (default
+50 MB), or, once a slot of ``every`` (default ``30 3 * * 0``, Sunday 03:30) has
+passed since its last rotation, any log of at least ``min_size`` (default:
+non-empty).  A run with nothing due costs one ``stat()`` per log.
+Options also: ``files`` (extra logs; relative names are in the log folder),
 ``compress_after_days`` (default: settings ``jobs.retention.compress_after_days``).
 A file that fails is reported by path and the others are still done (WARN).
 """
@@ -9,15 +12,20 @@ A file that fails is reported by path and the others are still done (WARN).
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
 from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap
 from pmjobsd.jobs.logs.archives import log_files, reopening_files
 from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
 from pmjobsd.jobs.logs.retention import retention_settings
-from pmjobsd.jobs.logs.rotate import RotationError, rotate_file
+from pmjobsd.jobs.logs.rotate import RotationError, rotate_file, rotation_in_flight
+from pmjobsd.jobs.logs.triggers import Rotations, job_zone, last_slot
+
+DEFAULT_MAX_SIZE = 50_000_000
 
 
 class LogRotationOptions(BaseModel):
@@ -28,6 +36,19 @@ class LogRotationOptions(BaseModel):
     compress_after_days: int | None = Field(
         None, ge=0, description="gzip archives older than this; default: jobs.retention.compress_after_days"
     )
+    max_size: ByteSize | None = Field(
+        ByteSize(DEFAULT_MAX_SIZE), ge=1, description="rotate a log as soon as it is this big, e.g. '50MB'; null: never"
+    )
+    every: str = Field("30 3 * * 0", description="cron: rotate every log of min_size once a slot of this has passed")
+
+    @field_validator("every")
+    @classmethod
+    def _cron_readable(cls, value: str) -> str:
+        try:
+            CronSim(value, datetime(2026, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"{exc}; expected 5 cron fields such as '30 3 * * 0'") from None
+        return value
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -40,6 +61,9 @@ def run(ctx: JobContext) -> JobResult:
     if compress_after is None:
         compress_after = retention_settings(ctx.app_settings).compress_after_days
     reopening = reopening_files(ctx.paths)
+    rotations = Rotations(ctx.state_dir)
+    now = time.time()
+    slot = last_slot(options.every, now, job_zone(ctx.app_settings))
     rotated: list[str] = []
     compressed: list[str] = []
     errors: dict[str, str] = {}
@@ -47,19 +71,32 @@ def run(ctx: JobContext) -> JobResult:
     for live in log_files(ctx.paths, None, options.files):
         ctx.check_cancelled()
         try:
-            outcome = rotate_file(
-                live, min_size=int(options.min_size), strategy="rename" if live in reopening else "auto"
-            )
-        except RotationError as exc:
-            errors[str(live)] = str(exc)
-            ctx.log.warning("log.rotate_failed", path=str(live), error=str(exc))
-            continue
-        if outcome.action in ("renamed", "copytruncated"):
-            rotated.append(str(live))
-            bytes_rotated += outcome.bytes
-            ctx.log.info("log.rotated", path=str(live), method=outcome.action, bytes=outcome.bytes)
+            size = live.stat().st_size
+        except OSError:
+            size = 0  # missing (rotate_file reports what else is wrong)
+        over = options.max_size is not None and size >= int(options.max_size)
+        # An interrupted rotation (its journal left behind) is finished at the next run, due or not.
+        if over or rotations.due_by_time(live, slot) or rotation_in_flight(live):
+            try:
+                outcome = rotate_file(
+                    live,
+                    min_size=1 if over else int(options.min_size),
+                    strategy="rename" if live in reopening else "auto",
+                )
+            except RotationError as exc:
+                errors[str(live)] = str(exc)
+                ctx.log.warning("log.rotate_failed", path=str(live), error=str(exc))
+                continue
+            if outcome.action in ("renamed", "copytruncated"):
+                rotated.append(str(live))
+                bytes_rotated += outcome.bytes
+                reason = "max_size" if over else "every"
+                ctx.log.info("log.rotated", path=str(live), method=outcome.action, bytes=outcome.bytes, reason=reason)
+            # A slot is used up whether or not the log was big enough to rotate.
+            rotations.rotated(live, now)
         for archive in _compress_old(ctx, live, time.time() - compress_after * 86400, errors):
             compressed.append(str(archive))
+    rotations.save()
     metrics = {
         "files_rotated": len(rotated),
         "bytes_rotated": bytes_rotated,
@@ -96,7 +133,7 @@ JOB = JobSpec(
     name="log_rotation",
     func=run,
     description="Rotate the app's log and jobs.log (rename or copy-truncate) and gzip old archives",
-    defaults={"cron": "30 3 * * 0", "timeout": 3600, "retries": 1, "overlap": Overlap.SKIP, "catch_up": True},
+    defaults={"cron": "*/5 * * * *", "timeout": 3600, "retries": 1, "overlap": Overlap.SKIP, "catch_up": True},
     options_model=LogRotationOptions,
     run_at_first_start=False,
 )

@@ -74,6 +74,11 @@ def _journal_path(live: Path) -> Path:
     return live.parent / f".{live.name}.rotating"
 
 
+def rotation_in_flight(live: Path) -> bool:
+    """True if a copy-truncate of ``live`` was interrupted and waits to be finished."""
+    return _journal_path(live).exists()
+
+
 def _write_journal(live: Path, data: dict) -> None:
     """Atomically replace the journal of ``live``."""
     write_atomic(_journal_path(live), json.dumps(data))

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from pmjobsd.core.context import Status
 from pmjobsd.core.registry import load_builtin
 from pmjobsd.jobs.breach.breach_cache_refresh import JOB, STATE_FILE, BreachCacheRefreshOptions, run_refresh
-from pmjobsd.jobs.breach.cache import merge_entries, read_cache
+from pmjobsd.jobs.breach.cache import encode_entry, merge_entries, read_cache
 from pmjobsd.jobs.breach.hibp import RangeFormatError, RateGate, parse_range_body, parse_retry_after
 from tests.support.fake_hibp import FakeHIBP
 from tests.support.helpers import make_context
@@ -425,7 +425,7 @@ def test_pmjobsd_writers_serialise_on_the_lock(tmp_path):
 
     def writer(base: int):
         for i in range(25):
-            merge_entries(path, {f"{base + i:05X}": [["C" * 35, i + 1]]})
+            merge_entries(path, {f"{base + i:05X}": encode_entry([["C" * 35, i + 1]])})
 
     threads = [threading.Thread(target=writer, args=(base,)) for base in (0, 0x100, 0x200)]
     for thread in threads:
@@ -538,7 +538,7 @@ def test_privacy_no_hash_or_password_in_logs_or_result(server, home, jobs_log):
 
 
 def test_a_file_the_app_is_still_writing_is_read_again_not_moved_aside(tmp_path):
-    from pmjobsd.jobs.breach.cache import read_stable
+    from pmjobsd.jobs.breach.cache import read_stable, summarise
 
     path = tmp_path / "breach_cache.json"
     whole = json.dumps({"00000": [["A" * 35, 1]]})
@@ -552,7 +552,7 @@ def test_a_file_the_app_is_still_writing_is_read_again_not_moved_aside(tmp_path)
     thread.start()
     _, data = read_stable(path, pause=0.3)
     thread.join()
-    assert data == {"00000": [["A" * 35, 1]]}
+    assert data == {"00000": summarise([["A" * 35, 1]])}  # what planning keeps of the entry
     assert not list(tmp_path.glob("*.corrupt-*"))
 
 
@@ -562,3 +562,13 @@ def test_unreadable_cache_fails_naming_the_file(server, home):
     _, result = run(home, options(server))
     assert result.status is Status.FAIL and str(cache_path) in result.summary
     assert server.range_requests() == []
+
+
+@pytest.mark.parametrize("fault", ["html", "json", "binary", "partial_line"])
+def test_a_garbage_200_is_retried_and_the_good_answer_stored(server, home, fault):
+    cache_path = write_app_cache(home, {"00000": [], "00001": []})
+    server.faults = {"00000": [fault]}  # one garbage 200 (a captive portal, a proxy hiccup), then the range
+    _, result = run(home, options(server, retries=2))
+    assert result.status is Status.OK, result.summary
+    assert result.metrics["prefixes_refreshed"] == 2 and result.metrics["requests_sent"] == 3
+    assert read_cache(cache_path)["00000"] == full_entry(server, "00000")

@@ -61,7 +61,10 @@ def jobs_log(tmp_path):
 
 
 def test_jobs_are_registered_with_their_schedules():
-    assert registry.load_builtin("log_rotation").defaults["cron"] == "30 3 * * 0"
+    assert registry.load_builtin("log_rotation").defaults["cron"] == "*/5 * * * *"  # the cheap size check
+    assert LogRotationOptions().every == "30 3 * * 0" and LogRotationOptions().max_size == 50_000_000
+    with pytest.raises(ValidationError, match="every"):
+        LogRotationOptions.model_validate({"every": "61 * * * *"})
     assert registry.load_builtin("log_purge").defaults["cron"] == "@daily"
     assert LogRotationOptions.model_validate({"min_size": "10MB"}).min_size == 10_000_000
     with pytest.raises(ValidationError):
