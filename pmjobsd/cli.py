@@ -152,9 +152,10 @@ def _paths(args: argparse.Namespace) -> tuple[AppPaths, dict[str, Any]]:
     return base, {key: values[key] for key in ("data_dir", "cache_dir", "log_dir")}
 
 
-def _effective_paths(args: argparse.Namespace) -> tuple[AppPaths, LoadedSettings]:
+def _effective_paths(args: argparse.Namespace, import_jobs: bool = False) -> tuple[AppPaths, LoadedSettings]:
+    """The folders and the settings; a user job's module is imported only with ``import_jobs`` (run-now)."""
     base, overrides = _paths(args)
-    loaded = load_settings(base.settings_path)
+    loaded = load_settings(base.settings_path, base=base, cli_overrides=overrides, import_jobs=import_jobs)
     return resolve_paths(base, loaded, overrides), loaded
 
 
@@ -171,7 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if not args.detach:
             return daemon.run()
-        paths = resolve_paths(base, load_settings(base.settings_path), overrides)
+        loaded = load_settings(base.settings_path, base=base, cli_overrides=overrides, import_jobs=False)
+        paths = resolve_paths(base, loaded, overrides)
         holder = holder_pid(paths.lock_path)
         if holder is not None:  # say it here: after the fork nobody reads our stderr
             raise AlreadyRunning(paths.lock_path, holder)
@@ -199,7 +201,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run_now(args: argparse.Namespace) -> int:
-    paths, loaded = _effective_paths(args)
+    paths, loaded = _effective_paths(args, import_jobs=True)
     try:
         response = control.ask_daemon(
             paths.control_socket_candidates,
@@ -260,12 +262,12 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    base, _ = _paths(args)
+    base, overrides = _paths(args)
     if args.config_command == "schema":
         _print_json(settings_schema())
         return 0
     path = getattr(args, "path", None) or base.settings_path
-    loaded = load_settings(path)
+    loaded = load_settings(path, base=base, cli_overrides=overrides, import_jobs=False)
     if args.config_command == "show":
         _print_json(describe(loaded))
         for issue in loaded.issues:

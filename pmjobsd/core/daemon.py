@@ -33,7 +33,8 @@ from pmjobsd.core.outcomes import Overlap, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import ActiveRun, Runner, RunRequest
 from pmjobsd.core.scheduler import Clock, Scheduler
-from pmjobsd.core.settings import LoadedSettings, ResolvedJob, load_settings
+from pmjobsd.core.settings import LoadedSettings, ResolvedJob, app_folders, keep_definitions, load_settings
+from pmjobsd.core.settings_file import fingerprint
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
@@ -49,9 +50,7 @@ EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager sh
 
 def resolve_paths(base: AppPaths, loaded: LoadedSettings, cli_overrides: dict[str, str | None]) -> AppPaths:
     """Folders from settings ``jobs.paths``, then the command line on top (it wins)."""
-    from_settings = loaded.settings.paths.model_dump()
-    merged = {key: cli_overrides.get(key) or from_settings.get(key) for key in ("data_dir", "cache_dir", "log_dir")}
-    return base.with_overrides(**merged)
+    return app_folders(base, loaded.settings, cli_overrides)
 
 
 class Daemon:
@@ -110,7 +109,7 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.loaded = load_settings(self.base_paths.settings_path)
+        self.loaded = self._load_settings()
         self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
         ensure_private_dir(self.paths.state_dir)
         self.lock = InstanceLock(self.paths.lock_path)
@@ -322,20 +321,19 @@ class Daemon:
                 self.reload(reason="SIGHUP")
         return stop
 
+    def _load_settings(self) -> LoadedSettings:
+        return load_settings(self.base_paths.settings_path, base=self.base_paths, cli_overrides=self.cli_overrides)
+
     def _settings_changed(self) -> bool:
-        try:
-            mtime = self.base_paths.settings_path.stat().st_mtime_ns
-        except FileNotFoundError:
-            mtime = None
-        return mtime != self.loaded.mtime_ns
+        return fingerprint(self.base_paths.settings_path) != self.loaded.fingerprint
 
     def reload(self, reason: str = "settings file changed") -> None:
         """Re-read the settings; keep the last good ones where the new ones are invalid."""
         self.notifier.reloading()
-        new = load_settings(self.base_paths.settings_path)
+        new = self._load_settings()
         if new.fatal:
             # Keep running the last good settings, but show the new file's problems in status.
-            self.loaded = replace(self.loaded, mtime_ns=new.mtime_ns, issues=new.issues)
+            self.loaded = replace(self.loaded, fingerprint=new.fingerprint, issues=new.issues)
             self.log.error(
                 "config.invalid",
                 path=str(new.source),
@@ -346,9 +344,10 @@ class Daemon:
             self.notifier.ready()
             return
         jobs = dict(new.jobs)
-        for name in new.job_errors:
-            if name in self.jobs:  # a job broken by the edit keeps its last good definition
-                jobs[name] = self.jobs[name]
+        kept = [name for name in new.job_errors if name in self.jobs]
+        for name in kept:  # a job broken by the edit keeps its last good definition
+            jobs[name] = self.jobs[name]
+        new = keep_definitions(new, self.loaded, kept)
         old, self.loaded, self.jobs = self.loaded, new, jobs
         self.runner.resize(new.settings.max_workers)
         with self._sched_lock:

@@ -23,6 +23,8 @@ def check_settings(env: DoctorEnv) -> Check:
     issues = "; ".join(scrub_text(str(issue)) for issue in loaded.issues[:5])
     more = f" (+{len(loaded.issues) - 5} more)" if len(loaded.issues) > 5 else ""
     hint = f"fix these keys, then check with: pmjobsd config validate {shell_quote(path)}"
+    if loaded.fixes:  # others could change the file: it is not used at all
+        return fail("settings", f"{path}: not used, others could change it: {issues}{more}", "; ".join(loaded.fixes))
     if loaded.fatal:
         return fail("settings", f"{path}: invalid, the daemon uses the defaults: {issues}{more}", hint)
     return warn("settings", f"{path}: {len(loaded.job_errors)} job(s) disabled by errors: {issues}{more}", hint)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field
 
-from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap
+from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap, PathRule
 from pmjobsd.jobs.logs.archives import log_files, reopening_files
 from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
 from pmjobsd.jobs.logs.retention import retention_settings
@@ -99,4 +99,5 @@ JOB = JobSpec(
     defaults={"cron": "30 3 * * 0", "timeout": 3600, "retries": 1, "overlap": Overlap.SKIP, "catch_up": True},
     options_model=LogRotationOptions,
     run_at_first_start=False,
+    path_options={"files": PathRule.INSIDE_APP},
 )
