@@ -19,7 +19,7 @@ from pmjobsd.core.history import RunHistory
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import Runner, RunRequest
-from pmjobsd.core.settings import LoadedSettings, describe, load_settings, settings_schema
+from pmjobsd.core.settings import LoadedSettings, describe, issue_text, load_settings, settings_schema
 from pmjobsd.observe.joblog import setup_logging
 from pmjobsd.observe.journald import journal_handler
 from pmjobsd.observe.status import exit_code, offline_status, render_text
@@ -280,7 +280,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"{path}: valid ({len(loaded.jobs)} jobs)")
         return 0
     for issue in loaded.issues:
-        print(f"{path}: {issue}", file=sys.stderr)
+        print(f"{path}: {issue_text(issue, path)}", file=sys.stderr)
     return 1
 
 

@@ -31,7 +31,7 @@ from pydantic import (
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import cron, registry
 from pmjobsd.core.outcomes import Overlap
-from pmjobsd.core.privacy import redact_settings
+from pmjobsd.core.privacy import EMAIL
 from pmjobsd.core.registry import JobFunction, JobMetric, JobSpec, PathRule, RegistryError
 from pmjobsd.core.settings_file import FileState, read_settings_file
 
@@ -434,6 +434,11 @@ def load_settings(
         # One bad key outside the definitions: none of the user's jobs values can be trusted.
         settings = JobsSettings()
         folders = app_folders(base or AppPaths.resolve(settings=path), settings, cli_overrides)
+        # Still report what is wrong in the definitions, so that one fix is not followed by another error.
+        raw_definitions = raw_jobs.get("definitions")
+        if isinstance(raw_definitions, Mapping):
+            for name, raw in raw_definitions.items():
+                issues += _resolve_job(str(name), raw, settings, folders, import_jobs=False)[1]
     names = list(registry.BUILTIN_JOBS) + [name for name in settings.definitions if name not in registry.BUILTIN_JOBS]
     jobs: dict[str, ResolvedJob] = {}
     job_errors: dict[str, tuple[ConfigIssue, ...]] = {}
@@ -487,6 +492,42 @@ def settings_schema() -> dict[str, Any]:
     return schema
 
 
+def issue_text(issue: ConfigIssue, source: Path | str) -> str:
+    """``issue`` for a line that already names the file ``source`` (a file-level issue gives its message only)."""
+    return issue.message if issue.path == str(source) else str(issue)
+
+
+# Keys whose values are credentials; "api"/"url" are not among them: a public API base stays readable.
+_CREDENTIAL_KEY = re.compile(
+    r"(secret|token|pass|pwd|bearer|private|key|auth|credential|cookie|webhook|target|smtp|dsn)", re.I
+)
+
+
+def _public_url(value: str) -> bool:
+    """A URL that can carry no credential: no user, no path beyond '/', no query, no fragment."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return bool(parts.scheme and parts.hostname) and not (
+        parts.username or parts.password or parts.path.strip("/") or parts.query or parts.fragment
+    )
+
+
+def redact_credentials(value: Any, key: str = "") -> Any:
+    """A copy with credentials ``"<redacted>"``: values under credential keys, URLs that may carry one, e-mails."""
+    if isinstance(value, dict):
+        return {k: redact_credentials(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_credentials(item, key) for item in value]
+    if isinstance(value, str) and value:
+        if _CREDENTIAL_KEY.search(key) or ("://" in value and not _public_url(value)) or EMAIL.search(value):
+            return "<redacted>"
+    return value
+
+
 def describe(loaded: LoadedSettings) -> dict[str, Any]:
     """The effective settings as JSON-ready data (``pmjobsd config show``), secrets redacted."""
     data = loaded.settings.model_dump(mode="json", exclude={"definitions"})
@@ -498,5 +539,5 @@ def describe(loaded: LoadedSettings) -> dict[str, Any]:
             definition["options"] = job.options.model_dump(mode="json")
         definition["builtin"] = job.builtin
         data["definitions"][name] = definition
-    redacted: dict[str, Any] = redact_settings(data)  # a dict in, a dict out
+    redacted: dict[str, Any] = redact_credentials(data)  # a dict in, a dict out
     return redacted
