@@ -385,13 +385,14 @@ class Daemon:
         now = time.monotonic()
         if new.state.transient and self.loaded.state is FileState.OK:
             issues = new.issues or (ConfigIssue(str(new.source), f"the file is {new.state.value}"),)
-            self.loaded = replace(self.loaded, fingerprint=new.fingerprint, issues=issues)
+            self.loaded = replace(self.loaded, fingerprint=new.fingerprint)
             stamp = _file_stamp(new.source)
             if self._bad_since is None or stamp != self._bad_stamp:  # still being written: not lasting yet
                 self._bad_since, self._bad_stamp = now, stamp
             if now - self._bad_since < SETTINGS_TRANSIENT_S:
                 self._check_settings_at = now + SETTINGS_SETTLE_S
-            else:
+            else:  # it lasts: status shows it too
+                self.loaded = replace(self.loaded, issues=issues)
                 self._report_invalid(new, reason, issues)
             return
         self._bad_since = None
