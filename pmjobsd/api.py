@@ -7,7 +7,7 @@ sub-package, exactly like a user's ``"callable": "module:function"`` job.
 
 from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice
 from pmjobsd.core.outcomes import Overlap, Status
-from pmjobsd.core.registry import JobMetric, JobSpec, MetricKind
+from pmjobsd.core.registry import JobMetric, JobSpec, MetricKind, PathRule
 from pmjobsd.core.settings import Duration
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "MetricKind",
     "Notice",
     "Overlap",
+    "PathRule",
     "Status",
 ]

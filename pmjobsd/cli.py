@@ -23,7 +23,7 @@ from pmjobsd.core.history import RunHistory
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher, escape_control
 from pmjobsd.core.runner import Runner, RunRequest
-from pmjobsd.core.settings import LoadedSettings, describe, load_settings, settings_schema
+from pmjobsd.core.settings import LoadedSettings, describe, issue_text, load_settings, settings_schema
 from pmjobsd.observe.joblog import setup_logging
 from pmjobsd.observe.journald import journal_handler
 from pmjobsd.observe.status import exit_code, offline_status, render_text
@@ -158,9 +158,10 @@ def _paths(args: argparse.Namespace) -> tuple[AppPaths, dict[str, Any]]:
     return base, {key: values[key] for key in ("data_dir", "cache_dir", "log_dir")}
 
 
-def _effective_paths(args: argparse.Namespace) -> tuple[AppPaths, LoadedSettings]:
+def _effective_paths(args: argparse.Namespace, import_jobs: bool = False) -> tuple[AppPaths, LoadedSettings]:
+    """The folders and the settings; a user job's module is imported only with ``import_jobs`` (run-now)."""
     base, overrides = _paths(args)
-    loaded = load_settings(base.settings_path)
+    loaded = load_settings(base.settings_path, base=base, cli_overrides=overrides, import_jobs=import_jobs)
     return resolve_paths(base, loaded, overrides), loaded
 
 
@@ -181,7 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return daemon.run()
             with _held(InstanceLock(args.pidfile)):  # honoured in the foreground too
                 return daemon.run()
-        paths = resolve_paths(base, load_settings(base.settings_path), overrides)
+        loaded = load_settings(base.settings_path, base=base, cli_overrides=overrides, import_jobs=False)
+        paths = resolve_paths(base, loaded, overrides)
         holder = holder_pid(paths.lock_path)
         if holder is not None:  # say it here, before forking
             raise AlreadyRunning(paths.lock_path, holder)
@@ -246,7 +248,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run_now(args: argparse.Namespace) -> int:
-    paths, loaded = _effective_paths(args)
+    paths, loaded = _effective_paths(args, import_jobs=True)
     try:
         response = _ask_daemon(
             paths,
@@ -309,12 +311,12 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    base, _ = _paths(args)
+    base, overrides = _paths(args)
     if args.config_command == "schema":
         _print_json(settings_schema())
         return 0
     path = getattr(args, "path", None) or base.settings_path
-    loaded = load_settings(path)
+    loaded = load_settings(path, base=base, cli_overrides=overrides, import_jobs=False)
     if args.config_command == "show":
         _print_json(describe(loaded))
         for issue in loaded.issues:
@@ -327,7 +329,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"{path}: valid ({len(loaded.jobs)} jobs)")
         return 0
     for issue in loaded.issues:
-        print(f"{path}: {issue}", file=sys.stderr)
+        print(f"{path}: {issue_text(issue, path)}", file=sys.stderr)
     return 1
 
 

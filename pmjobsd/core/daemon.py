@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pmjobsd import __version__
@@ -35,7 +36,9 @@ from pmjobsd.core.outcomes import Overlap, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import ActiveRun, Runner, RunRequest
 from pmjobsd.core.scheduler import Clock, Scheduler
-from pmjobsd.core.settings import LoadedSettings, ResolvedJob, load_settings
+from pmjobsd.core.settings import ConfigIssue, LoadedSettings, ResolvedJob, app_folders, keep_definitions, load_settings
+from pmjobsd.core.settings_file import FileState, fingerprint
+from pmjobsd.core.settings_watch import SettingsWatch, open_watch
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
@@ -47,6 +50,9 @@ from pmjobsd.system.sdnotify import Notifier
 
 EXIT_OK = 0
 EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
+SETTINGS_DEBOUNCE_S = 0.05  # after a change event, before the file is read
+SETTINGS_SETTLE_S = 0.25  # an empty/missing/undecodable file is read again after this
+SETTINGS_TRANSIENT_S = 1.0  # ...and reported (config.invalid) once it has stayed so this long
 
 
 def _drop_all(record: logging.LogRecord) -> bool:
@@ -59,9 +65,16 @@ class StartupError(Exception):
 
 def resolve_paths(base: AppPaths, loaded: LoadedSettings, cli_overrides: dict[str, str | None]) -> AppPaths:
     """Folders from settings ``jobs.paths``, then the command line on top (it wins)."""
-    from_settings = loaded.settings.paths.model_dump()
-    merged = {key: cli_overrides.get(key) or from_settings.get(key) for key in ("data_dir", "cache_dir", "log_dir")}
-    return base.with_overrides(**merged)
+    return app_folders(base, loaded.settings, cli_overrides)
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime, size): changes while the app keeps saving the file."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 class Daemon:
@@ -92,6 +105,11 @@ class Daemon:
         self.exit_code = EXIT_OK
         self.on_ready: Callable[[], None] | None = None  # called once after daemon.ready (the --detach starter)
         self._last_watchdog = self._last_status = float("-inf")
+        self._watch: SettingsWatch | None = None
+        self._check_settings_at: float | None = None  # look at the file then (after an event, or to settle)
+        self._bad_since: float | None = None  # the file has been empty/missing/undecodable, unchanged, since
+        self._bad_stamp: tuple[int, int, int] | None = None
+        self._reported: tuple[str, ...] | None = None  # the problems config.invalid last said
 
     # --- wake-ups -----------------------------------------------------------------
     def wake(self) -> None:
@@ -105,8 +123,13 @@ class Daemon:
         self._signals.append(signum)
 
     def _wait(self, timeout: float) -> None:
-        readable, _, _ = select.select([self._wake_r], [], [], max(0.0, timeout))
-        if readable:
+        watched = [self._watch.fileno()] if self._watch is not None else []
+        readable, _, _ = select.select([self._wake_r, *watched], [], [], max(0.0, timeout))
+        if self._watch is not None and watched[0] in readable:
+            if self._watch.drain() and self._check_settings_at is None:
+                # Coalesce the burst of one save (truncate, writes, close) into one look.
+                self._check_settings_at = time.monotonic() + SETTINGS_DEBOUNCE_S
+        if self._wake_r in readable:
             try:
                 while os.read(self._wake_r, 4096):
                     pass
@@ -125,7 +148,8 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.loaded = load_settings(self.base_paths.settings_path)
+        self.loaded = self._load_settings()
+        self._watch = open_watch(self.base_paths.settings_path)
         self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
         try:
             check_not_root_on_user_home()
@@ -153,6 +177,8 @@ class Daemon:
             raise
         finally:
             self.lock.release()
+            if self._watch is not None:
+                self._watch.close()
 
     def _start(self) -> None:
         """Everything before the loop: logging, history, observers, runner, scheduler, sockets."""
@@ -375,6 +401,8 @@ class Daemon:
         deadline = self.runner.next_deadline()
         if deadline is not None:
             candidates.append(deadline - time.monotonic() + 0.01)
+        if self._check_settings_at is not None:
+            candidates.append(self._check_settings_at - time.monotonic())
         return max(0.0, min(candidates))
 
     def _take_signals(self) -> bool:
@@ -389,33 +417,72 @@ class Daemon:
                 self.reload(reason="SIGHUP")
         return stop
 
+    def _load_settings(self) -> LoadedSettings:
+        return load_settings(self.base_paths.settings_path, base=self.base_paths, cli_overrides=self.cli_overrides)
+
     def _settings_changed(self) -> bool:
-        try:
-            mtime = self.base_paths.settings_path.stat().st_mtime_ns
-        except FileNotFoundError:
-            mtime = None
-        return mtime != self.loaded.mtime_ns
+        """True when the file's content, owner or mode changed, or a doubtful read is due again."""
+        if self._check_settings_at is not None:
+            if time.monotonic() < self._check_settings_at:
+                return False
+            self._check_settings_at = None
+            if self._bad_since is not None:
+                return True  # the settle delay is over: read again
+        return fingerprint(self.base_paths.settings_path) != self.loaded.fingerprint
+
+    def _report_invalid(self, new: LoadedSettings, reason: str, issues: tuple[ConfigIssue, ...]) -> None:
+        """config.invalid, once for one set of problems (a lasting one is not repeated at every wake-up)."""
+        said = tuple(str(issue) for issue in issues)
+        if said == self._reported:
+            return
+        self._reported = said
+        self.log.error(
+            "config.invalid", path=str(new.source), using="last good settings", reason=reason, errors=list(said)
+        )
 
     def reload(self, reason: str = "settings file changed") -> None:
-        """Re-read the settings; keep the last good ones where the new ones are invalid."""
-        self.notifier.reloading()
-        new = load_settings(self.base_paths.settings_path)
+        """Re-read the settings; keep the last good ones where the new ones are invalid.
+
+        An empty, missing or undecodable file after a good one is what the app's
+        own save (truncate, then write) looks like for a moment: the last good
+        settings stay, the file is read again after a settle delay, and only a
+        state that lasts is reported.
+        """
+        new = self._load_settings()
+        now = time.monotonic()
+        if new.state.transient and self.loaded.state is FileState.OK:
+            issues = new.issues or (ConfigIssue(str(new.source), f"the file is {new.state.value}"),)
+            self.loaded = replace(self.loaded, fingerprint=new.fingerprint)
+            stamp = _file_stamp(new.source)
+            if self._bad_since is None or stamp != self._bad_stamp:  # still being written: not lasting yet
+                self._bad_since, self._bad_stamp = now, stamp
+            if now - self._bad_since < SETTINGS_TRANSIENT_S:
+                self._check_settings_at = now + SETTINGS_SETTLE_S
+            else:  # it lasts: status shows it too
+                self.loaded = replace(self.loaded, issues=issues)
+                self._report_invalid(new, reason, issues)
+            return
+        self._bad_since = None
         if new.fatal:
             # Keep running the last good settings, but show the new file's problems in status.
-            self.loaded = replace(self.loaded, mtime_ns=new.mtime_ns, issues=new.issues)
-            self.log.error(
-                "config.invalid",
-                path=str(new.source),
-                using="last good settings",
-                reason=reason,
-                errors=[str(issue) for issue in new.issues],
-            )
-            self.notifier.ready()
+            self.loaded = replace(self.loaded, fingerprint=new.fingerprint, issues=new.issues)
+            self._report_invalid(new, reason, new.issues)
             return
+        self._reported = None
+        if (
+            reason != "SIGHUP"
+            and not self.loaded.issues
+            and new.app_settings.get("jobs") == self.loaded.app_settings.get("jobs")
+        ):
+            # The app saved its own keys: nothing of ours changed, nothing to re-plan or announce.
+            self.loaded = replace(self.loaded, app_settings=new.app_settings, fingerprint=new.fingerprint)
+            return
+        self.notifier.reloading()
         jobs = dict(new.jobs)
-        for name in new.job_errors:
-            if name in self.jobs:  # a job broken by the edit keeps its last good definition
-                jobs[name] = self.jobs[name]
+        kept = [name for name in new.job_errors if name in self.jobs]
+        for name in kept:  # a job broken by the edit keeps its last good definition
+            jobs[name] = self.jobs[name]
+        new = keep_definitions(new, self.loaded, kept)
         old, self.loaded, self.jobs = self.loaded, new, jobs
         self.runner.resize(new.settings.max_workers)
         with self._sched_lock:

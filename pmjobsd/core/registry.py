@@ -69,6 +69,13 @@ class JobMetric:
             raise ValueError(f"metric name {self.name!r} must be pmjobsd_<lower_case> (a counter without _total)")
 
 
+class PathRule(str, enum.Enum):
+    """What each entry of a path-bearing option must be (checked when the settings are read)."""
+
+    INSIDE_APP = "inside_app"  # resolves inside the app's folders (data, config, cache, log)
+    OWNED = "owned"  # owned by the user running pmjobsd (or root) when it exists
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A built-in job: its function, its default definition and its options model.
@@ -90,6 +97,9 @@ class JobSpec:
     run_at_first_start: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
     metrics: tuple[JobMetric, ...] = ()
+    # Options that name files or folders, and what each entry must be unless the user opts in
+    # with ``allow_outside_paths`` (a settings file must not reach what the app does not own).
+    path_options: Mapping[str, PathRule] = field(default_factory=dict)
 
 
 def builtin_names() -> list[str]:
@@ -129,3 +139,19 @@ def load_callable(reference: str) -> JobFunction:
         raise RegistryError(f"{reference!r} is not callable")
     function: JobFunction = target  # what it returns is checked by the runner at each run
     return function
+
+
+def deferred_callable(reference: str) -> JobFunction:
+    """A stand-in for ``reference`` that imports it only when called.
+
+    Read-only commands (status, config, doctor, bundle) resolve user jobs with
+    this, so that no module's import-time code runs for them; only ``run`` and
+    ``run-now`` import the job.
+    """
+
+    def call(ctx: JobContext) -> JobResult | None:
+        return load_callable(reference)(ctx)
+
+    call.__doc__ = ""
+    call.__qualname__ = call.__name__ = reference
+    return call

@@ -9,10 +9,10 @@ reload, to the last good settings — that choice is the daemon's).
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,10 +28,12 @@ from pydantic import (
     field_validator,
 )
 
+from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import cron, registry
 from pmjobsd.core.outcomes import Overlap
-from pmjobsd.core.privacy import redact_settings
-from pmjobsd.core.registry import JobFunction, JobMetric, JobSpec, RegistryError
+from pmjobsd.core.privacy import EMAIL
+from pmjobsd.core.registry import JobFunction, JobMetric, JobSpec, PathRule, RegistryError
+from pmjobsd.core.settings_file import FileState, read_settings_file
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -95,6 +97,9 @@ class JobDefinition(_Frozen):
     catch_up: bool = Field(True, description="run once after start when slots were missed (or it never ran)")
     callable: str | None = Field(None, description="'module:function' for jobs that are not built in")
     options: dict[str, Any] = Field(default_factory=dict, description="the job's own options, validated by the job")
+    allow_outside_paths: bool = Field(
+        False, description="let this job's options name files outside the app's folders, or folders of other users"
+    )
 
     @field_validator("cron")
     @classmethod
@@ -180,6 +185,9 @@ class JobsSettings(_Frozen):
     metrics: Metrics = Metrics()
     retention: Retention = Retention()
     paths: PathOverrides = PathOverrides()
+    allow_outside_paths: bool = Field(
+        False, description="let jobs.paths and every job's options name places outside the app's folders"
+    )
     definitions: dict[str, dict[str, Any]] = Field(default_factory=dict, description="job name -> JobDefinition")
 
     @field_validator("timezone")
@@ -238,7 +246,9 @@ class LoadedSettings:
     issues: tuple[ConfigIssue, ...] = ()
     fatal: bool = False  # True: the "jobs" object was unusable and defaults were used
     app_settings: Mapping[str, Any] = field(default_factory=dict)
-    mtime_ns: int | None = None
+    state: FileState = FileState.MISSING  # what reading the file found
+    fingerprint: tuple[Any, ...] = ()  # content, owner and mode of what was read (settings_file.fingerprint)
+    fixes: tuple[str, ...] = ()  # the commands that make an untrusted settings file trusted
 
     @property
     def ok(self) -> bool:
@@ -256,30 +266,6 @@ def _issues_from(exc: ValidationError, prefix: str) -> list[ConfigIssue]:
     return issues
 
 
-def read_settings_file(path: Path) -> tuple[dict[str, Any], list[ConfigIssue], int | None]:
-    """Read the whole settings.json; a missing or empty file is ``{}``; errors name the file."""
-    try:
-        stat = path.stat()
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}, [], None
-    except (OSError, UnicodeDecodeError) as exc:
-        return {}, [ConfigIssue(str(path), f"cannot read: {exc}")], None
-    if not text.strip():
-        return {}, [], stat.st_mtime_ns
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return (
-            {},
-            [ConfigIssue(str(path), f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")],
-            stat.st_mtime_ns,
-        )
-    if not isinstance(data, dict):
-        return {}, [ConfigIssue(str(path), f"expected a JSON object, got {type(data).__name__}")], stat.st_mtime_ns
-    return data, [], stat.st_mtime_ns
-
-
 def _merge(defaults: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(defaults)
     for key, value in override.items():
@@ -290,7 +276,51 @@ def _merge(defaults: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJob | None, list[ConfigIssue]]:
+def _entries(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    return [os.fspath(item) for item in value]
+
+
+def _within(path: str, roots: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _foreign_owner(path: str) -> int | None:
+    """The owner of ``path`` when it exists and is neither us nor root."""
+    try:
+        uid = os.stat(os.path.expanduser(path)).st_uid
+    except OSError:
+        return None
+    return None if uid in (os.getuid(), 0) else uid
+
+
+def _path_issues(spec: JobSpec, options: Any, prefix: str, folders: AppPaths) -> list[ConfigIssue]:
+    """Entries of ``spec.path_options`` that reach outside the app's folders or into another user's."""
+    issues = []
+    roots = [os.path.realpath(p) for p in (folders.data_dir, folders.config_dir, folders.cache_dir, folders.log_dir)]
+    opt_in = f"set {prefix}.allow_outside_paths to true to allow it"
+    for key, rule in spec.path_options.items():
+        value = options.get(key) if isinstance(options, Mapping) else getattr(options, key, None)
+        for index, entry in enumerate(_entries(value)):
+            where = f"{prefix}.options.{key}.{index}"
+            if rule is PathRule.INSIDE_APP:
+                candidate = os.path.expanduser(entry)
+                if not os.path.isabs(candidate):  # relative names are in the log folder
+                    candidate = os.path.join(folders.log_dir, candidate)
+                if not _within(candidate, roots):
+                    issues.append(ConfigIssue(where, f"{entry!r} is outside the app's folders; {opt_in}"))
+            elif (uid := _foreign_owner(entry)) is not None:
+                issues.append(ConfigIssue(where, f"{entry!r} is owned by uid {uid}, not by you; {opt_in}"))
+    return issues
+
+
+def _resolve_job(
+    name: str, raw: Any, settings: JobsSettings, folders: AppPaths, import_jobs: bool
+) -> tuple[ResolvedJob | None, list[ConfigIssue]]:
     prefix = f"jobs.definitions.{name}"
     if not isinstance(raw, Mapping):
         return None, [ConfigIssue(prefix, f"expected an object, got {type(raw).__name__}")]
@@ -318,12 +348,19 @@ def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJ
             options = spec.options_model.model_validate(definition.options)
         except ValidationError as exc:
             issues += _issues_from(exc, f"{prefix}.options")
-    try:
-        # A job that is not built in has a callable (checked above): `or ""` only tells mypy so.
-        func = spec.func if spec else registry.load_callable(definition.callable or "")
-    except RegistryError as exc:
-        issues.append(ConfigIssue(f"{prefix}.callable", str(exc)))
-    if issues:
+    if spec is not None and not issues and not (definition.allow_outside_paths or settings.allow_outside_paths):
+        issues += _path_issues(spec, options, prefix, folders)
+    # A job that is not built in has a callable (checked above): `or ""` only tells mypy so.
+    reference = definition.callable or ""
+    func: JobFunction | None = spec.func if spec else None
+    if func is None and not import_jobs:
+        func = registry.deferred_callable(reference)  # its syntax is checked; importing it is run/run-now's
+    elif func is None:
+        try:
+            func = registry.load_callable(reference)
+        except RegistryError as exc:
+            issues.append(ConfigIssue(f"{prefix}.callable", str(exc)))
+    if issues or func is None:
         return None, issues
     schedule = cron.CronSchedule(definition.cron, settings.zone())
     description = spec.description if spec else (getattr(func, "__doc__", None) or "").strip().split("\n")[0]
@@ -335,13 +372,49 @@ def _resolve_job(name: str, raw: Any, settings: JobsSettings) -> tuple[ResolvedJ
     )
 
 
-def load_settings(path: Path) -> LoadedSettings:
+def app_folders(
+    base: AppPaths, settings: JobsSettings, cli_overrides: Mapping[str, str | None] | None = None
+) -> AppPaths:
+    """Folders from settings ``jobs.paths``, then the command line on top (it wins)."""
+    from_settings = settings.paths.model_dump()
+    overrides = cli_overrides or {}
+    merged = {key: overrides.get(key) or from_settings.get(key) for key in ("data_dir", "cache_dir", "log_dir")}
+    return base.with_overrides(**merged)
+
+
+def _folder_issues(settings: JobsSettings) -> list[ConfigIssue]:
+    if settings.allow_outside_paths:
+        return []
+    issues = []
+    for key, value in settings.paths.model_dump().items():
+        if value and (uid := _foreign_owner(value)) is not None:
+            issues.append(
+                ConfigIssue(
+                    f"jobs.paths.{key}",
+                    f"{value!r} is owned by uid {uid}, not by you; set jobs.allow_outside_paths to true to allow it",
+                )
+            )
+    return issues
+
+
+def load_settings(
+    path: Path,
+    *,
+    base: AppPaths | None = None,
+    cli_overrides: Mapping[str, str | None] | None = None,
+    import_jobs: bool = True,
+) -> LoadedSettings:
     """Read and validate ``path``; report every problem, never raise.
 
-    A missing file, or one without ``"jobs"``, runs every built-in job with
-    its defaults.
+    A missing or empty file, or one without ``"jobs"``, runs every built-in
+    job with its defaults; a file others could change is not used at all.
+    ``base`` (default: the XDG folders) and ``cli_overrides`` give the app's
+    folders that path options must stay in.  With ``import_jobs`` false, a user
+    job's module is not imported (its ``callable`` is checked by syntax only).
     """
-    app_settings, issues, mtime_ns = read_settings_file(path)
+    read = read_settings_file(path)
+    app_settings = read.data
+    issues = [ConfigIssue(str(path), problem) for problem in read.problems]
     raw_jobs = app_settings.get("jobs", {})
     fatal = bool(issues)
     if not isinstance(raw_jobs, Mapping):
@@ -352,20 +425,54 @@ def load_settings(path: Path) -> LoadedSettings:
     except ValidationError as exc:
         issues += _issues_from(exc, "jobs")
         settings, fatal = JobsSettings(), True
+    if not fatal:
+        folder_issues = _folder_issues(settings)
+        issues += folder_issues
+        fatal = bool(folder_issues)
+    folders = app_folders(base or AppPaths.resolve(settings=path), settings, cli_overrides)
     if fatal:
         # One bad key outside the definitions: none of the user's jobs values can be trusted.
         settings = JobsSettings()
+        folders = app_folders(base or AppPaths.resolve(settings=path), settings, cli_overrides)
+        # Still report what is wrong in the definitions, so that one fix is not followed by another error.
+        raw_definitions = raw_jobs.get("definitions")
+        if isinstance(raw_definitions, Mapping):
+            for name, raw in raw_definitions.items():
+                issues += _resolve_job(str(name), raw, settings, folders, import_jobs=False)[1]
     names = list(registry.BUILTIN_JOBS) + [name for name in settings.definitions if name not in registry.BUILTIN_JOBS]
     jobs: dict[str, ResolvedJob] = {}
     job_errors: dict[str, tuple[ConfigIssue, ...]] = {}
     for name in names:
-        job, job_issues = _resolve_job(name, settings.definitions.get(name, {}), settings)
+        job, job_issues = _resolve_job(name, settings.definitions.get(name, {}), settings, folders, import_jobs)
         if job is not None:
             jobs[name] = job
         else:
             job_errors[name] = tuple(job_issues)
             issues += job_issues
-    return LoadedSettings(path, settings, jobs, job_errors, tuple(issues), fatal, app_settings, mtime_ns)
+    return LoadedSettings(
+        path, settings, jobs, job_errors, tuple(issues), fatal, app_settings, read.state, read.fingerprint, read.fixes
+    )
+
+
+def keep_definitions(new: LoadedSettings, old: LoadedSettings, names: list[str]) -> LoadedSettings:
+    """``new`` with the raw definitions of ``names`` taken from ``old`` in its app_settings.
+
+    Jobs also read their raw definition from app_settings (log_rotation's
+    ``files``); a job that keeps its last good definition must keep that too.
+    """
+    if not names:
+        return new
+    data = dict(new.app_settings)
+    jobs = dict(data.get("jobs") or {})
+    definitions = dict(jobs.get("definitions") or {})
+    old_definitions = ((old.app_settings.get("jobs") or {}).get("definitions")) or {}
+    for name in names:
+        if name in old_definitions:
+            definitions[name] = old_definitions[name]
+        else:
+            definitions.pop(name, None)
+    jobs["definitions"], data["jobs"] = definitions, jobs
+    return replace(new, app_settings=data)
 
 
 def settings_schema() -> dict[str, Any]:
@@ -385,6 +492,42 @@ def settings_schema() -> dict[str, Any]:
     return schema
 
 
+def issue_text(issue: ConfigIssue, source: Path | str) -> str:
+    """``issue`` for a line that already names the file ``source`` (a file-level issue gives its message only)."""
+    return issue.message if issue.path == str(source) else str(issue)
+
+
+# Keys whose values are credentials; "api"/"url" are not among them: a public API base stays readable.
+_CREDENTIAL_KEY = re.compile(
+    r"(secret|token|pass|pwd|bearer|private|key|auth|credential|cookie|webhook|target|smtp|dsn)", re.I
+)
+
+
+def _public_url(value: str) -> bool:
+    """A URL that can carry no credential: no user, no path beyond '/', no query, no fragment."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return bool(parts.scheme and parts.hostname) and not (
+        parts.username or parts.password or parts.path.strip("/") or parts.query or parts.fragment
+    )
+
+
+def redact_credentials(value: Any, key: str = "") -> Any:
+    """A copy with credentials ``"<redacted>"``: values under credential keys, URLs that may carry one, e-mails."""
+    if isinstance(value, dict):
+        return {k: redact_credentials(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_credentials(item, key) for item in value]
+    if isinstance(value, str) and value:
+        if _CREDENTIAL_KEY.search(key) or ("://" in value and not _public_url(value)) or EMAIL.search(value):
+            return "<redacted>"
+    return value
+
+
 def describe(loaded: LoadedSettings) -> dict[str, Any]:
     """The effective settings as JSON-ready data (``pmjobsd config show``), secrets redacted."""
     data = loaded.settings.model_dump(mode="json", exclude={"definitions"})
@@ -396,5 +539,5 @@ def describe(loaded: LoadedSettings) -> dict[str, Any]:
             definition["options"] = job.options.model_dump(mode="json")
         definition["builtin"] = job.builtin
         data["definitions"][name] = definition
-    redacted: dict[str, Any] = redact_settings(data)  # a dict in, a dict out
+    redacted: dict[str, Any] = redact_credentials(data)  # a dict in, a dict out
     return redacted

@@ -1,6 +1,7 @@
 """Settings: defaults, every error at once with its JSON path, isolation of a bad job."""
 
 import json
+import os
 
 import pytest
 
@@ -158,3 +159,27 @@ def test_an_unreadable_alert_target_is_a_config_error_that_does_not_quote_it(tmp
     paths = sorted(issue.path for issue in loaded.issues)
     assert paths == ["jobs.alerts.escalation_targets.0", "jobs.alerts.targets.0"]
     assert "T0KEN" not in " ".join(issue.message for issue in loaded.issues)
+
+
+def test_a_folder_of_another_user_needs_the_opt_in(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, 65534, 65534)
+    options = {"backup_dirs": [str(foreign)]}
+    loaded = load_settings(
+        write(tmp_path / "s.json", {"jobs": {"definitions": {"backup_integrity_check": {"options": options}}}})
+    )
+    [issue] = loaded.job_errors["backup_integrity_check"]
+    assert issue.path == "jobs.definitions.backup_integrity_check.options.backup_dirs.0"
+    assert "owned by uid 65534" in issue.message and "allow_outside_paths" in issue.message
+    opted_in = {"options": options, "allow_outside_paths": True}
+    loaded = load_settings(write(tmp_path / "s.json", {"jobs": {"definitions": {"backup_integrity_check": opted_in}}}))
+    assert "backup_integrity_check" in loaded.jobs
+
+    loaded = load_settings(write(tmp_path / "s.json", {"jobs": {"paths": {"data_dir": str(foreign)}}}))
+    assert loaded.fatal and loaded.settings.paths.data_dir is None
+    assert [issue.path for issue in loaded.issues] == ["jobs.paths.data_dir"]
+    loaded = load_settings(
+        write(tmp_path / "s.json", {"jobs": {"allow_outside_paths": True, "paths": {"data_dir": str(foreign)}}})
+    )
+    assert loaded.ok and loaded.settings.paths.data_dir == str(foreign)

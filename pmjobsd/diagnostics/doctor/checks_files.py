@@ -10,6 +10,7 @@ from pmjobsd.app.paths import AppPaths
 from pmjobsd.app.vault import VaultError, read_header, read_vault
 from pmjobsd.core.context import Status
 from pmjobsd.core.privacy import scrub_text
+from pmjobsd.core.settings import issue_text
 from pmjobsd.diagnostics.doctor.env import Check, DoctorEnv, fail, ok, shell_quote, user_name, warn
 from pmjobsd.system.files import PRIVATE_DIR_MODE
 
@@ -20,9 +21,11 @@ def check_settings(env: DoctorEnv) -> Check:
         return ok("settings", f"{path}: no such file; every job runs with its defaults")
     if loaded.ok:
         return ok("settings", f"{path}: valid ({len(loaded.jobs)} jobs)")
-    issues = "; ".join(scrub_text(str(issue)) for issue in loaded.issues[:5])
+    issues = "; ".join(scrub_text(issue_text(issue, path)) for issue in loaded.issues[:5])
     more = f" (+{len(loaded.issues) - 5} more)" if len(loaded.issues) > 5 else ""
     hint = f"fix these keys, then check with: pmjobsd config validate {shell_quote(path)}"
+    if loaded.fixes:  # others could change the file: it is not used at all
+        return fail("settings", f"{path}: not used, others could change it: {issues}{more}", "; ".join(loaded.fixes))
     if loaded.fatal:
         return fail("settings", f"{path}: invalid, the daemon uses the defaults: {issues}{more}", hint)
     return warn("settings", f"{path}: {len(loaded.job_errors)} job(s) disabled by errors: {issues}{more}", hint)

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pmjobsd.api import Duration, JobCancelled, JobContext, JobMetric, JobResult, JobSpec, Overlap, Status
+from pmjobsd.api import Duration, JobCancelled, JobContext, JobMetric, JobResult, JobSpec, Overlap, PathRule, Status
 from pmjobsd.app.snapshot import private_scratch
 from pmjobsd.app.vault import EntryStamp, VaultError, entry_stamps, integrity_problems, read_vault
 from pmjobsd.jobs.backup.archive import (
@@ -379,6 +379,7 @@ JOB = JobSpec(
     },
     options_model=BackupCheckOptions,
     tags=("vault", "backup"),
+    path_options={"backup_dirs": PathRule.OWNED},
     metrics=(
         JobMetric(
             "backups_verified", "pmjobsd_backups_verified", "Backups fully verified by the last backup integrity check"

@@ -18,7 +18,7 @@ from pathlib import Path
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
-from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap
+from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap, PathRule
 from pmjobsd.jobs.logs.archives import log_files, reopening_files
 from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
 from pmjobsd.jobs.logs.retention import retention_settings
@@ -136,4 +136,5 @@ JOB = JobSpec(
     defaults={"cron": "*/5 * * * *", "timeout": 3600, "retries": 1, "overlap": Overlap.SKIP, "catch_up": True},
     options_model=LogRotationOptions,
     run_at_first_start=False,
+    path_options={"files": PathRule.INSIDE_APP},
 )
