@@ -76,7 +76,7 @@ def run(ctx: JobContext) -> JobResult:
             size = 0  # missing (rotate_file reports what else is wrong)
         over = options.max_size is not None and size >= int(options.max_size)
         # An interrupted rotation (its journal left behind) is finished at the next run, due or not.
-        if over or rotations.due_by_time(live, slot) or rotation_in_flight(live):
+        if over or rotations.due_by_time(live, slot, now) or rotation_in_flight(live):
             try:
                 outcome = rotate_file(
                     live,

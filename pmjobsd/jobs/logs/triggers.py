@@ -58,9 +58,17 @@ class Rotations:
         except (OSError, ValueError, TypeError):
             self.last = {}
 
-    def due_by_time(self, live: Path, slot: float) -> bool:
-        """True if a slot passed since ``live`` was last rotated (never rotated: due)."""
-        return self.last.get(str(live), float("-inf")) < slot
+    def due_by_time(self, live: Path, slot: float, now: float) -> bool:
+        """True if a slot passed since ``live`` was last rotated.
+
+        A log seen for the first time counts from now, as if just rotated: a fresh
+        install (or an upgrade) waits for the next slot instead of rotating
+        minutes-old logs at its first check (``max_size`` still applies).
+        """
+        if str(live) not in self.last:
+            self.last[str(live)] = now
+            return False
+        return self.last[str(live)] < slot
 
     def rotated(self, live: Path, when: float | None = None) -> None:
         self.last[str(live)] = time.time() if when is None else when

@@ -28,10 +28,22 @@ CANARY = "canary-hunter2-s3cr3t@example.org"
 DAY = 86400
 
 
-def run_job(home: Path, name: str, options, **kw):
+def run_job(home: Path, name: str, options, seed_rotations: bool = True, **kw):
     spec = registry.load_builtin(name)
     ctx = make_context(home, name, options, **kw)
+    if name == "log_rotation" and seed_rotations:
+        _rotated_long_ago(ctx)
     return spec.func(ctx), ctx
+
+
+def _rotated_long_ago(ctx) -> None:
+    """Every log this run would look at was last rotated a year ago: its weekly slot has passed."""
+    from pmjobsd.jobs.logs.archives import log_files
+
+    state = ctx.state_dir / "rotations.json"
+    if not state.exists():
+        files = getattr(ctx.options, "files", [])
+        state.write_text(json.dumps({str(live): time.time() - 365 * DAY for live in log_files(ctx.paths, None, files)}))
 
 
 def seed_app_log(home: Path, lines: int = 50) -> Path:
@@ -250,3 +262,22 @@ def test_file_that_cannot_be_written_is_reported_and_the_others_are_done(tmp_pat
     assert str(frozen) in result.details["errors"] and "not permitted" in result.details["errors"][str(frozen)]
     assert frozen.read_text() == "line\n" and list_archives(frozen) == []
     assert len(list_archives(app_log)) == 1
+
+
+def test_first_check_after_install_leaves_young_logs_alone(tmp_path, jobs_log):
+    """A log seen for the first time counts from then: the 5-minute check of a fresh install rotates nothing
+    (only ``max_size`` would), and the first slot of ``every`` after that sight rotates it."""
+    app_log = seed_app_log(tmp_path)
+    logging.getLogger("pmjobsd").info("first.start", extra={"component": "test"})
+    result, ctx = run_job(tmp_path, "log_rotation", LogRotationOptions(every="* * * * *"), seed_rotations=False)
+    assert result.status is Status.OK, result
+    assert result.metrics["files_rotated"] == 0
+    assert list_archives(app_log) == [] and list_archives(jobs_log) == []
+    assert "first.start" in jobs_log.read_text()
+    # A minute slot later (the first sight moved back past one), both logs are due.
+    state = ctx.state_dir / "rotations.json"
+    seen = json.loads(state.read_text())
+    assert set(seen) == {str(app_log), str(jobs_log)}
+    state.write_text(json.dumps({path: when - 120 for path, when in seen.items()}))
+    result, _ = run_job(tmp_path, "log_rotation", LogRotationOptions(every="* * * * *"), seed_rotations=False)
+    assert result.metrics["files_rotated"] == 2
