@@ -16,6 +16,7 @@ from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
 from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
+from pmjobsd.core.history_writer import HistoryWriter
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import Runner, RunRequest
@@ -240,9 +241,10 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
         return {"ok": False, "error": f"unknown job {name!r}; known jobs: {', '.join(sorted(loaded.jobs))}"}
     setup_logging(paths.jobs_log_path, console=False)
     with RunHistory(paths.history_path) as history:
+        recorder = HistoryWriter(paths.history_path, reader=history)
         runner = Runner(
             max_workers=1,
-            history=history,
+            history=recorder,
             paths=paths,
             hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
             app_settings=lambda: dict(loaded.app_settings),
@@ -254,6 +256,7 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
             if time.monotonic() >= deadline:
                 runner.expire_overdue()
         runner.shutdown(0)
+        recorder.close(timeout=10.0)
     if request.record is None:  # the attempt never got a history row (job.record_failed says why)
         return {"ok": False, "error": f"{name}: the run could not be recorded; see {paths.jobs_log_path}"}
     return {"ok": True, "job": name, "run_id": request.run_id, "run": run_summary(request.record), "daemon": False}

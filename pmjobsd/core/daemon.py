@@ -27,11 +27,13 @@ from pmjobsd import __version__
 from pmjobsd.alerts.manager import AlertManager
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
-from pmjobsd.core.history import RunHistory
+from pmjobsd.core.held import HeldJobs, Hold
+from pmjobsd.core.history import open_history
+from pmjobsd.core.history_writer import HistoryHealth, HistoryWriter
 from pmjobsd.core.observers import RunObserver, RunRecord
-from pmjobsd.core.outcomes import Overlap, Trigger
+from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
-from pmjobsd.core.runner import ActiveRun, Runner, RunRequest
+from pmjobsd.core.runner import ActiveRun, Runner, RunRequest, new_run_id
 from pmjobsd.core.scheduler import Clock, Scheduler
 from pmjobsd.core.settings import LoadedSettings, ResolvedJob, load_settings
 from pmjobsd.core.timestamps import utc_iso
@@ -45,6 +47,12 @@ from pmjobsd.system.sdnotify import Notifier
 
 EXIT_OK = 0
 EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
+HISTORY_ALERT = "pmjobsd history"  # the alert (and its recovery) for runs that cannot be recorded
+
+
+def held_alert(job: str) -> str:
+    """The alert key of a job held back after a restart (its own failures keep theirs)."""
+    return f"{job} (held back)"
 
 
 def resolve_paths(base: AppPaths, loaded: LoadedSettings, cli_overrides: dict[str, str | None]) -> AppPaths:
@@ -135,15 +143,14 @@ class Daemon:
         self.started_at = time.time()
         self.log.info("daemon.started", pid=os.getpid(), version=__version__, settings=str(self.paths.settings_path))
         self._log_config("config.loaded", self.loaded)
-        self.history = RunHistory(self.paths.history_path)
-        interrupted = self.history.mark_interrupted()
-        if interrupted:
-            self.log.warning("history.interrupted_runs", count=interrupted)
+        self._open_history()
+        self.held = HeldJobs(self.paths.state_dir / "held.json")
         self.hasher = EntryIdHasher.from_file(self.paths.id_key_path)
         self.observers = self._build_observers()
+        self._announce_holds()
         self.runner = Runner(
             max_workers=settings.max_workers,
-            history=self.history,
+            history=self.recorder,
             paths=self.paths,
             hash_entry_id=self.hasher,
             observers=self.observers,
@@ -178,6 +185,79 @@ class Daemon:
                 signal.signal(sig, handler)
             self._shutdown()
         return self.exit_code
+
+    # --- the run history ---------------------------------------------------------------------
+    def _open_history(self) -> None:
+        """The reader (status, catch-up) and the writer thread; a damaged file is moved aside (WARN)."""
+        self.history, moved, damage = open_history(self.paths.history_path)
+        if moved is not None:
+            self.log.warning("history.moved_aside", path=str(moved), error=damage)
+        # Marking the previous daemon's RUNNING rows INTERRUPTED is a write: the writer thread does it.
+        self.recorder = HistoryWriter(
+            self.paths.history_path,
+            log=EventLogger("history"),
+            reader=self.history,
+            on_change=self._history_changed,
+            mark_interrupted=True,
+        )
+        self.recorder.moved_aside = str(moved) if moved else None
+        self.recorder.damage = damage
+
+    def _health_problems(self) -> list[str]:
+        """What ``/healthz`` reports as degraded while the loop itself is fine."""
+        health = self.recorder.health()
+        if health.recording:
+            return []
+        return [f"runs are not being recorded: {health.error or 'backlog full'} ({health.backlog} waiting in memory)"]
+
+    def _history_changed(self, health: HistoryHealth) -> None:
+        """Runs stopped (or started again) reaching the history: alert, like a failing job (writer thread)."""
+        if not hasattr(self, "alerts"):
+            return
+        if health.writable:
+            record = self._daemon_record(HISTORY_ALERT, Status.OK, "runs are recorded again")
+        else:
+            record = self._daemon_record(
+                HISTORY_ALERT, Status.FAIL, f"runs are not being recorded: {health.error}; kept in memory"
+            )
+        self.alerts.run_finished(record)
+
+    @staticmethod
+    def _daemon_record(name: str, status: Status, summary: str) -> RunRecord:
+        """A record of the daemon's own health, for the alert rules (one alert, one recovery)."""
+        now = time.time()
+        return RunRecord(new_run_id(), name, 1, Trigger.SCHEDULE, None, now, status, now, summary)
+
+    # --- jobs held back after a restart they caused --------------------------------------------
+    def _announce_holds(self) -> None:
+        for name, hold in self.held.all().items():
+            self.log.error("job.held", job=name, hangs=hold.hangs, until=utc_iso(hold.until), reason=hold.reason)
+            summary = f"{hold.reason}; no run before {utc_iso(hold.until)}"
+            self.alerts.run_finished(self._daemon_record(held_alert(name), Status.FAIL, summary))
+
+    def _hold_hung_jobs(self) -> None:
+        """Before exit 75: remember the jobs whose threads hang, so the restart holds them back."""
+        hung = [name for name in self.jobs if self.runner.abandoned_count(name)]
+        try:
+            holds = self.held.hold(hung)
+        except OSError as exc:
+            self.log.error("job.hold_failed", jobs=hung, error=f"{type(exc).__name__}: {exc}")
+            return
+        for name in hung:
+            self.log.error("job.held", job=name, hangs=holds[name].hangs, until=utc_iso(holds[name].until))
+
+    def _release_holds(self, completed: Sequence[RunRecord]) -> None:
+        """An attempt of a held job that ended without a timeout ends its hold (and its alert)."""
+        for record in completed:
+            if record.status in (Status.TIMEOUT, Status.INTERRUPTED) or self.held.get(record.job) is None:
+                continue
+            try:
+                self.held.release(record.job)
+            except OSError as exc:
+                self.log.error("job.hold_failed", job=record.job, error=f"{type(exc).__name__}: {exc}")
+                continue
+            self.log.info("job.released", job=record.job, status=record.status.value)
+            self.alerts.run_finished(self._daemon_record(held_alert(record.job), Status.OK, "no longer held back"))
 
     def _build_observers(self) -> list[RunObserver]:
         """The run observers: metrics (built once: counters survive reloads), alerts (rebuilt when changed)."""
@@ -228,6 +308,7 @@ class Daemon:
                 lambda: self.heartbeat,
                 lambda: self.loaded.settings.wake_interval,
                 lambda: self.loaded.settings.metrics.health_grace,
+                self._health_problems,
             ),
             cors_origins=lambda: self.loaded.settings.metrics.cors_origins,
             log=EventLogger("http"),
@@ -276,6 +357,7 @@ class Daemon:
             self._schedule_retries()
             self._dispatch_due()
             if self.runner.abandoned_count() > self.loaded.settings.max_abandoned_threads:
+                self._hold_hung_jobs()
                 self.log.error(
                     "daemon.restart_required",
                     abandoned_threads=self.runner.abandoned_count(),
@@ -368,6 +450,7 @@ class Daemon:
 
     def _schedule_retries(self) -> None:
         completed = self.runner.take_completed()
+        self._release_holds(completed)
         if completed and time.monotonic() - self._last_status >= 1.0:  # one STATUS= a second at most
             last = completed[-1]
             self.notifier.status(f"{len(self.jobs)} jobs; last run: {last.job} {last.status.value}")
@@ -402,7 +485,10 @@ class Daemon:
             if item.run_id:
                 request.run_id = item.run_id
             reason = None
-            if (
+            hold = self.held.holding(item.job)
+            if hold is not None:
+                reason = f"{hold.reason}; not before {utc_iso(hold.until)}"
+            elif (
                 item.trigger is not Trigger.RETRY
                 and job.definition.overlap is Overlap.SKIP
                 and self.scheduler.pending_retries(item.job)
@@ -431,13 +517,14 @@ class Daemon:
             abandoned_threads=self.runner.abandoned_count(),
             heartbeat_age_s=round(time.monotonic() - self.heartbeat, 3),
             host=socket.gethostname(),
+            history=self.recorder.health(),
         )
         loaded, jobs = self.loaded, self.jobs
         # Only the next-run times need the scheduler lock; the history queries run outside it,
         # so a scrape or a status request never holds up the main loop.
         with self._sched_lock:
             next_runs = {name: self.scheduler.next_run(name) for name in jobs}
-        live = _LiveState(next_runs, self.runner)
+        live = _LiveState(next_runs, self.runner, self.held.all())
         return build_status(loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now())
 
     def status_document(self) -> StatusDocument:
@@ -455,6 +542,9 @@ class Daemon:
             return {"ok": False, "error": f"{name} not started: {reason}"}
         response: dict[str, Any] = {"ok": True, "job": name, "run_id": request.run_id, "started": True}
         if wait:
+            # The limit counts from the attempt's start: time spent queued behind other runs is not the run's.
+            while not request.started.wait(1.0) and not request.done.is_set():
+                pass
             limit = timeout if timeout is not None else job.definition.timeout + 5
             if request.done.wait(limit) and request.record is not None:
                 response["run"] = run_summary(request.record)
@@ -489,6 +579,7 @@ class Daemon:
                 observer.close()
             except Exception as exc:
                 self.log.error("observer.failed", observer=type(observer).__name__, error=str(exc))
+        self.recorder.close()
         self.history.close()
         self.log.info("daemon.stopped", interrupted_runs=cut_off, exit_code=self.exit_code)
 
@@ -499,6 +590,10 @@ class _LiveState:
 
     next_runs: Mapping[str, datetime | None]
     runner: Runner
+    holds: Mapping[str, Hold]
+
+    def held(self, job: str) -> Hold | None:
+        return self.holds.get(job)
 
     def next_run(self, job: str) -> datetime | None:
         return self.next_runs.get(job)

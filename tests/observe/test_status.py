@@ -76,6 +76,9 @@ class _Live:
     def abandoned_count(self, job=None):
         return self.abandoned.get(job, 0) if job else sum(self.abandoned.values())
 
+    def held(self, job):
+        return None
+
 
 @pytest.fixture
 def setup(tmp_path):
