@@ -14,7 +14,7 @@ from typing import Any
 from pmjobsd import __version__
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
-from pmjobsd.core.daemon import Daemon, resolve_paths, run_summary
+from pmjobsd.core.daemon import Daemon, build_observers, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.history_writer import HistoryWriter
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
@@ -23,7 +23,7 @@ from pmjobsd.core.runner import Runner, RunRequest
 from pmjobsd.core.settings import LoadedSettings, describe, load_settings, settings_schema
 from pmjobsd.observe.joblog import setup_logging
 from pmjobsd.observe.journald import journal_handler
-from pmjobsd.observe.status import exit_code, offline_status, render_text
+from pmjobsd.observe.status import DaemonState, build_status, exit_code, offline_status, render_text
 from pmjobsd.system.detach import detach
 from pmjobsd.system.lock import AlreadyRunning, holder_pid
 
@@ -242,11 +242,17 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
     setup_logging(paths.jobs_log_path, console=False)
     with RunHistory(paths.history_path) as history:
         recorder = HistoryWriter(paths.history_path, reader=history)
+        # The daemon's observers, so a FAIL alerts (with the same alert state) and the textfile is written.
+        offline = DaemonState(running=False, pid=None, version=__version__, started_at=None)
+        metrics, alerts = build_observers(loaded, paths, history, lambda: build_status(loaded, history, daemon=offline))
+        metrics.set_jobs([name])
+        metrics.declare_metrics({name: job.metrics})
         runner = Runner(
             max_workers=1,
             history=recorder,
             paths=paths,
             hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
+            observers=[metrics, alerts],
             app_settings=lambda: dict(loaded.app_settings),
         )
         request = RunRequest(job, Trigger.MANUAL)
@@ -257,6 +263,8 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
                 runner.expire_overdue()
         runner.shutdown(0)
         recorder.close(timeout=10.0)
+        alerts.close(timeout=10.0)  # deliver before the process ends
+        metrics.close()
     if request.record is None:  # the attempt never got a history row (job.record_failed says why)
         return {"ok": False, "error": f"{name}: the run could not be recorded; see {paths.jobs_log_path}"}
     return {"ok": True, "job": name, "run_id": request.run_id, "run": run_summary(request.record), "daemon": False}

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,7 @@ from pmjobsd.alerts.manager import AlertManager
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
 from pmjobsd.core.held import HeldJobs, Hold
-from pmjobsd.core.history import open_history
+from pmjobsd.core.history import RunHistory, open_history
 from pmjobsd.core.history_writer import HistoryHealth, HistoryWriter
 from pmjobsd.core.observers import RunObserver, RunRecord
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
@@ -261,20 +261,8 @@ class Daemon:
 
     def _build_observers(self) -> list[RunObserver]:
         """The run observers: metrics (built once: counters survive reloads), alerts (rebuilt when changed)."""
-        self.metrics = MetricsObserver(
-            self.status_snapshot,
-            history=self.history,
-            textfile=self.loaded.settings.metrics.textfile,
-            log=EventLogger("metrics"),
-        )
+        self.metrics, self.alerts = build_observers(self.loaded, self.paths, self.history, self.status_snapshot)
         self._configure_metrics(self.loaded.jobs)
-        self.alerts = AlertManager(
-            self.loaded.settings.alerts,
-            self.paths,
-            EventLogger("alerts"),
-            host=socket.gethostname(),
-            on_delivery=self.metrics.alert_delivered,
-        )
         return [self.metrics, self.alerts]
 
     def _reconfigure_observers(self, old: LoadedSettings, new: LoadedSettings) -> None:
@@ -582,6 +570,26 @@ class Daemon:
         self.recorder.close()
         self.history.close()
         self.log.info("daemon.stopped", interrupted_runs=cut_off, exit_code=self.exit_code)
+
+
+def build_observers(
+    loaded: LoadedSettings, paths: AppPaths, history: RunHistory, status_source: Callable[[], StatusSnapshot]
+) -> tuple[MetricsObserver, AlertManager]:
+    """Metrics and alerts as every run gets them: the daemon's, and ``run-now`` without a daemon (same alert state)."""
+    metrics = MetricsObserver(
+        status_source,
+        history=history,
+        textfile=loaded.settings.metrics.textfile,
+        log=EventLogger("metrics"),
+    )
+    alerts = AlertManager(
+        loaded.settings.alerts,
+        paths,
+        EventLogger("alerts"),
+        host=socket.gethostname(),
+        on_delivery=metrics.alert_delivered,
+    )
+    return metrics, alerts
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 from pmjobsd.core import control
+from tests.support.alert_fixtures import webhook_receiver
 from tests.support.daemon import wait_for
 
 TICK = {"cron": "* * * * * *", "callable": "tests.support.sample_jobs:ok"}
@@ -56,3 +58,30 @@ def _epoch(ts: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(ts).timestamp()
+
+
+def test_run_now_without_a_daemon_alerts_and_writes_the_textfile_like_the_daemon(home, tmp_path):
+    server, alerts = webhook_receiver()
+    textfile = tmp_path / "pmjobsd.prom"
+    try:
+        home.write_settings(
+            {
+                "alerts": {"desktop": False, "targets": [f"json://127.0.0.1:{server.server_port}/hook"]},
+                "metrics": {"textfile": str(textfile)},
+                "definitions": {
+                    "broken": {"cron": "@yearly", "callable": "tests.support.sample_jobs:fail", "retries": 0}
+                },
+            }
+        )
+        result = home.cli("run-now", "broken")
+        assert result.returncode == 2, result.stderr
+        assert "FAIL" in result.stdout
+        (entry,) = alerts.snapshot()  # delivered before the command returned
+        body = json.loads(entry["body"])
+        assert body["title"] == "pmjobsd: broken FAIL"
+        assert 'pmjobsd_job_runs_total{job_name="broken",status="FAIL"} 1.0' in textfile.read_text()
+        # The same alert state as the daemon's: a second failure is not announced again.
+        assert home.cli("run-now", "broken").returncode == 2
+        assert len(alerts.snapshot()) == 1
+    finally:
+        server.shutdown()
