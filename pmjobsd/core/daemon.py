@@ -512,7 +512,7 @@ class Daemon:
         # so a scrape or a status request never holds up the main loop.
         with self._sched_lock:
             next_runs = {name: self.scheduler.next_run(name) for name in jobs}
-        live = _LiveState(next_runs, self.runner, self.held.all())
+        live = _LiveState(next_runs, self.runner, self.held.all(), self.recorder.unwritten())
         return build_status(loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now())
 
     def status_document(self) -> StatusDocument:
@@ -599,9 +599,13 @@ class _LiveState:
     next_runs: Mapping[str, datetime | None]
     runner: Runner
     holds: Mapping[str, Hold]
+    pending: Mapping[str, RunRecord]
 
     def held(self, job: str) -> Hold | None:
         return self.holds.get(job)
+
+    def unwritten(self) -> Mapping[str, RunRecord]:
+        return self.pending
 
     def next_run(self, job: str) -> datetime | None:
         return self.next_runs.get(job)

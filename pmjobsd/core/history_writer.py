@@ -151,6 +151,15 @@ class HistoryWriter:
             streak += failed
         return streak
 
+    def unwritten(self) -> dict[str, RunRecord]:
+        """The newest record of each job that is not in the database yet (status shows it meanwhile)."""
+        newest: dict[str, RunRecord] = {}
+        with self._cond:
+            for record in self._pending.values():
+                if record.job not in newest or record.started_at >= newest[record.job].started_at:
+                    newest[record.job] = record
+        return newest
+
     def health(self) -> HistoryHealth:
         with self._cond:
             return HistoryHealth(

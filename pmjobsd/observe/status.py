@@ -53,6 +53,8 @@ class LiveState(Protocol):
 
     def held(self, job: str) -> Hold | None: ...
 
+    def unwritten(self) -> Mapping[str, RunRecord]: ...
+
 
 # --- the JSON document ----------------------------------------------------------------------------
 
@@ -479,6 +481,19 @@ def build_status(
     now = now or datetime.now(timezone.utc)
     effective = loaded.jobs if jobs is None else jobs
     last_runs = {name: LastRun.from_row(row) for name, row in history.last_runs().items()}
+    for name, record in (live.unwritten() if live else {}).items():  # recorded, on its way to the database
+        if name not in last_runs or record.started_at >= last_runs[name].started_at:
+            last_runs[name] = LastRun(
+                record.run_id,
+                record.status,
+                record.trigger,
+                record.started_at,
+                record.finished_at,
+                record.duration_ms,
+                record.attempt,
+                record.summary,
+                record.final,
+            )
     last_successes = history.last_success_times()
     running = {attempt.record.job: attempt for attempt in live.running()} if live else {}
     entries = []

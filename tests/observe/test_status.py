@@ -79,6 +79,9 @@ class _Live:
     def held(self, job):
         return None
 
+    def unwritten(self):
+        return {}
+
 
 @pytest.fixture
 def setup(tmp_path):
