@@ -18,15 +18,16 @@ from typing import Any, TypeVar
 from pmjobsd import __version__
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
-from pmjobsd.core.daemon import Daemon, StartupError, resolve_paths, run_summary
+from pmjobsd.core.daemon import Daemon, StartupError, build_observers, resolve_paths, run_summary
 from pmjobsd.core.history import RunHistory
+from pmjobsd.core.history_writer import HistoryWriter
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher, escape_control
 from pmjobsd.core.runner import Runner, RunRequest
 from pmjobsd.core.settings import LoadedSettings, describe, issue_text, load_settings, settings_schema
 from pmjobsd.observe.joblog import setup_logging
 from pmjobsd.observe.journald import journal_handler
-from pmjobsd.observe.status import exit_code, offline_status, render_text
+from pmjobsd.observe.status import DaemonState, build_status, exit_code, offline_status, render_text
 from pmjobsd.system.detach import detach
 from pmjobsd.system.files import describe_error, ensure_private_dir
 from pmjobsd.system.lock import AlreadyRunning, InstanceLock, holder_pid
@@ -291,11 +292,18 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
         return {"ok": False, "error": f"unknown job {name!r}; known jobs: {', '.join(sorted(loaded.jobs))}"}
     setup_logging(paths.jobs_log_path, console=False)
     with RunHistory(paths.history_path) as history:
+        recorder = HistoryWriter(paths.history_path, reader=history)
+        # The daemon's observers, so a FAIL alerts (with the same alert state) and the textfile is written.
+        offline = DaemonState(running=False, pid=None, version=__version__, started_at=None)
+        metrics, alerts = build_observers(loaded, paths, history, lambda: build_status(loaded, history, daemon=offline))
+        metrics.set_jobs([name])
+        metrics.declare_metrics({name: job.metrics})
         runner = Runner(
             max_workers=1,
-            history=history,
+            history=recorder,
             paths=paths,
             hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
+            observers=[metrics, alerts],
             app_settings=lambda: dict(loaded.app_settings),
         )
         request = RunRequest(job, Trigger.MANUAL)
@@ -305,6 +313,9 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
             if time.monotonic() >= deadline:
                 runner.expire_overdue()
         runner.shutdown(0)
+        recorder.close(timeout=10.0)
+        alerts.close(timeout=10.0)  # deliver before the process ends
+        metrics.close()
     if request.record is None:  # the attempt never got a history row (job.record_failed says why)
         return {"ok": False, "error": f"{name}: the run could not be recorded; see {paths.jobs_log_path}"}
     return {"ok": True, "job": name, "run_id": request.run_id, "run": run_summary(request.record), "daemon": False}

@@ -30,11 +30,13 @@ from pmjobsd import __version__
 from pmjobsd.alerts.manager import AlertManager
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import control
-from pmjobsd.core.history import RunHistory
+from pmjobsd.core.held import HeldJobs, Hold
+from pmjobsd.core.history import RunHistory, open_history
+from pmjobsd.core.history_writer import HistoryHealth, HistoryWriter
 from pmjobsd.core.observers import RunObserver, RunRecord
-from pmjobsd.core.outcomes import Overlap, Trigger
+from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
-from pmjobsd.core.runner import ActiveRun, Runner, RunRequest
+from pmjobsd.core.runner import ActiveRun, Runner, RunRequest, new_run_id
 from pmjobsd.core.scheduler import Clock, Scheduler
 from pmjobsd.core.settings import ConfigIssue, LoadedSettings, ResolvedJob, app_folders, keep_definitions, load_settings
 from pmjobsd.core.settings_file import FileState, fingerprint
@@ -61,6 +63,14 @@ def _drop_all(record: logging.LogRecord) -> bool:
 
 class StartupError(Exception):
     """The daemon could not start; ``str()`` is one line for stderr (no traceback)."""
+
+
+HISTORY_ALERT = "pmjobsd history"  # the alert (and its recovery) for runs that cannot be recorded
+
+
+def held_alert(job: str) -> str:
+    """The alert key of a job held back after a restart (its own failures keep theirs)."""
+    return f"{job} (held back)"
 
 
 def resolve_paths(base: AppPaths, loaded: LoadedSettings, cli_overrides: dict[str, str | None]) -> AppPaths:
@@ -193,17 +203,16 @@ class Daemon:
         self.log.info("daemon.started", pid=os.getpid(), version=__version__, settings=str(self.paths.settings_path))
         self._log_config("config.loaded", self.loaded)
         try:
-            self.history = RunHistory(self.paths.history_path)
-            interrupted = self.history.mark_interrupted()
+            self._open_history()
         except sqlite3.Error as exc:  # e.g. "database or disk is full": name the file
             raise OSError(errno.EIO, str(exc), str(self.paths.history_path)) from exc
-        if interrupted:
-            self.log.warning("history.interrupted_runs", count=interrupted)
+        self.held = HeldJobs(self.paths.state_dir / "held.json")
         self.hasher = EntryIdHasher.from_file(self.paths.id_key_path)
         self.observers = self._build_observers()
+        self._announce_holds()
         self.runner = Runner(
             max_workers=settings.max_workers,
-            history=self.history,
+            history=self.recorder,
             paths=self.paths,
             hash_entry_id=self.hasher,
             observers=self.observers,
@@ -272,22 +281,83 @@ class Daemon:
             self._shutdown()
         return self.exit_code
 
+    # --- the run history ---------------------------------------------------------------------
+    def _open_history(self) -> None:
+        """The reader (status, catch-up) and the writer thread; a damaged file is moved aside (WARN)."""
+        self.history, moved, damage = open_history(self.paths.history_path)
+        if moved is not None:
+            self.log.warning("history.moved_aside", path=str(moved), error=damage)
+        # Marking the previous daemon's RUNNING rows INTERRUPTED is a write: the writer thread does it.
+        self.recorder = HistoryWriter(
+            self.paths.history_path,
+            log=EventLogger("history"),
+            reader=self.history,
+            on_change=self._history_changed,
+            mark_interrupted=True,
+        )
+        self.recorder.moved_aside = str(moved) if moved else None
+        self.recorder.damage = damage
+
+    def _health_problems(self) -> list[str]:
+        """What ``/healthz`` reports as degraded while the loop itself is fine."""
+        health = self.recorder.health()
+        if health.recording:
+            return []
+        return [f"runs are not being recorded: {health.error or 'backlog full'} ({health.backlog} waiting in memory)"]
+
+    def _history_changed(self, health: HistoryHealth) -> None:
+        """Runs stopped (or started again) reaching the history: alert, like a failing job (writer thread)."""
+        if not hasattr(self, "alerts"):
+            return
+        if health.writable:
+            record = self._daemon_record(HISTORY_ALERT, Status.OK, "runs are recorded again")
+        else:
+            record = self._daemon_record(
+                HISTORY_ALERT, Status.FAIL, f"runs are not being recorded: {health.error}; kept in memory"
+            )
+        self.alerts.run_finished(record)
+
+    @staticmethod
+    def _daemon_record(name: str, status: Status, summary: str) -> RunRecord:
+        """A record of the daemon's own health, for the alert rules (one alert, one recovery)."""
+        now = time.time()
+        return RunRecord(new_run_id(), name, 1, Trigger.SCHEDULE, None, now, status, now, summary)
+
+    # --- jobs held back after a restart they caused --------------------------------------------
+    def _announce_holds(self) -> None:
+        for name, hold in self.held.all().items():
+            self.log.error("job.held", job=name, hangs=hold.hangs, until=utc_iso(hold.until), reason=hold.reason)
+            summary = f"{hold.reason}; no run before {utc_iso(hold.until)}"
+            self.alerts.run_finished(self._daemon_record(held_alert(name), Status.FAIL, summary))
+
+    def _hold_hung_jobs(self) -> None:
+        """Before exit 75: remember the jobs whose threads hang, so the restart holds them back."""
+        hung = [name for name in self.jobs if self.runner.abandoned_count(name)]
+        try:
+            holds = self.held.hold(hung)
+        except OSError as exc:
+            self.log.error("job.hold_failed", jobs=hung, error=f"{type(exc).__name__}: {exc}")
+            return
+        for name in hung:
+            self.log.error("job.held", job=name, hangs=holds[name].hangs, until=utc_iso(holds[name].until))
+
+    def _release_holds(self, completed: Sequence[RunRecord]) -> None:
+        """An attempt of a held job that ended without a timeout ends its hold (and its alert)."""
+        for record in completed:
+            if record.status in (Status.TIMEOUT, Status.INTERRUPTED) or self.held.get(record.job) is None:
+                continue
+            try:
+                self.held.release(record.job)
+            except OSError as exc:
+                self.log.error("job.hold_failed", job=record.job, error=f"{type(exc).__name__}: {exc}")
+                continue
+            self.log.info("job.released", job=record.job, status=record.status.value)
+            self.alerts.run_finished(self._daemon_record(held_alert(record.job), Status.OK, "no longer held back"))
+
     def _build_observers(self) -> list[RunObserver]:
         """The run observers: metrics (built once: counters survive reloads), alerts (rebuilt when changed)."""
-        self.metrics = MetricsObserver(
-            self.status_snapshot,
-            history=self.history,
-            textfile=self.loaded.settings.metrics.textfile,
-            log=EventLogger("metrics"),
-        )
+        self.metrics, self.alerts = build_observers(self.loaded, self.paths, self.history, self.status_snapshot)
         self._configure_metrics(self.loaded.jobs)
-        self.alerts = AlertManager(
-            self.loaded.settings.alerts,
-            self.paths,
-            EventLogger("alerts"),
-            host=socket.gethostname(),
-            on_delivery=self.metrics.alert_delivered,
-        )
         return [self.metrics, self.alerts]
 
     def _reconfigure_observers(self, old: LoadedSettings, new: LoadedSettings) -> None:
@@ -321,6 +391,7 @@ class Daemon:
                 lambda: self.heartbeat,
                 lambda: self.loaded.settings.wake_interval,
                 lambda: self.loaded.settings.metrics.health_grace,
+                self._health_problems,
             ),
             cors_origins=lambda: self.loaded.settings.metrics.cors_origins,
             log=EventLogger("http"),
@@ -369,6 +440,7 @@ class Daemon:
             self._schedule_retries()
             self._dispatch_due()
             if self.runner.abandoned_count() > self.loaded.settings.max_abandoned_threads:
+                self._hold_hung_jobs()
                 self.log.error(
                     "daemon.restart_required",
                     abandoned_threads=self.runner.abandoned_count(),
@@ -502,6 +574,7 @@ class Daemon:
 
     def _schedule_retries(self) -> None:
         completed = self.runner.take_completed()
+        self._release_holds(completed)
         if completed and time.monotonic() - self._last_status >= 1.0:  # one STATUS= a second at most
             last = completed[-1]
             self.notifier.status(f"{len(self.jobs)} jobs; last run: {last.job} {last.status.value}")
@@ -536,7 +609,10 @@ class Daemon:
             if item.run_id:
                 request.run_id = item.run_id
             reason = None
-            if (
+            hold = self.held.holding(item.job)
+            if hold is not None:
+                reason = f"{hold.reason}; not before {utc_iso(hold.until)}"
+            elif (
                 item.trigger is not Trigger.RETRY
                 and job.definition.overlap is Overlap.SKIP
                 and self.scheduler.pending_retries(item.job)
@@ -565,13 +641,14 @@ class Daemon:
             abandoned_threads=self.runner.abandoned_count(),
             heartbeat_age_s=round(time.monotonic() - self.heartbeat, 3),
             host=socket.gethostname(),
+            history=self.recorder.health(),
         )
         loaded, jobs = self.loaded, self.jobs
         # Only the next-run times need the scheduler lock; the history queries run outside it,
         # so a scrape or a status request never holds up the main loop.
         with self._sched_lock:
             next_runs = {name: self.scheduler.next_run(name) for name in jobs}
-        live = _LiveState(next_runs, self.runner)
+        live = _LiveState(next_runs, self.runner, self.held.all(), self.recorder.unwritten())
         return build_status(loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now())
 
     def status_document(self) -> StatusDocument:
@@ -589,6 +666,9 @@ class Daemon:
             return {"ok": False, "error": f"{name} not started: {reason}"}
         response: dict[str, Any] = {"ok": True, "job": name, "run_id": request.run_id, "started": True}
         if wait:
+            # The limit counts from the attempt's start: time spent queued behind other runs is not the run's.
+            while not request.started.wait(1.0) and not request.done.is_set():
+                pass
             limit = timeout if timeout is not None else job.definition.timeout + 5
             if request.done.wait(limit) and request.record is not None:
                 response["run"] = run_summary(request.record)
@@ -623,8 +703,29 @@ class Daemon:
                 observer.close()
             except Exception as exc:
                 self.log.error("observer.failed", observer=type(observer).__name__, error=str(exc))
+        self.recorder.close()
         self.history.close()
         self.log.info("daemon.stopped", interrupted_runs=cut_off, exit_code=self.exit_code)
+
+
+def build_observers(
+    loaded: LoadedSettings, paths: AppPaths, history: RunHistory, status_source: Callable[[], StatusSnapshot]
+) -> tuple[MetricsObserver, AlertManager]:
+    """Metrics and alerts as every run gets them: the daemon's, and ``run-now`` without a daemon (same alert state)."""
+    metrics = MetricsObserver(
+        status_source,
+        history=history,
+        textfile=loaded.settings.metrics.textfile,
+        log=EventLogger("metrics"),
+    )
+    alerts = AlertManager(
+        loaded.settings.alerts,
+        paths,
+        EventLogger("alerts"),
+        host=socket.gethostname(),
+        on_delivery=metrics.alert_delivered,
+    )
+    return metrics, alerts
 
 
 @dataclass(frozen=True)
@@ -633,6 +734,14 @@ class _LiveState:
 
     next_runs: Mapping[str, datetime | None]
     runner: Runner
+    holds: Mapping[str, Hold]
+    pending: Mapping[str, RunRecord]
+
+    def held(self, job: str) -> Hold | None:
+        return self.holds.get(job)
+
+    def unwritten(self) -> Mapping[str, RunRecord]:
+        return self.pending
 
     def next_run(self, job: str) -> datetime | None:
         return self.next_runs.get(job)

@@ -100,26 +100,29 @@ class RunHistory:
     """Thread-safe access to the run history database at ``path``.
 
     Use as a context manager or call :meth:`close`.  Readers that find the
-    file missing get an empty history (``create=False``).
+    file missing get an empty history (``create=False``), as does ``empty=True``
+    (a damaged file being reported, not read).  ``busy_timeout`` bounds each
+    wait for another writer (the history writer keeps it short and retries).
     """
 
-    def __init__(self, path: Path, *, create: bool = True):
+    def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 10.0, empty: bool = False):
         self.path = Path(path)
         self._lock = threading.RLock()
-        if create:
+        if create and not empty:
             ensure_private_dir(self.path.parent)
             # Created 0600 here, and refused when it is a link or not ours: SQLite follows links.
-            os.close(open_private(self.path, os.O_WRONLY | os.O_CREAT))
-        elif not self.path.exists():
+            if not self.path.exists():
+                os.close(open_private(self.path, os.O_WRONLY | os.O_CREAT))
+        elif empty or not self.path.exists():
             self._conn = sqlite3.connect(":memory:", check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
             self._conn.executescript(SCHEMA)
             return
         # Several processes may write (the daemon, a `run-now` without daemon):
         # WAL lets readers go on while one writes; busy_timeout waits for the writer.
-        self._conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA busy_timeout = 10000")
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.executescript(SCHEMA)
@@ -178,6 +181,34 @@ class RunHistory:
                 int(record.final),
                 record.run_id,
                 record.attempt,
+            ),
+        )
+
+    def write(self, record: RunRecord) -> None:
+        """Write ``record`` as it is now, whether its row exists or not (the history writer's one statement)."""
+        self._execute(
+            "INSERT INTO runs (run_id, attempt, job, trigger, slot, started_at, finished_at, status, summary, error,"
+            " duration_ms, details, metrics, final, pid, pid_started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_id, attempt) DO UPDATE SET finished_at=excluded.finished_at, status=excluded.status,"
+            " summary=excluded.summary, error=excluded.error, duration_ms=excluded.duration_ms,"
+            " details=excluded.details, metrics=excluded.metrics, final=excluded.final",
+            (
+                record.run_id,
+                record.attempt,
+                record.job,
+                record.trigger.value,
+                record.slot.isoformat() if record.slot else None,
+                record.started_at,
+                record.finished_at,
+                record.status.value,
+                record.summary,
+                record.error,
+                record.duration_ms,
+                json.dumps(record.details, default=str),
+                json.dumps(record.metrics, default=str),
+                int(record.final),
+                os.getpid(),
+                _own_start_time(),
             ),
         )
 
@@ -278,3 +309,45 @@ class RunHistory:
             (job,),
         ).fetchone()
         return int(row[0])
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Does this SQLite error say the file is damaged (not a database, malformed), not merely busy?"""
+    # SQLITE_CORRUPT and SQLITE_NOTADB are raised as DatabaseError; busy, locked, full and I/O
+    # errors as its subclass OperationalError: those are the disk's or another process's, not the file's.
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def check_history(history: RunHistory) -> None:
+    """Raise ``sqlite3.DatabaseError`` when the file is damaged (``PRAGMA quick_check`` and a read of every index)."""
+    problems = [row[0] for row in history._execute("PRAGMA quick_check(3)").fetchall()]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("; ".join(problems)[:200])
+    history.last_runs()
+
+
+def open_history(path: Path) -> tuple[RunHistory, Path | None, str | None]:
+    """Open the daemon's history; a damaged file is moved aside and a fresh one started.
+
+    Returns the history, where the damaged file went (``history.db.corrupt-<ts>``,
+    with its ``-wal``/``-shm``) and why, or ``(history, None, None)`` when it was sound.
+    The runs to come matter more than the old rows, and the old file is kept.
+    """
+    history: RunHistory | None = None
+    try:
+        history = RunHistory(path)
+        check_history(history)
+        return history, None, None
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        reason = str(exc)
+        if history is not None:
+            history.close()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    moved = Path(f"{path}.corrupt-{stamp}")
+    for suffix in ("-wal", "-shm", ""):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            os.replace(source, Path(f"{moved}{suffix}"))
+    return RunHistory(path), moved, reason

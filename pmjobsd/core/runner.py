@@ -7,7 +7,15 @@ late result is logged, not recorded), and no new run of that job starts while
 it lives, so a hanging job can never pile up threads.
 
 Every attempt goes through :meth:`Runner._started` and :meth:`Runner._record`:
-history row, log events and observers, in that order, for start and for end.
+history record, log events and observers, in that order, for start and for end.
+The history is written through a :class:`RunRecorder` that never raises and
+never blocks the caller on the database (``core/history_writer.py``), so a
+TIMEOUT recorded by the main loop cannot stall or kill it.
+
+Scheduled runs (schedule, catch-up, retry) are taken from the pool queue
+before manual ones, and manual runs never hold the last free worker
+(with ``max_workers`` above 1), so a burst of ``run-now`` cannot starve the
+schedule.
 """
 
 from __future__ import annotations
@@ -21,11 +29,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice
-from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunObserver, RunRecord
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import scrub_text
@@ -35,6 +42,87 @@ from pmjobsd.observe.joblog import EventLogger
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
+
+
+class RunRecorder(Protocol):
+    """Where attempts are recorded (:class:`~pmjobsd.core.history_writer.HistoryWriter`); never raises."""
+
+    def record_start(self, record: RunRecord) -> None: ...
+
+    def record_finish(self, record: RunRecord) -> None: ...
+
+    def mark_final(self, record: RunRecord) -> None: ...
+
+    def consecutive_failures(self, job: str) -> int: ...
+
+
+class _WorkQueue:
+    """The pool's queue: scheduled requests first, manual ones only while a worker stays free for the schedule.
+
+    ``manual_limit`` manual attempts run at once at most; :meth:`manual_done`
+    gives the seat back when one is recorded.  ``None`` (stop one worker) goes first.
+    """
+
+    def __init__(self, manual_limit: int):
+        self._cond = threading.Condition()
+        self._scheduled: deque[RunRequest] = deque()
+        self._manual: deque[RunRequest] = deque()
+        self._stops = 0
+        self._manual_running = 0
+        self.manual_limit = manual_limit
+
+    def put(self, request: RunRequest | None) -> None:
+        with self._cond:
+            if request is None:
+                self._stops += 1
+            elif request.trigger is Trigger.MANUAL:
+                self._manual.append(request)
+            else:
+                self._scheduled.append(request)
+            self._cond.notify_all()
+
+    def _take(self) -> RunRequest | None:
+        if self._stops:
+            self._stops -= 1
+            return None
+        if self._scheduled:
+            return self._scheduled.popleft()
+        if self._manual and self._manual_running < self.manual_limit:
+            self._manual_running += 1
+            return self._manual.popleft()
+        raise queue.Empty
+
+    def get(self) -> RunRequest | None:
+        with self._cond:
+            while True:
+                try:
+                    return self._take()
+                except queue.Empty:
+                    self._cond.wait()
+
+    def get_nowait(self) -> RunRequest | None:
+        """A queued request regardless of the manual limit (shutdown drains the queue), else queue.Empty."""
+        with self._cond:
+            if self._scheduled:
+                return self._scheduled.popleft()
+            if self._manual:
+                return self._manual.popleft()
+            raise queue.Empty
+
+    def manual_done(self) -> None:
+        with self._cond:
+            self._manual_running = max(0, self._manual_running - 1)
+            self._cond.notify_all()
+
+    def set_limit(self, manual_limit: int) -> None:
+        with self._cond:
+            self.manual_limit = manual_limit
+            self._cond.notify_all()
+
+
+def manual_limit(max_workers: int) -> int:
+    """How many manual attempts may run at once: all but one worker (one with a single worker)."""
+    return max(1, max_workers - 1)
 
 
 @dataclass
@@ -47,6 +135,7 @@ class RunRequest:
     attempt: int = 1
     run_id: str = field(default_factory=new_run_id)
     done: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)  # a worker took it (a wait counts from here)
     record: RunRecord | None = None  # the final record, once done
 
     def __post_init__(self) -> None:
@@ -94,7 +183,7 @@ class Runner:
         self,
         *,
         max_workers: int,
-        history: RunHistory,
+        history: RunRecorder,
         paths: AppPaths,
         hash_entry_id: Callable[[Any], str],
         observers: Sequence[RunObserver] = (),
@@ -109,7 +198,7 @@ class Runner:
         self.wake = wake
         self.app_settings = app_settings
         self.log = log or EventLogger("runner")
-        self._queue: queue.SimpleQueue[RunRequest | None] = queue.SimpleQueue()
+        self._queue = _WorkQueue(manual_limit(max_workers))
         self._lock = threading.Lock()
         self._active: dict[str, ActiveRun] = {}  # run_id -> running attempt
         self._queued: dict[str, int] = {}  # job -> requests in the pool queue
@@ -139,6 +228,7 @@ class Runner:
             for _ in range(len(live) - max_workers):
                 self._queue.put(None)
             self.max_workers = max_workers
+            self._queue.set_limit(manual_limit(max_workers))
 
     # --- admission ------------------------------------------------------------
     def busy(self, job: str) -> bool:
@@ -202,6 +292,7 @@ class Runner:
             self._active[request.run_id] = active
             if self._stopping:
                 context.cancel_event.set()
+        request.started.set()
         self._started(record)
         status, summary, error, details, metrics = self._call(job, context)
         self._finish(active, status, summary, error, details, metrics)
@@ -217,6 +308,8 @@ class Runner:
         with self._lock:
             self._active.pop(request.run_id, None)
             self._start_waiting(request.job.name)
+        if request.trigger is Trigger.MANUAL:
+            self._queue.manual_done()
         self.log.error(
             "job.record_failed",
             job=request.job.name,
@@ -307,6 +400,8 @@ class Runner:
         retries_left = request.job.definition.retries - (request.attempt - 1)
         retried = retries_left > 0 and request.trigger is not Trigger.MANUAL and not self._stopping
         record.final = not (status.failed and retried)
+        if request.trigger is Trigger.MANUAL:
+            self._queue.manual_done()  # its seat is free (a timed-out one's thread is abandoned)
         self.history.record_finish(record)
         if record.final and status.failed:
             record.consecutive_failures = self.history.consecutive_failures(record.job)
@@ -351,7 +446,7 @@ class Runner:
         if record is None:
             return None
         record.final = record.given_up = True
-        self.history.mark_final(record.run_id, record.attempt)
+        self.history.mark_final(record)
         record.consecutive_failures = self.history.consecutive_failures(record.job)
         self.log.warning(
             "job.retry_dropped",

@@ -144,6 +144,17 @@ class StatusCollector(Collector):
             )
         if daemon.started_at is not None:
             yield GaugeMetricFamily("pmjobsd_start_time_seconds", "When the daemon started", value=daemon.started_at)
+        if daemon.history is not None:
+            yield GaugeMetricFamily(
+                "pmjobsd_history_backlog",
+                "Run records waiting in memory because the history cannot be written",
+                value=float(daemon.history.backlog),
+            )
+            yield GaugeMetricFamily(
+                "pmjobsd_history_recording",
+                "0 while runs are not reaching the run history (disk full, locked), or some were lost",
+                value=1.0 if daemon.history.recording else 0.0,
+            )
         yield GaugeMetricFamily(
             "pmjobsd_settings_valid",
             "0 when the settings file on disk is invalid (last good ones run)",

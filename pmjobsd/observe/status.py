@@ -10,14 +10,17 @@ attempts) or, when no daemon runs, by the CLI from the settings and the run hist
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
 from pmjobsd import __version__
-from pmjobsd.core.history import RunHistory
+from pmjobsd.core.held import Hold
+from pmjobsd.core.history import RunHistory, check_history, is_damage
+from pmjobsd.core.history_writer import HistoryHealth
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status, Trigger
 from pmjobsd.core.privacy import escape_control
@@ -48,6 +51,10 @@ class LiveState(Protocol):
     def running(self) -> Sequence[RunningAttempt]: ...
 
     def abandoned_count(self, job: str | None = None) -> int: ...
+
+    def held(self, job: str) -> Hold | None: ...
+
+    def unwritten(self) -> Mapping[str, RunRecord]: ...
 
 
 # --- the JSON document ----------------------------------------------------------------------------
@@ -91,11 +98,32 @@ class _JobDocument(TypedDict):
     recent: list[RecentDocument]
 
 
+class HeldDocument(TypedDict):
+    reason: str
+    hangs: int
+    since: str
+    until: str
+
+
 class JobDocument(_JobDocument, total=False):
     description: str  # absent for a job that is not scheduled (its definition is invalid)
     running: RunningDocument
     abandoned_threads: int
     config_errors: list[str]
+    held: HeldDocument
+
+
+class _HistoryDocument(TypedDict):
+    recording: bool
+    backlog: int
+    dropped: int
+
+
+class HistoryDocument(_HistoryDocument, total=False):
+    failing_since: str
+    error: str
+    moved_aside: str
+    damage: str
 
 
 class _DaemonDocument(TypedDict):
@@ -110,6 +138,7 @@ class DaemonDocument(_DaemonDocument, total=False):
     abandoned_threads: int
     heartbeat_age_s: float
     host: str
+    history: HistoryDocument
 
 
 class SettingsDocument(TypedDict):
@@ -225,6 +254,7 @@ class JobStatus:
     running: RunningNow | None = None
     abandoned_threads: int = 0
     config_errors: tuple[str, ...] = ()
+    held: Hold | None = None  # held back after it hung the daemon into a restart (status FAIL)
 
     def to_json(self) -> JobDocument:
         last_run = self.last_run.to_json() if self.last_run else None
@@ -261,6 +291,13 @@ class JobStatus:
             entry["abandoned_threads"] = self.abandoned_threads
         if self.config_errors:  # running with its last good definition
             entry["config_errors"] = list(self.config_errors)
+        if self.held is not None:
+            entry["held"] = {
+                "reason": self.held.reason,
+                "hangs": self.held.hangs,
+                "since": utc_iso(self.held.since),
+                "until": utc_iso(self.held.until),
+            }
         return entry
 
 
@@ -276,6 +313,7 @@ class DaemonState:
     abandoned_threads: int | None = None
     heartbeat_age_s: float | None = None
     host: str | None = None
+    history: HistoryHealth | None = None  # is the run history being written (a daemon's), or damaged
 
     def to_json(self) -> DaemonDocument:
         document: DaemonDocument = {
@@ -292,7 +330,29 @@ class DaemonState:
             document["heartbeat_age_s"] = self.heartbeat_age_s
         if self.host is not None:
             document["host"] = self.host
+        if self.history is not None:
+            document["history"] = history_document(self.history)
         return document
+
+
+def history_document(health: HistoryHealth) -> HistoryDocument:
+    document: HistoryDocument = {"recording": health.recording, "backlog": health.backlog, "dropped": health.dropped}
+    if health.failing_since is not None:
+        document["failing_since"] = utc_iso(health.failing_since)
+    if health.error:
+        document["error"] = health.error
+    if health.moved_aside:
+        document["moved_aside"] = health.moved_aside
+    if health.damage:
+        document["damage"] = health.damage
+    return document
+
+
+def history_severity(recording: bool, damaged: bool) -> Severity:
+    """Runs not reaching the history are a FAIL; a damaged file (moved aside, or found by ``status``) a WARN."""
+    if not recording:
+        return Severity.FAIL
+    return Severity.WARN if damaged else Severity.OK
 
 
 @dataclass(frozen=True)
@@ -323,6 +383,11 @@ class StatusSnapshot:
             responding=self.daemon.responding,
             abandoned_threads=self.daemon.abandoned_threads or 0,
             settings_valid=self.settings.valid,
+            history=history_severity(
+                self.daemon.history.recording, bool(self.daemon.history.moved_aside or self.daemon.history.damage)
+            )
+            if self.daemon.history is not None
+            else Severity.OK,
         )
 
     def to_json(self) -> StatusDocument:
@@ -342,12 +407,13 @@ def overall_severity(
     responding: bool | None,
     abandoned_threads: int,
     settings_valid: bool,
+    history: Severity = Severity.OK,
 ) -> Severity:
     """The worst of the jobs' severities; a daemon that is not running, has stuck threads or
     invalid settings is at least a WARN, one that holds the lock but does not answer is a FAIL."""
     if responding is False:  # wedged
         return Severity.FAIL
-    worst = max(job_severities, default=Severity.OK)
+    worst = max(max(job_severities, default=Severity.OK), history)
     if not running or abandoned_threads or not settings_valid:
         worst = max(worst, Severity.WARN)
     return worst
@@ -357,12 +423,16 @@ def exit_code(document: Mapping[str, Any]) -> Severity:
     """0 when all is OK, 1 on any WARN, 2 on any FAIL, for a document read as JSON (maybe from
     another pmjobsd version over the control socket: a state it does not know is a FAIL)."""
     daemon = document["daemon"]
+    history = daemon.get("history") or {}
     return overall_severity(
         (JobState.severity_of(job["status"]) for job in document["jobs"]),
         running=bool(daemon.get("running")),
         responding=daemon.get("responding"),
         abandoned_threads=daemon.get("abandoned_threads") or 0,
         settings_valid=document["settings"]["valid"],
+        history=history_severity(
+            history.get("recording", True), bool(history.get("moved_aside") or history.get("damage"))
+        ),
     )
 
 
@@ -377,9 +447,11 @@ def _recent(history: RunHistory, name: str) -> tuple[RecentAttempt, ...]:
     )
 
 
-def _job_state(enabled: bool, running: bool, last: LastRun | None) -> JobState:
+def _job_state(enabled: bool, running: bool, last: LastRun | None, held: bool = False) -> JobState:
     if not enabled:
         return JobState.DISABLED
+    if held:
+        return JobState.FAIL
     if running:
         return JobState.RUNNING
     if last is None:
@@ -410,6 +482,19 @@ def build_status(
     now = now or datetime.now(timezone.utc)
     effective = loaded.jobs if jobs is None else jobs
     last_runs = {name: LastRun.from_row(row) for name, row in history.last_runs().items()}
+    for name, record in (live.unwritten() if live else {}).items():  # recorded, on its way to the database
+        if name not in last_runs or record.started_at >= last_runs[name].started_at:
+            last_runs[name] = LastRun(
+                record.run_id,
+                record.status,
+                record.trigger,
+                record.started_at,
+                record.finished_at,
+                record.duration_ms,
+                record.attempt,
+                record.summary,
+                record.final,
+            )
     last_successes = history.last_success_times()
     running = {attempt.record.job: attempt for attempt in live.running()} if live else {}
     entries = []
@@ -434,6 +519,7 @@ def build_status(
             )
             continue
         enabled = job.definition.enabled
+        held = live.held(name) if live is not None else None
         next_run = None
         if enabled:
             if live is not None:
@@ -445,7 +531,7 @@ def build_status(
                 name=name,
                 enabled=enabled,
                 cron=job.definition.cron,
-                status=_job_state(enabled, name in running, last_runs.get(name)),
+                status=_job_state(enabled, name in running, last_runs.get(name), held is not None),
                 next_run=next_run.astimezone(job.schedule.tz) if next_run else None,
                 last_run=last_runs.get(name),
                 consecutive_failures=history.consecutive_failures(name),
@@ -455,6 +541,7 @@ def build_status(
                 running=_running_now(running[name]) if name in running else None,
                 abandoned_threads=live.abandoned_count(name) if live else 0,
                 config_errors=errors,  # running with its last good definition
+                held=held,
             )
         )
     return StatusSnapshot(
@@ -475,7 +562,17 @@ def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) 
         daemon = DaemonState(running=False, pid=None, version=__version__, started_at=None)
     else:
         daemon = DaemonState(running=True, pid=pid, version=__version__, started_at=None, responding=False)
-    with RunHistory(history_path, create=False) as history:
+    try:
+        with RunHistory(history_path, create=False) as history:
+            check_history(history)
+            return build_status(loaded, history, daemon=daemon).to_json()
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        # Reported, never repaired here: the daemon moves the file aside when it starts.
+        damage = f"{history_path} is damaged ({exc}); pmjobsd run moves it aside and starts a fresh one"
+        daemon = replace(daemon, history=HistoryHealth(damage=damage))
+    with RunHistory(history_path, create=False, empty=True) as history:
         return build_status(loaded, history, daemon=daemon).to_json()
 
 
@@ -495,6 +592,7 @@ def render_text(document: Mapping[str, Any]) -> str:
         lines.append("pmjobsd is not running (status from the run history)")
     if daemon.get("abandoned_threads"):
         lines.append(f"WARNING: {daemon['abandoned_threads']} timed-out job thread(s) still running")
+    lines += history_lines(daemon.get("history") or {})
     # Times are shown whole, with their zone: a next run (in the job's zone) may have fractions of a
     # second (jitter, a retry's backoff); the columns are as wide as their longest time.
     rows = []
@@ -511,3 +609,21 @@ def render_text(document: Mapping[str, Any]) -> str:
         lines.append(f"settings: {issue}")
     lines += ["", f"overall: {document['status']}"]
     return "\n".join(escape_control(line) for line in lines)
+
+
+def history_lines(history: Mapping[str, Any]) -> list[str]:
+    """What ``status`` says about the run history when something is wrong with it (one line each)."""
+    lines = []
+    if history.get("moved_aside"):
+        lines.append(
+            f"WARNING: the run history was damaged ({history.get('damage') or 'unreadable'}); moved aside to "
+            f"{history['moved_aside']}, a fresh one was started"
+        )
+    elif history.get("damage"):
+        lines.append(f"WARNING: run history: {history['damage']}")
+    if history and not history.get("recording", True):
+        lines.append(
+            f"FAIL: runs are not being recorded ({history.get('error') or 'history full'}); "
+            f"{history.get('backlog', 0)} waiting in memory, {history.get('dropped', 0)} lost"
+        )
+    return lines

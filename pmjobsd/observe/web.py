@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -41,18 +41,28 @@ class AddressRefused(Exception):
 
 @dataclass(frozen=True)
 class Health:
-    """The scheduler loop's liveness as ``/healthz`` reports it."""
+    """The scheduler loop's liveness as ``/healthz`` reports it.
+
+    ``problems`` are what is wrong while the loop itself is fine (runs not being
+    recorded): the answer stays 200 — a restart would not help — with status
+    ``degraded`` and the problems listed.
+    """
 
     healthy: bool
     heartbeat_age_s: float
     limit_s: float
+    problems: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": "ok" if self.healthy else "stalled",
+        status = "stalled" if not self.healthy else "degraded" if self.problems else "ok"
+        answer: dict[str, Any] = {
+            "status": status,
             "heartbeat_age_s": round(self.heartbeat_age_s, 3),
             "limit_s": round(self.limit_s, 3),
         }
+        if self.problems:
+            answer["problems"] = list(self.problems)
+        return answer
 
 
 def heartbeat_health(last_beat: float, now: float, wake_interval: float, grace: float) -> Health:
@@ -264,7 +274,15 @@ def _is_loopback_ip(name: str) -> bool:
 
 
 def monotonic_health(
-    beat: Callable[[], float], wake_interval: Callable[[], float], grace: Callable[[], float]
+    beat: Callable[[], float],
+    wake_interval: Callable[[], float],
+    grace: Callable[[], float],
+    problems: Callable[[], Sequence[str]] = tuple,
 ) -> Callable[[], Health]:
-    """A ``health_source`` for :class:`StatusServer` reading the daemon's heartbeat at each request."""
-    return lambda: heartbeat_health(beat(), time.monotonic(), wake_interval(), grace())
+    """A ``health_source`` for :class:`StatusServer` reading the daemon's heartbeat (and problems) at each request."""
+
+    def health() -> Health:
+        judged = heartbeat_health(beat(), time.monotonic(), wake_interval(), grace())
+        return replace(judged, problems=tuple(problems()))
+
+    return health

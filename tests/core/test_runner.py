@@ -10,6 +10,7 @@ import pytest
 from pmjobsd.core.context import JobResult, Status
 from pmjobsd.core.cron import CronSchedule
 from pmjobsd.core.history import RunHistory
+from pmjobsd.core.history_writer import HistoryWriter
 from pmjobsd.core.observers import NullObserver
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import Runner, RunRequest
@@ -43,20 +44,33 @@ class Exploding(NullObserver):
         raise RuntimeError("observer broke")
 
 
+class Flushed:
+    """The history as the tests read it: what the writer thread has been given is written first."""
+
+    def __init__(self, history, writer):
+        self.history, self.writer = history, writer
+
+    def __getattr__(self, name):
+        assert self.writer.flush(10), "the history writer did not catch up"
+        return getattr(self.history, name)
+
+
 @pytest.fixture
 def runner_setup(tmp_path):
     paths = app_paths(tmp_path)
     history = RunHistory(paths.history_path)
+    writer = HistoryWriter(paths.history_path, reader=history)
     recorder = Recorder()
     runner = Runner(
         max_workers=1,
-        history=history,
+        history=writer,
         paths=paths,
         hash_entry_id=EntryIdHasher.from_file(paths.id_key_path),
         observers=[Exploding(), recorder],
     )
-    yield runner, history, recorder
+    yield runner, Flushed(history, writer), recorder
     runner.shutdown(1)
+    writer.close()
     history.close()
 
 
@@ -205,20 +219,23 @@ def test_give_up_makes_the_last_attempt_final(runner_setup):
     assert runner.give_up(request.run_id, "again") is None
 
 
-def test_a_history_that_cannot_be_written_does_not_kill_the_worker(runner_setup, monkeypatch):
+def test_a_locked_history_neither_blocks_nor_loses_a_run(runner_setup):
     runner, history, _ = runner_setup
-    real_record_start = history.record_start
-    calls = []
-
-    def failing_once(record):
-        calls.append(record.job)
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("database or disk is full")
-        return real_record_start(record)
-
-    monkeypatch.setattr(history, "record_start", failing_once)
-    lost = run(runner, job("lost", sample_jobs.ok))
-    assert lost.done.wait(10) and lost.record is None
-    assert not runner.busy("lost")  # not stuck as running
-    after = run(runner, job("after", sample_jobs.ok))  # the only worker is still there
-    assert after.done.wait(10) and after.record.status is Status.OK
+    blocker = sqlite3.connect(history.history.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the write lock, like the app or a stuck tool
+    try:
+        began = time.monotonic()
+        lost = run(runner, job("locked", sample_jobs.ok))
+        assert lost.done.wait(10) and lost.record.status is Status.OK
+        assert time.monotonic() - began < 3  # the start waits at most durable_wait, the finish not at all
+        health = wait_for(lambda: next((h for h in [history.writer.health()] if not h.writable), None), 5)
+        assert not health.writable and not health.recording and health.backlog == 1
+        assert "locked" in health.error
+        after = run(runner, job("after", sample_jobs.ok))  # the only worker is still there
+        assert after.done.wait(10) and after.record.status is Status.OK
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    rows = {row["job"]: row for row in history.recent(limit=10)}  # flushed once the lock is gone
+    assert rows["locked"]["status"] == "OK" and rows["after"]["status"] == "OK"
+    assert history.writer.health().writable and history.writer.health().backlog == 0

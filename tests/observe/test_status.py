@@ -76,6 +76,12 @@ class _Live:
     def abandoned_count(self, job=None):
         return self.abandoned.get(job, 0) if job else sum(self.abandoned.values())
 
+    def held(self, job):
+        return None
+
+    def unwritten(self):
+        return {}
+
 
 @pytest.fixture
 def setup(tmp_path):
