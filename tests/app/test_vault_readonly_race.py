@@ -136,7 +136,9 @@ def test_no_vault_file_is_opened_for_writing_while_the_app_writes_checkpoints_an
     trace = log.read_text()
     writes, chowns = _vault_syscalls(trace, vault.parent)
     assert int(writes_out) > 50, "the app wrote too little to race with"
-    assert counts["reads"] >= 10 and counts["attempts"] > counts["reads"], counts  # reads were retried
+    # Reads happened while the app wrote, and some met an inconsistent copy and were retried (a quiet
+    # machine does ~28 reads in the window; a loaded one, where strace slows the reader, as few as 4).
+    assert counts["reads"] >= 3 and counts["attempts"] > counts["reads"], counts
     assert writes == [], f"{len(writes)} write opens of vault files, e.g. {writes[:3]}"
     assert chowns == [], f"{len(chowns)} chown calls on vault files, e.g. {chowns[:3]}"
     assert counts["failures"] == 0, counts

@@ -145,7 +145,8 @@ def test_a_75_mb_cache_neither_stalls_a_1_second_job_nor_takes_3x_its_size(app_h
     slots = len(lateness) + missed
     assert slots >= 3, "the refresh was too short to measure anything"
     late = missed + sum(1 for value in lateness if value > LATENESS_LIMIT)
-    assert late <= NOISY_SLOTS_ALLOWED * slots, (
+    # One noisy slot is allowed however short the refresh (the old code missed 6 and was 4 s late).
+    assert late <= max(1, NOISY_SLOTS_ALLOWED * slots), (
         f"{late} of {slots} tick slots later than {LATENESS_LIMIT * 1000:.0f} ms "
         f"(missed {missed}, worst {max(lateness, default=0) * 1000:.0f} ms)"
     )
