@@ -16,7 +16,8 @@ Floods: one selector thread accepts and reads requests, so an idle connection co
 descriptor and no thread; a connection that has not sent its request line within
 ``idle_timeout`` is closed, and beyond the connection cap (a quarter of
 RLIMIT_NOFILE, at most 64) the oldest idle one is dropped for the newcomer.  Complete
-requests run on at most ``max_workers`` threads.  ``EMFILE`` in ``accept()`` never
+requests run on at most ``max_workers`` threads (a cap of their own: waiting `run-now`s never
+starve `status`; idle threads end).  ``EMFILE`` in ``accept()`` never
 ends the loop: a reserve descriptor is given up to accept and close the waiting
 connection, and accepting pauses briefly.
 """
@@ -47,8 +48,12 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_REQUEST = 64 * 1024
 IDLE_TIMEOUT = 5.0  # seconds a connection may take to send its request line
 WRITE_TIMEOUT = 10.0  # seconds an answer may take to be taken by the client
-MAX_WORKERS = 16  # threads running requests (a `run-now --wait` holds one for the run)
-MAX_CONNECTIONS = 64
+# Requests in progress, each on a thread (a `run-now --wait` holds one for its run).  Only the owner (or
+# root) gets this far, so this bounds the owner's own waits; it is not shared with the idle cap below,
+# so 200 waiting `run-now --wait` calls neither starve `status` nor are turned away.
+MAX_WORKERS = 256
+WORKER_IDLE_EXIT = 30.0  # seconds an idle worker thread waits for more work before it ends
+MAX_CONNECTIONS = 64  # connections that have not sent their request yet (idle ones cost no thread)
 BACKLOG = 256
 CONNECT_RETRY = 2.0  # seconds a client retries a full backlog (EAGAIN) or a closed connection
 REFUSED_RETRY = 0.5  # seconds a client retries ECONNREFUSED (a restarting daemon; usually a stale socket)
@@ -177,7 +182,7 @@ class _Throttle:
 
 
 class _Workers:
-    """At most ``limit`` daemon threads taking jobs from one queue (started as needed, kept)."""
+    """At most ``limit`` daemon threads taking jobs from one queue (started as needed; idle ones end)."""
 
     def __init__(self, limit: int):
         self._limit = limit
@@ -197,7 +202,15 @@ class _Workers:
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=WORKER_IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle and self._queue.empty():  # nobody counts on this thread: end it
+                        self._idle -= 1
+                        self._count -= 1
+                        return
+                continue
             if job is None:
                 return
             job()
@@ -245,6 +258,7 @@ class ControlServer:
         self._pending: dict[socket.socket, _Pending] = {}  # oldest first
         self._active = 0
         self._active_lock = threading.Lock()
+        self.max_workers = max_workers
         self._workers = _Workers(max_workers)
         self._reserve: int | None = self._open_reserve()
         self._throttles = {"peer": _Throttle(), "accept": _Throttle(), "busy": _Throttle(), "error": _Throttle()}
@@ -374,7 +388,8 @@ class ControlServer:
             if left_out is not None:
                 self.log.warning("control.peer_refused", uid=uid, left_out=left_out)
             return
-        if len(self._pending) + self._active >= self.max_connections and not self._evict_oldest():
+        busy = self._active >= self.max_workers
+        if busy or (len(self._pending) >= self.max_connections and not self._evict_oldest()):
             self._reply_and_close(conn, f"busy: {self._active} requests in progress", busy=True)
             left_out = self._throttles["busy"].due()
             if left_out is not None:

@@ -117,6 +117,7 @@ class Daemon:
         self._last_watchdog = self._last_status = float("-inf")
         self._watch: SettingsWatch | None = None
         self._check_settings_at: float | None = None  # look at the file then (after an event, or to settle)
+        self._read_error: str | None = None  # the last settings read that failed for an OS reason, said once
         self._bad_since: float | None = None  # the file has been empty/missing/undecodable, unchanged, since
         self._bad_stamp: tuple[int, int, int] | None = None
         self._reported: tuple[str, ...] | None = None  # the problems config.invalid last said
@@ -520,7 +521,17 @@ class Daemon:
         settings stay, the file is read again after a settle delay, and only a
         state that lasts is reported.
         """
-        new = self._load_settings()
+        try:
+            new = self._load_settings()
+        except OSError as exc:
+            # Not a verdict on the file: the process could not read it now (EMFILE, EIO). Keep the last
+            # good settings, say so once, and read again after the settle delay.
+            if self._read_error != str(exc):
+                self._read_error = str(exc)
+                self.log.warning("config.read_failed", path=str(self.base_paths.settings_path), error=str(exc))
+            self._check_settings_at = time.monotonic() + SETTINGS_SETTLE_S
+            return
+        self._read_error = None
         now = time.monotonic()
         if new.state.transient and self.loaded.state is FileState.OK:
             issues = new.issues or (ConfigIssue(str(new.source), f"the file is {new.state.value}"),)

@@ -117,14 +117,14 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room(server):
 
 
 def test_a_busy_answer_is_retried_then_reported(tmp_path):
-    """Every seat held by a request in progress: the client retries `busy`, then says so."""
+    """Every worker seat held by a request in progress: the client retries `busy`, then says so."""
     release = threading.Event()
 
     def slow(request):
         release.wait(10)
         return {"ok": True}
 
-    srv = control.ControlServer(tmp_path / "s" / "control.sock", slow, max_connections=1)
+    srv = control.ControlServer(tmp_path / "s" / "control.sock", slow, max_workers=1)
     holder = threading.Thread(target=lambda: control.request(srv.path, {"cmd": "run-now"}))
     holder.start()
     try:

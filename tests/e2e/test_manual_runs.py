@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 from pmjobsd.core import control
 from tests.support.alert_fixtures import webhook_receiver
@@ -25,7 +26,7 @@ def test_200_concurrent_run_now_wait_all_finish_and_the_schedule_keeps_its_slots
     home.write_settings({"max_workers": 2, "definitions": {"tick": TICK, "quick": QUICK}})
     daemon = daemon_factory()
     wait_for(lambda: home.events("job.succeeded", job="tick"), message="a first tick")
-    sockets = [home.runtime_dir / "pmjobsd" / "control.sock"]
+    sockets = [Path(home.events("daemon.ready")[-1]["control_socket"])]  # where the daemon says it bound
     answers: list[dict] = []
     lock = threading.Lock()
 
