@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import select
 import signal
-import sqlite3
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pmjobsd import __version__
-from pmjobsd.app.paths import AppPaths
-from pmjobsd.core import control
-from pmjobsd.core.daemon import Daemon, StartupError, build_observers, resolve_paths, run_summary
-from pmjobsd.core.history import RunHistory
-from pmjobsd.core.history_writer import HistoryWriter
-from pmjobsd.core.outcomes import Overlap, Status, Trigger
-from pmjobsd.core.privacy import EntryIdHasher, escape_control
-from pmjobsd.core.runner import Runner, RunRequest
-from pmjobsd.core.settings import LoadedSettings, describe, issue_text, load_settings, settings_schema
-from pmjobsd.observe.joblog import setup_logging
-from pmjobsd.observe.journald import journal_handler
-from pmjobsd.observe.status import DaemonState, build_status, exit_code, offline_status, render_text
-from pmjobsd.system.detach import detach
-from pmjobsd.system.files import describe_error, ensure_private_dir
-from pmjobsd.system.lock import AlreadyRunning, InstanceLock, holder_pid
+
+# Each command imports what it needs when it runs: `--version` and `status` must not pay for
+# pydantic, requests, apprise, prometheus_client or the daemon (issue 16; tests/test_imports.py).
+if TYPE_CHECKING:
+    from pmjobsd.app.paths import AppPaths
+    from pmjobsd.core.settings import LoadedSettings
+    from pmjobsd.system.lock import InstanceLock
 
 EXIT_USAGE = 2
 T = TypeVar("T")
@@ -154,6 +142,8 @@ def _expand_aliases(argv: list[str]) -> list[str]:
 
 
 def _paths(args: argparse.Namespace) -> tuple[AppPaths, dict[str, Any]]:
+    from pmjobsd.app.paths import AppPaths
+
     values = {key: getattr(args, key, None) for key in FOLDER_FLAGS}
     base = AppPaths.resolve(**values)
     return base, {key: values[key] for key in ("data_dir", "cache_dir", "log_dir")}
@@ -161,17 +151,28 @@ def _paths(args: argparse.Namespace) -> tuple[AppPaths, dict[str, Any]]:
 
 def _effective_paths(args: argparse.Namespace, import_jobs: bool = False) -> tuple[AppPaths, LoadedSettings]:
     """The folders and the settings; a user job's module is imported only with ``import_jobs`` (run-now)."""
+    from pmjobsd.core.settings import app_folders, load_settings
+
     base, overrides = _paths(args)
     loaded = load_settings(base.settings_path, base=base, cli_overrides=overrides, import_jobs=import_jobs)
-    return resolve_paths(base, loaded, overrides), loaded
+    return app_folders(base, loaded.settings, overrides), loaded
 
 
 def _print_json(data: Any) -> None:
+    import json
+
     print(json.dumps(data, indent=2, default=str))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon; any failure to start is one line on stderr and exit 1 (detached: from the starter too)."""
+    from pmjobsd.core.daemon import Daemon, StartupError
+    from pmjobsd.core.settings import app_folders, load_settings
+    from pmjobsd.observe.journald import journal_handler
+    from pmjobsd.system.detach import detach
+    from pmjobsd.system.files import ensure_private_dir
+    from pmjobsd.system.lock import AlreadyRunning, InstanceLock, holder_pid
+
     base, overrides = _paths(args)
     handler = journal_handler()
     # Under journald, stderr *is* the journal: structured entries replace the console lines.
@@ -184,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             with _held(InstanceLock(args.pidfile)):  # honoured in the foreground too
                 return daemon.run()
         loaded = load_settings(base.settings_path, base=base, cli_overrides=overrides, import_jobs=False)
-        paths = resolve_paths(base, loaded, overrides)
+        paths = app_folders(base, loaded.settings, overrides)
         holder = holder_pid(paths.lock_path)
         if holder is not None:  # say it here, before forking
             raise AlreadyRunning(paths.lock_path, holder)
@@ -206,6 +207,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _refuse_unsafe(step: Callable[[], T]) -> T:
     """Run a start-up step; an OSError (a link, a read-only folder) becomes a StartupError."""
+    from pmjobsd.core.daemon import StartupError
+    from pmjobsd.system.files import describe_error
+    from pmjobsd.system.lock import AlreadyRunning
+
     try:
         return step()
     except AlreadyRunning:
@@ -225,6 +230,8 @@ def _held(lock: InstanceLock) -> Iterator[InstanceLock]:
 
 def _ask_daemon(paths: AppPaths, message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
     """Ask the daemon of ``paths`` over its control socket; a refused socket is named on stderr."""
+    from pmjobsd.core import control
+
     return control.ask_daemon(
         paths.control_socket_candidates,
         message,
@@ -234,11 +241,38 @@ def _ask_daemon(paths: AppPaths, message: dict[str, Any], timeout: float | None 
     )
 
 
+def _daemon_paths(args: argparse.Namespace) -> AppPaths | None:
+    """The folders, when they can be known without validating the settings (else None).
+
+    They depend on the settings only through ``jobs.paths``; with none there (or every folder on
+    the command line) they are the same whether the settings are valid or not, so asking the
+    daemon needs neither pydantic nor the jobs' modules.
+    """
+    from pmjobsd.core.settings_file import read_settings_file
+
+    base, overrides = _paths(args)
+    if not all(overrides.values()):
+        jobs = read_settings_file(base.settings_path).data.get("jobs")
+        if isinstance(jobs, dict) and jobs.get("paths") not in (None, {}):
+            return None
+    return base.with_overrides(**overrides)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    paths, loaded = _effective_paths(args)
+    from pmjobsd.core import control
+    from pmjobsd.observe.status import exit_code, offline_status, render_text
+
+    paths = _daemon_paths(args)
+    loaded = None
+    if paths is None:
+        paths, loaded = _effective_paths(args)
     try:
         document = _ask_daemon(paths, {"cmd": "status"})["status"]
     except control.ControlError:
+        from pmjobsd.system.lock import holder_pid
+
+        if loaded is None:  # no daemon answers: the document is built here, from validated settings
+            paths, loaded = _effective_paths(args)
         document = offline_status(paths.history_path, loaded, holder_pid(paths.lock_path))
     code = exit_code(document)
     if args.json:
@@ -249,6 +283,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run_now(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from pmjobsd.core import control
+    from pmjobsd.core.outcomes import Status
+    from pmjobsd.core.privacy import escape_control
+    from pmjobsd.system.files import describe_error
+    from pmjobsd.system.lock import holder_pid
+
     paths, loaded = _effective_paths(args, import_jobs=True)
     try:
         response = _ask_daemon(
@@ -285,6 +327,17 @@ def cmd_run_now(args: argparse.Namespace) -> int:
 
 def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[str, Any]:
     """No daemon: run the job here, recorded in the history and jobs.log like any run."""
+    import time
+
+    from pmjobsd.core.daemon import build_observers, run_summary
+    from pmjobsd.core.history import RunHistory
+    from pmjobsd.core.history_writer import HistoryWriter
+    from pmjobsd.core.outcomes import Overlap, Trigger
+    from pmjobsd.core.privacy import EntryIdHasher
+    from pmjobsd.core.runner import Runner, RunRequest
+    from pmjobsd.observe.joblog import setup_logging
+    from pmjobsd.observe.status import DaemonState, build_status
+
     job = loaded.jobs.get(name)
     if job is None:
         if name in loaded.job_errors:
@@ -322,6 +375,8 @@ def _run_in_process(paths: AppPaths, loaded: LoadedSettings, name: str) -> dict[
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from pmjobsd.core.settings import describe, issue_text, load_settings, settings_schema
+
     base, overrides = _paths(args)
     if args.config_command == "schema":
         _print_json(settings_schema())
@@ -412,6 +467,8 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a writer tha
 
 def _stdout_reader_gone() -> bool:
     """True when stdout is a pipe or socket nobody reads any more (poll reports an error on it)."""
+    import select
+
     try:
         poller = select.poll()
         poller.register(sys.stdout.fileno(), select.POLLOUT)

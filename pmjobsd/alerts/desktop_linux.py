@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import os
 
-from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
-from jeepney.io.blocking import open_dbus_connection
-
 from pmjobsd.alerts.base import DeliveryError, Message
 
-NOTIFICATIONS = DBusAddress(
-    "/org/freedesktop/Notifications",
-    bus_name="org.freedesktop.Notifications",
-    interface="org.freedesktop.Notifications",
-)
+# The freedesktop Notifications service (a jeepney DBusAddress, built at the first message:
+# jeepney is imported only when a notice is sent, not when the daemon starts).
+NOTIFICATIONS = {
+    "object_path": "/org/freedesktop/Notifications",
+    "bus_name": "org.freedesktop.Notifications",
+    "interface": "org.freedesktop.Notifications",
+}
 _URGENCY = {"low": 0, "normal": 1, "critical": 2}
 # Errors that retrying the same call a few seconds later cannot fix.
 _PERMANENT_ERRORS = {
@@ -58,11 +57,14 @@ class FreedesktopSink:
         self._app_name = app_name
 
     def send(self, message: Message) -> None:
+        from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
+        from jeepney.io.blocking import open_dbus_connection
+
         body = message.private_body if message.private_body is not None else message.body
         hints = {"urgency": ("y", _URGENCY.get(message.urgency, 1))}
         expire_ms = 0 if message.urgency == "critical" else -1  # critical: stays until dismissed
         call = new_method_call(
-            NOTIFICATIONS,
+            DBusAddress(**NOTIFICATIONS),
             "Notify",
             "susssasa{sv}i",
             (

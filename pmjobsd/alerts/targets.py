@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pmjobsd.alerts.apprise_sink import AppriseSink, scheme_of
 from pmjobsd.alerts.base import Sink
-from pmjobsd.alerts.desktop_linux import FreedesktopSink, session_bus_address
-from pmjobsd.alerts.desktop_macos import MacNotificationSink
 from pmjobsd.alerts.webhook import SCHEMES as WEBHOOK_SCHEMES
 from pmjobsd.alerts.webhook import JsonWebhookSink, is_loopback_url
-from pmjobsd.core.settings import Alerts
+
+# Each sink imports its library (requests, apprise, jeepney) only when it sends; the desktop
+# sinks' modules are imported only for the platform that has them.
+if TYPE_CHECKING:
+    from pmjobsd.core.settings import Alerts
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,12 @@ def desktop_sink(timeout: float, platform: str | None = None) -> tuple[Sink | No
     """The desktop sink for this platform, or None and the reason there is none."""
     platform = platform or sys.platform
     if platform == "darwin":
+        from pmjobsd.alerts.desktop_macos import MacNotificationSink
+
         return MacNotificationSink(timeout=timeout), None
     if platform.startswith("linux") or "bsd" in platform:
+        from pmjobsd.alerts.desktop_linux import FreedesktopSink, session_bus_address
+
         address = session_bus_address()
         if address is None:
             return None, "no session bus (DBUS_SESSION_BUS_ADDRESS is not set)"

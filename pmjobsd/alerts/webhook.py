@@ -20,8 +20,6 @@ import ipaddress
 import json
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-
 from pmjobsd.alerts.base import DeliveryError, Message
 
 SIGNATURE_HEADER = "X-Pmjobsd-Signature"
@@ -74,6 +72,8 @@ class JsonWebhookSink:
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     def send(self, message: Message) -> None:
+        import requests  # on the sink's thread at the first alert, not when the daemon starts
+
         body = self.payload(message)
         headers = {"Content-Type": "application/json", "User-Agent": "pmjobsd"}
         if self._secret:

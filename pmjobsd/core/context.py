@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core.outcomes import Status
@@ -109,4 +109,5 @@ class JobContext:
         return ensure_private_dir(self.paths.job_state_dir(self.job_name))
 
 
-from pmjobsd.observe.joblog import EventLogger  # noqa: E402  (type used in annotations only)
+if TYPE_CHECKING:  # annotations only; jobs.log's formatter is the daemon's to load
+    from pmjobsd.observe.joblog import EventLogger

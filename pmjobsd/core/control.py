@@ -39,10 +39,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pmjobsd.observe.joblog import EventLogger
 from pmjobsd.system.files import ensure_private_dir
+
+if TYPE_CHECKING:  # the server side's logger; a client needs no jobs.log formatter
+    from pmjobsd.observe.joblog import EventLogger
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_REQUEST = 64 * 1024
@@ -243,7 +245,11 @@ class ControlServer:
         max_connections: int | None = None,
     ):
         self.handler = handler
-        self.log = log or EventLogger("control")
+        if log is None:
+            from pmjobsd.observe.joblog import EventLogger
+
+            log = EventLogger("control")
+        self.log = log
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections or connection_cap()
         self.allowed_uids = frozenset({os.geteuid(), 0})

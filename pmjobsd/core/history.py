@@ -18,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import Status, Trigger
 from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir, open_private
@@ -63,6 +61,8 @@ _SLOT_TRIGGERS = _sql_list(trigger for trigger in Trigger if trigger.for_slot)
 
 def process_start_time(pid: int) -> float | None:
     """When process ``pid`` started (epoch seconds), or None when there is no such process."""
+    import psutil  # only when a RUNNING row must be told from an interrupted one
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):

@@ -21,11 +21,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import Status
-from pmjobsd.observe.joblog import EventLogger
+
+if TYPE_CHECKING:  # the writer's logger; status reads HistoryHealth without a jobs.log formatter
+    from pmjobsd.observe.joblog import EventLogger
 
 _Key = tuple[str, int]  # (run_id, attempt)
 
@@ -71,7 +74,11 @@ class HistoryWriter:
         mark_interrupted: bool = False,
     ):
         self.path = Path(path)
-        self.log = log or EventLogger("history")
+        if log is None:
+            from pmjobsd.observe.joblog import EventLogger
+
+            log = EventLogger("history")
+        self.log = log
         self.reader = reader
         self.on_change = on_change
         self.max_backlog = max_backlog

@@ -21,7 +21,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
 from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec
@@ -128,6 +127,8 @@ def bridge_settings(app_settings: dict[str, Any], source: Path) -> dict[str, Any
 
 def probe_http(host: str, port: int, tls: bool, cert: Path, timeout: float) -> tuple[float, dict]:
     """GET /v1/status; return (latency in ms, answer) or raise ProbeFailure."""
+    import requests  # when the probe runs, not when the settings name the job
+
     if tls and not cert.is_file():
         raise ProbeFailure("TLS certificate missing")
     url_host = f"[{host}]" if ":" in host else host

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from pmjobsd import __version__
 from pmjobsd.core.held import Hold
@@ -24,8 +24,10 @@ from pmjobsd.core.history_writer import HistoryHealth
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status, Trigger
 from pmjobsd.core.privacy import escape_control
-from pmjobsd.core.settings import LoadedSettings, ResolvedJob
 from pmjobsd.core.timestamps import utc_iso
+
+if TYPE_CHECKING:  # `status` with a daemon running reads its answer without validating settings
+    from pmjobsd.core.settings import LoadedSettings, ResolvedJob
 
 RECENT_RUNS = 20  # attempts per job in the document's "recent" list (the status page's marks)
 

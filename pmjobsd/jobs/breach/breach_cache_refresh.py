@@ -17,15 +17,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Overlap
 from pmjobsd.jobs.breach import cache as breach_cache
 from pmjobsd.jobs.breach.cache import CacheCorrupt, EntrySummary, encode_entry, fingerprint
-from pmjobsd.jobs.breach.hibp import FetchResult, RangeClient, RateGate, fetch_latest_breach, make_session
 from pmjobsd.jobs.breach.state import BreachState
+
+# requests (through .hibp) is imported when the job runs, not when the settings name the job.
+if TYPE_CHECKING:
+    import requests
+
+    from pmjobsd.jobs.breach.hibp import FetchResult, RangeClient
 
 NAME = "breach_cache_refresh"
 STATE_FILE = "breach_cache_state.sqlite"
@@ -147,6 +152,8 @@ def run_refresh(
     session: requests.Session | None = None,
 ) -> JobResult:
     """The job, with its clocks, sleep and HTTP session injectable for tests and benchmarks."""
+    from pmjobsd.jobs.breach.hibp import RangeClient, RateGate, make_session
+
     options = (
         ctx.options
         if isinstance(ctx.options, BreachCacheRefreshOptions)
@@ -247,6 +254,10 @@ def _check_latest_breach(
     """Record the latest breach; return its name if it is newer than the last one seen."""
     if not options.check_latest_breach:
         return None
+    import requests
+
+    from pmjobsd.jobs.breach.hibp import fetch_latest_breach
+
     try:
         latest = fetch_latest_breach(
             client.session, options.breach_api_base, timeout=max(0.5, min(options.request_timeout, ctx.time_left()))
@@ -285,6 +296,8 @@ def _fetch_and_merge(
     corrupt: bool,
     details: dict,
 ) -> Tally:
+    from pmjobsd.jobs.breach.hibp import FetchResult
+
     tally = Tally()
     pending: dict[str, tuple[FetchResult, Refreshed]] = {}
     reason_of = {item.prefix: item.reason for item in planned}

@@ -28,8 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
-
 from pmjobsd.jobs.breach.stream import CacheCorrupt, Entry, iter_entries
 from pmjobsd.system.files import fsync_dir
 
@@ -227,6 +225,8 @@ def merge_entries(
     """
     report = MergeReport()
     path.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock  # when the job merges, not when the settings name the job
+
     with FileLock(str(lock_path_for(path)), timeout=LOCK_TIMEOUT, mode=NEW_FILE_MODE):
         for _ in range(MERGE_ATTEMPTS):
             before = _signature(path)

@@ -1,0 +1,129 @@
+"""What each command imports: a code path loads a library only when it needs it (issue 16).
+
+Each command runs as a real ``python -X importtime -m pmjobsd ...`` process on a temporary
+home; the modules it imported are read from its importtime lines on stderr.  No timing is
+asserted (benchmarks/bench_cli.py measures that): a library a command has no use for must
+simply not be there.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.daemon import AppHome, DaemonProcess, all_builtins_disabled, wait_for
+
+# Never needed by a command that only reads: HTTP, alert sinks, Prometheus, the daemon itself.
+NOT_FOR_READERS = {"requests", "urllib3", "apprise", "jeepney", "prometheus_client", "filelock", "pmjobsd.core.daemon"}
+# Validating settings is pydantic's; a command that does not validate them must not load it.
+VALIDATION = {"pydantic", "pmjobsd.core.settings"}
+
+
+def imported(stderr: str) -> set[str]:
+    """Module names from ``-X importtime`` lines (``import time: self | cumulative | name``)."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "package":  # the header line
+                names.add(name)
+    return names
+
+
+def run_cli(home: AppHome, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pmjobsd", *args],
+        env=home.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result, imported(result.stderr)
+
+
+def test_the_parser_of_importtime_lines_finds_modules(home):
+    result, modules = run_cli(home, "--version")
+    assert result.returncode == 0 and result.stdout.startswith("pmjobsd ")
+    assert {"pmjobsd", "pmjobsd.cli", "argparse"} <= modules  # the reading itself works, so absences mean something
+
+
+def test_version_imports_nothing_heavy(home):
+    result, modules = run_cli(home, "--version")
+    assert result.returncode == 0
+    assert modules.isdisjoint(NOT_FOR_READERS | VALIDATION), sorted(modules & (NOT_FOR_READERS | VALIDATION))
+
+
+@pytest.mark.parametrize("args", [("status", "--json"), ("status",), ("config", "validate"), ("config", "show")])
+def test_read_only_commands_without_a_daemon_load_no_sink_http_metrics_or_daemon(home, args):
+    # A settings file that names every kind of sink and the metrics endpoint: reading it needs none of them.
+    home.write_settings(
+        {
+            "alerts": {"desktop": True, "targets": ["json://127.0.0.1:9/hook", "mailtos://u:p@example.org"]},
+            "metrics": {"enabled": True, "port": 9464},
+            "definitions": {name: {"enabled": True} for name in all_builtins_disabled()},
+        }
+    )
+    result, modules = run_cli(home, *args)
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    assert "pydantic" in modules  # these validate the settings
+    assert modules.isdisjoint(NOT_FOR_READERS), sorted(modules & NOT_FOR_READERS)
+
+
+def test_status_with_a_daemon_running_asks_it_without_validating_settings(home):
+    home.write_settings({})
+    daemon = DaemonProcess(home).wait_ready()
+    try:
+        result, modules = run_cli(home, "status", "--json")
+    finally:
+        daemon.stop()
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    assert '"running": true' in result.stdout  # the daemon's own answer, not the offline document
+    assert modules.isdisjoint(NOT_FOR_READERS | VALIDATION), sorted(modules & (NOT_FOR_READERS | VALIDATION))
+
+
+def test_status_with_jobs_paths_in_the_settings_still_finds_the_daemon(home, tmp_path):
+    # jobs.paths moves the state folder (and so the socket): the settings are read to find it.
+    data_dir = tmp_path / "elsewhere"
+    data_dir.mkdir(mode=0o700)
+    home.write_settings({"paths": {"data_dir": str(data_dir)}})
+    daemon = DaemonProcess(home)
+    try:
+        wait_for(
+            lambda: (
+                (data_dir / "logs/jobs.log").exists() and b"daemon.ready" in (data_dir / "logs/jobs.log").read_bytes()
+            )
+        )
+        result, _ = run_cli(home, "status", "--json")
+    finally:
+        daemon.stop()
+    assert '"running": true' in result.stdout, result.stderr[-2000:]
+
+
+def test_the_daemon_with_no_targets_and_no_due_job_loads_no_http_or_sink_library(home):
+    # Every built-in job on, none due while the test runs (catch_up off, the HTTP jobs on 1 January).
+    definitions = {name: {"enabled": True, "catch_up": False} for name in all_builtins_disabled()}
+    for name in ("breach_cache_refresh", "browser_bridge_health"):
+        definitions[name]["cron"] = "0 0 1 1 *"
+    home.write_settings({"alerts": {"desktop": False, "targets": []}, "definitions": definitions})
+    stderr_path = home.root / "daemon-importtime.stderr"
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "pmjobsd", "run", "--no-console"],
+            env=home.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_for(lambda: home.events("daemon.ready") or proc.poll() is not None, 30, message="daemon.ready")
+            assert proc.poll() is None, stderr_path.read_text()[-2000:]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    modules = imported(stderr_path.read_text())
+    # importlib.import_module (how the registry loads a job) is not in importtime's lines; the
+    # modules a job's module imports with `import` are: the breach job was loaded.
+    assert "pmjobsd.core.daemon" in modules and "pmjobsd.jobs.breach.state" in modules
+    unneeded = {"requests", "urllib3", "apprise", "jeepney", "filelock"}
+    assert modules.isdisjoint(unneeded), sorted(modules & unneeded)
