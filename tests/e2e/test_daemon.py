@@ -253,6 +253,30 @@ def test_failing_job_is_retried_with_backoff(home, daemon_factory):
     assert [r["final"] for r in runs] == [0, 0, 1]
 
 
+def test_a_failure_with_its_retry_still_pending_is_a_warning(home, daemon_factory):
+    """Between a failed attempt and its retry the job is WARN (exit 1); only the final failure is FAIL."""
+    home.write_settings(
+        {
+            "definitions": {
+                "boom": {
+                    "cron": "@yearly",
+                    "callable": "tests.support.sample_jobs:fail",
+                    "catch_up": True,
+                    "retries": 1,
+                    "backoff": {"initial": 600},
+                }
+            }
+        }
+    )
+    daemon_factory()
+    wait_for(lambda: home.events("job.retry_scheduled", job="boom"), message="a retry scheduled")
+    code, document = home.status()
+    (job,) = [j for j in document["jobs"] if j["name"] == "boom"]
+    assert job["last_run"]["status"] == "FAIL" and job["next_run"]  # the retry, in ten minutes
+    assert job["status"] == "WARN" and document["status"] == "WARN" and code == 1
+    assert [(r["status"], r["final"]) for r in rows(home, "boom")] == [("FAIL", 0)]
+
+
 def test_overlap_skip(home, daemon_factory):
     home.write_settings(
         {
