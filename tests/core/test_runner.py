@@ -279,7 +279,7 @@ def test_shutdown_records_a_job_that_ignores_cancel_as_interrupted_after_the_gra
         wait_for(lambda: runner.running())
         began = time.monotonic()
         assert runner.shutdown(0.5) == 1  # one attempt cut off
-        assert 0.5 <= time.monotonic() - began < 5  # it waited the grace period, not the job
+        assert 0.5 <= time.monotonic() - began < 10  # it waited the grace period, not the 30 s job
         assert request.done.is_set() and request.record.status is Status.INTERRUPTED
         assert history.recent("stubborn", 1)[0]["status"] == "INTERRUPTED"
         assert history.recent("stubborn", 1)[0]["finished_at"] is not None
