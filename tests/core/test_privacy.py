@@ -1,5 +1,7 @@
 """Scrubbing free text, redacting settings, and the id-hash key."""
 
+import hashlib
+import hmac
 import os
 
 from pmjobsd.core.privacy import REDACTED, EntryIdHasher, escape_control, redact_settings, safe_text, scrub_text
@@ -88,3 +90,37 @@ def test_control_characters_are_shown_as_escapes():
     assert escaped == "member\\x1b[2J\\rforged\\nline\\x07bell\\x9bc1\\u202etxt.exe\\tend"
     assert escaped.isprintable()
     assert safe_text("token=abc \x1b[2J") == "token=<redacted> \\x1b[2J"
+
+
+def test_id_hash_key_is_strong_and_every_byte_of_it_counts(tmp_path):
+    """Length and determinism are not enough: a hash keyed by fewer bytes than the file holds is guessable."""
+    key_path = tmp_path / "state" / "id-hash.key"
+    hasher = EntryIdHasher.from_file(key_path)
+    key = key_path.read_bytes()
+    assert len(key) == 32 and len(set(key)) > 8  # random bytes, not a constant or a counter
+    other_install = EntryIdHasher.from_file(tmp_path / "other" / "id-hash.key")
+    assert all(hasher(n) != other_install(n) for n in range(100))  # each install has its own key
+    assert hasher(7) == EntryIdHasher(key)(7)
+    for position in range(len(key)):  # flipping any one bit of any byte changes the tags
+        flipped = bytearray(key)
+        flipped[position] ^= 0x01
+        assert EntryIdHasher(bytes(flipped))(7) != hasher(7), f"key byte {position} is ignored"
+
+
+def test_entry_ids_cannot_be_recovered_by_brute_force(tmp_path):
+    """An attacker with the tags of a log bundle tries every small id under every key he can enumerate."""
+    hasher = EntryIdHasher.from_file(tmp_path / "id-hash.key")
+    ids = range(300)  # a vault's entry ids are small integers (more only costs time: one match is enough)
+    tags = {hasher(n) for n in ids}
+    assert len(tags) == len(ids)  # no collisions among them either
+
+    messages = [str(n).encode() for n in ids]
+
+    def guesses(key: bytes) -> set[str]:
+        return {hmac.digest(key, message, "sha256").hex()[:16] for message in messages}
+
+    assert not tags & {hashlib.sha256(message).hexdigest()[:16] for message in messages}  # not a plain hash
+    assert not tags & guesses(b"")  # nor an empty key
+    for byte in range(256):  # every one-byte key (HMAC pads a short key with zeros), and every repeated byte
+        for key in (bytes([byte]), bytes([byte]) * 32):
+            assert not tags & guesses(key), f"ids recovered with the key {key!r}"

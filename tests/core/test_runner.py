@@ -239,3 +239,91 @@ def test_a_locked_history_neither_blocks_nor_loses_a_run(runner_setup):
     rows = {row["job"]: row for row in history.recent(limit=10)}  # flushed once the lock is gone
     assert rows["locked"]["status"] == "OK" and rows["after"]["status"] == "OK"
     assert history.writer.health().writable and history.writer.health().backlog == 0
+
+
+def test_a_timeout_sets_the_cancel_flag_so_a_job_that_honours_it_stops(runner_setup):
+    """The other timeout tests use jobs that ignore the flag; this one waits on it, as jobs should."""
+    runner, history, _ = runner_setup
+    seen = threading.Event()
+
+    def polite(ctx):
+        if ctx.cancel_event.wait(30):  # returns at once when the runner sets the flag
+            seen.set()
+        ctx.check_cancelled()
+        return JobResult.ok("never cancelled")
+
+    hung = run(runner, job("polite", polite, timeout=0.2))
+    wait_for(lambda: runner.next_deadline() is not None)
+    time.sleep(0.3)
+    assert [record.job for record in runner.expire_overdue()] == ["polite"]
+    assert hung.record.status is Status.TIMEOUT
+    assert seen.wait(5), "the timed-out run's cancel flag was never set"
+    # Its thread returned on its own: nothing is left abandoned, and the job may run again.
+    wait_for(lambda: runner.abandoned_count("polite") == 0, timeout=5, message="the cancelled thread to exit")
+    again = run(runner, job("polite", lambda ctx: None))
+    assert again.done.wait(10) and again.record.status is Status.OK
+    assert history.recent("polite", 2)[1]["status"] == "TIMEOUT"  # the late INTERRUPTED did not overwrite it
+
+
+def test_shutdown_records_a_job_that_ignores_cancel_as_interrupted_after_the_grace(runner_setup):
+    """A job that honours cancel records INTERRUPTED by itself; a stubborn one must be cut off by shutdown."""
+    runner, history, _ = runner_setup
+    release = threading.Event()
+
+    def stubborn(ctx):
+        release.wait(30)  # ignores the cancel flag on purpose
+        return JobResult.ok("finally done")
+
+    try:
+        request = run(runner, job("stubborn", stubborn, timeout=60))
+        wait_for(lambda: runner.running())
+        began = time.monotonic()
+        assert runner.shutdown(0.5) == 1  # one attempt cut off
+        assert 0.5 <= time.monotonic() - began < 10  # it waited the grace period, not the 30 s job
+        assert request.done.is_set() and request.record.status is Status.INTERRUPTED
+        assert history.recent("stubborn", 1)[0]["status"] == "INTERRUPTED"
+        assert history.recent("stubborn", 1)[0]["finished_at"] is not None
+    finally:
+        release.set()
+
+
+def test_overlap_skip_counts_a_run_still_waiting_in_the_queue(runner_setup):
+    """With every worker busy, a run that is queued but not yet running makes the next slot skip."""
+    runner, _, _ = runner_setup  # one worker
+    gate = threading.Event()
+
+    def blocker(ctx):
+        gate.wait(10)
+
+    try:
+        busy = run(runner, job("blocker", blocker))
+        wait_for(lambda: runner.running(), message="the only worker to be busy")
+        queued = run(runner, job("later", sample_jobs.ok))  # waits in the pool queue
+        assert not queued.started.is_set() and len(runner.running()) == 1
+        reason = runner.offer(RunRequest(job("later", sample_jobs.ok), "schedule"), "skip")
+        assert reason is not None and "overlap=skip" in reason
+        assert runner.busy("later")
+    finally:
+        gate.set()
+    assert busy.done.wait(10) and queued.done.wait(10)
+    wait_for(lambda: not runner.busy("later"))
+    assert runner.offer(RunRequest(job("later", sample_jobs.ok), "schedule"), "skip") is None  # free again
+
+
+def test_a_jobs_own_summary_is_scrubbed_before_it_is_recorded(runner_setup):
+    """Not only exception text: a summary the job returns can quote a URL or a credential too."""
+    runner, history, _ = runner_setup
+
+    def chatty(ctx):
+        return JobResult.warn(
+            "posted to https://hooks.example.org/T0KEN/secret with apikey=APIKEY-CANARY-5 "
+            "Authorization: Bearer BEARER-CANARY for ops@example.org"
+        )
+
+    request = run(runner, job("chatty", chatty))
+    assert request.done.wait(10) and request.record.status is Status.WARN
+    row = history.recent("chatty", 1)[0]
+    for summary in (request.record.summary, row["summary"]):
+        assert "https://hooks.example.org/<redacted>" in summary
+        for secret in ("T0KEN", "APIKEY-CANARY-5", "BEARER-CANARY", "ops@example.org"):
+            assert secret not in summary, summary

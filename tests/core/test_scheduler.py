@@ -176,6 +176,21 @@ def test_reloads_do_not_grow_the_heap():
     assert len(scheduler._heap) <= 2 * len(jobs) + 16 + len(jobs)
 
 
+def test_reloads_that_change_the_times_do_not_grow_the_heap():
+    """Identical reloads keep every pending item; changed times cancel them all, and compaction must drop them."""
+    clock = FakeClock(datetime(2026, 11, 28, 9, 10, tzinfo=UTC))
+    scheduler = Scheduler(clock)
+    crons = ("0 * * * *", "30 * * * *")
+    for reload in range(100):
+        cron = crons[reload % 2]
+        scheduler.load({f"j{i}": job(f"j{i}", cron) for i in range(50)}, catch_up=False)
+    assert len(scheduler._heap) <= 2 * 50 + 16  # 5,000 items without compaction
+    # Compaction dropped only cancelled items: each job fires once, at its last cron (":30" after 100 loads).
+    fired = run_until(scheduler, clock, datetime(2026, 11, 28, 10, 15, tzinfo=UTC))
+    assert sorted(item.job for item in fired) == sorted(f"j{i}" for i in range(50))
+    assert {item.slot for item in fired} == {datetime(2026, 11, 28, 9, 30, tzinfo=UTC)}
+
+
 def test_disabled_jobs_are_not_scheduled():
     clock = FakeClock(datetime(2026, 11, 28, 9, 10, tzinfo=UTC))
     scheduler = Scheduler(clock)

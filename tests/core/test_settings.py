@@ -183,3 +183,28 @@ def test_a_folder_of_another_user_needs_the_opt_in(tmp_path):
         write(tmp_path / "s.json", {"jobs": {"allow_outside_paths": True, "paths": {"data_dir": str(foreign)}}})
     )
     assert loaded.ok and loaded.settings.paths.data_dir == str(foreign)
+
+
+def test_invalid_options_of_a_builtin_job_disable_it_with_their_paths(tmp_path):
+    """A built-in job's options are validated on load, not first when it runs (or never)."""
+    definitions = {
+        "log_rotation": {"options": {"max_size": "huge", "colour": "red"}},
+        "backup_integrity_check": {"options": {"member_limit_factor": "lots"}},
+        "log_purge": {"enabled": True},
+    }
+    loaded = load_settings(write(tmp_path / "s.json", {"jobs": {"definitions": definitions}}))
+    assert not loaded.fatal and not loaded.ok
+    errors = {name: sorted(issue.path for issue in issues) for name, issues in loaded.job_errors.items()}
+    assert errors == {
+        "log_rotation": [
+            "jobs.definitions.log_rotation.options.colour",
+            "jobs.definitions.log_rotation.options.max_size",
+        ],
+        "backup_integrity_check": ["jobs.definitions.backup_integrity_check.options.member_limit_factor"],
+    }
+    assert "log_rotation" not in loaded.jobs and "backup_integrity_check" not in loaded.jobs
+    assert "log_purge" in loaded.jobs  # the other jobs are untouched
+    good = load_settings(
+        write(tmp_path / "good.json", {"jobs": {"definitions": {"log_rotation": {"options": {"max_size": "10MB"}}}}})
+    )
+    assert good.ok and good.jobs["log_rotation"].options.max_size == 10_000_000  # valid options are parsed, typed

@@ -23,6 +23,14 @@ def test_validate_reports_every_problem_at_once(home):
     assert "jobs.definitions.mine.cron: Bad minute in '61 * * * *'" in result.stderr
 
 
+def test_validate_rejects_a_builtin_jobs_invalid_options(home):
+    jobs = {"definitions": {"log_rotation": {"options": {"max_size": "huge"}}}}
+    _write(home, json.dumps({"jobs": jobs}))
+    result = home.cli("config", "validate")
+    assert result.returncode == 1
+    assert "jobs.definitions.log_rotation.options.max_size:" in result.stderr
+
+
 def test_the_invalid_json_message_names_the_path_once(home):
     _write(home, "{not json")
     result = home.cli("config", "validate")

@@ -129,6 +129,53 @@ def test_sigterm_drains_running_jobs_and_closes_history(home, daemon_factory):
     assert stopping[-2:] == ["daemon.stopping", "daemon.stopped"]
 
 
+def test_sigterm_records_a_job_that_ignores_cancel_as_interrupted_after_the_grace(home, daemon_factory):
+    """The job above honours its cancel flag and records INTERRUPTED by itself; this one never returns."""
+    home.write_settings(
+        {
+            "shutdown_grace": "1s",
+            "definitions": {
+                "stubborn": {
+                    "cron": "@yearly",
+                    "callable": "tests.support.sample_jobs:stubborn",
+                    "catch_up": True,
+                    "options": {"seconds": 60},
+                    "timeout": "5m",
+                }
+            },
+        }
+    )
+    daemon = daemon_factory()
+    wait_for(lambda: home.events("job.started", job="stubborn"), message="stubborn started")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 15  # the grace period, not the job's 60 s
+    (row,) = rows(home, "stubborn")
+    assert row["status"] == "INTERRUPTED" and row["finished_at"]  # recorded by the daemon, not found after a crash
+    assert home.events("job.failed", job="stubborn", status="INTERRUPTED")
+
+
+def test_an_interrupted_last_run_is_a_warning_while_a_daemon_runs(home, daemon_factory):
+    """Not only without a daemon (which is a WARN by itself): the job's INTERRUPTED is never OK."""
+    sleepy = {
+        "cron": "@yearly",
+        "callable": "tests.support.sample_jobs:sleepy",
+        "catch_up": True,
+        "options": {"seconds": 60},
+    }
+    home.write_settings({"definitions": {"sleepy": sleepy}})
+    daemon = daemon_factory()
+    wait_for(lambda: home.events("job.started", job="sleepy"), message="sleepy started")
+    assert daemon.stop() == 0
+    assert rows(home, "sleepy")[0]["status"] == "INTERRUPTED"
+    home.write_settings({"definitions": {"sleepy": {**sleepy, "catch_up": False}}})  # not run again at start
+    daemon_factory()
+    code, document = home.status()
+    (job,) = [j for j in document["jobs"] if j["name"] == "sleepy"]
+    assert document["daemon"]["running"] is True and job["last_run"]["status"] == "INTERRUPTED"
+    assert job["status"] == "WARN" and document["status"] == "WARN" and code == 1
+
+
 def test_kill_9_leaves_an_interrupted_run_never_a_stuck_one(home, daemon_factory):
     home.write_settings(
         {
@@ -204,6 +251,30 @@ def test_failing_job_is_retried_with_backoff(home, daemon_factory):
     assert [(r["attempt"], r["status"]) for r in runs] == [(1, "FAIL"), (2, "FAIL"), (3, "OK")]
     assert len({r["run_id"] for r in runs}) == 1  # one run, three attempts
     assert [r["final"] for r in runs] == [0, 0, 1]
+
+
+def test_a_failure_with_its_retry_still_pending_is_a_warning(home, daemon_factory):
+    """Between a failed attempt and its retry the job is WARN (exit 1); only the final failure is FAIL."""
+    home.write_settings(
+        {
+            "definitions": {
+                "boom": {
+                    "cron": "@yearly",
+                    "callable": "tests.support.sample_jobs:fail",
+                    "catch_up": True,
+                    "retries": 1,
+                    "backoff": {"initial": 600},
+                }
+            }
+        }
+    )
+    daemon_factory()
+    wait_for(lambda: home.events("job.retry_scheduled", job="boom"), message="a retry scheduled")
+    code, document = home.status()
+    (job,) = [j for j in document["jobs"] if j["name"] == "boom"]
+    assert job["last_run"]["status"] == "FAIL" and job["next_run"]  # the retry, in ten minutes
+    assert job["status"] == "WARN" and document["status"] == "WARN" and code == 1
+    assert [(r["status"], r["final"]) for r in rows(home, "boom")] == [("FAIL", 0)]
 
 
 def test_overlap_skip(home, daemon_factory):

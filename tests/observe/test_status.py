@@ -181,3 +181,54 @@ def test_a_live_daemon_adds_running_attempts_next_runs_and_stuck_threads(setup):
     daemon = snapshot.to_json()["daemon"]
     assert list(daemon) == ["running", "pid", "version", "started_at", "abandoned_threads", "heartbeat_age_s"]
     assert daemon["started_at"] == "1970-01-01T00:16:40.000+00:00"
+
+
+class _Unwritten(_Live):
+    """A live daemon whose newest records are still on their way to the database."""
+
+    def __init__(self, unwritten):
+        super().__init__({})
+        self._unwritten = unwritten
+
+    def unwritten(self):
+        return self._unwritten
+
+
+def test_a_pending_retry_and_an_interrupted_run_are_warnings_never_ok_or_fail(tmp_path):
+    """A failure with a retry to come only warns (FAIL and TIMEOUT alike); a run pmjobsd stopped warns too."""
+    ok = {"cron": "0 9 * * *", "callable": "tests.support.sample_jobs:ok", "retries": 2}
+    names = ("failed_retrying", "timed_out_retrying", "interrupted", "failed_final", "in_backlog")
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"jobs": {"definitions": {**all_builtins_disabled(), **{n: ok for n in names}}}}))
+    history = RunHistory(tmp_path / "history.db")
+    started = time.time() - 60
+
+    def attempt(job, status, final, attempt=1):
+        return RunRecord(f"{job}-1", job, attempt, Trigger.SCHEDULE, None, started, status, started + 1, final=final)
+
+    try:
+        for record in (
+            attempt("failed_retrying", Status.FAIL, False),
+            attempt("timed_out_retrying", Status.TIMEOUT, False),
+            attempt("interrupted", Status.INTERRUPTED, True),
+            attempt("failed_final", Status.FAIL, True),
+        ):
+            history.record_start(record)
+            history.record_finish(record)
+        loaded = load_settings(settings)
+        live = _Unwritten({"in_backlog": attempt("in_backlog", Status.FAIL, False)})
+        snapshot = build_status(loaded, history, daemon=LIVE, live=live, jobs=loaded.jobs)
+        states = {job.name: job.status for job in snapshot.jobs if job.name in names}
+        assert states == {
+            "failed_retrying": JobState.WARN,
+            "timed_out_retrying": JobState.WARN,
+            "interrupted": JobState.WARN,
+            "failed_final": JobState.FAIL,
+            "in_backlog": JobState.WARN,
+        }
+        assert snapshot.severity is Severity.FAIL  # only because of failed_final
+        without_the_final_failure = {**snapshot.to_json(), "status": "?"}
+        without_the_final_failure["jobs"] = [j for j in snapshot.to_json()["jobs"] if j["name"] != "failed_final"]
+        assert exit_code(without_the_final_failure) == Severity.WARN
+    finally:
+        history.close()

@@ -235,10 +235,11 @@ def create_backup(
     key_dir: Path | None = None,
     omit: Sequence[str] = (),
     metadata: dict | str | None = None,
+    export_bytes: int = 4096,
 ) -> Path:
     """Write ``password_manager_backup_<timestamp>.zip`` as ``_create_backup_zip`` does.
 
-    ZIP_DEFLATED; ``passwords_export.dat`` (random bytes standing in for the
+    ZIP_DEFLATED; ``passwords_export.dat`` (``export_bytes`` random bytes standing in for the
     encrypted export), the vault's *main file only* (the app does not include
     the -wal: the cause of incomplete backups), ``secret.key``/``auth.json``/
     ``crypto.salt`` from ``key_dir`` (default: the vault's folder) when they
@@ -251,7 +252,7 @@ def create_backup(
     path = backup_dir / f"password_manager_backup_{timestamp}.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         if "passwords_export.dat" not in omit:
-            archive.writestr("passwords_export.dat", secrets.token_bytes(4096))
+            archive.writestr("passwords_export.dat", secrets.token_bytes(export_bytes))
         for source, name in (
             (vault, "passwords.db"),
             (key_dir / "secret.key", "secret.key"),
@@ -347,8 +348,8 @@ def truncate(path: Path, keep: float = 0.5) -> None:
         handle.truncate(int(size * keep))
 
 
-def damage_member(zip_path: Path, member: str) -> None:
-    """Flip bytes inside ``member``'s compressed data so its CRC (or inflate) fails."""
+def damage_member(zip_path: Path, member: str, at: float = 0.5) -> None:
+    """Flip bytes inside ``member``'s compressed data, ``at`` that fraction of it, so its CRC (or inflate) fails."""
     with zipfile.ZipFile(zip_path) as archive:
         info = archive.getinfo(member)
     with open(zip_path, "r+b") as handle:
@@ -356,7 +357,7 @@ def damage_member(zip_path: Path, member: str) -> None:
         name_len = int.from_bytes(handle.read(2), "little")
         extra_len = int.from_bytes(handle.read(2), "little")
         start = info.header_offset + 30 + name_len + extra_len
-        middle = start + info.compress_size // 2
+        middle = start + int(info.compress_size * at)
         handle.seek(middle)
         chunk = handle.read(8)
         handle.seek(middle)

@@ -125,6 +125,24 @@ def test_damaged_backups_fail_each_with_its_reason_and_others_still_checked(home
     assert_no_canary(result, jobs_log.read_text())
 
 
+def test_a_member_damaged_past_its_first_mib_fails_its_crc(home: Path, vault: Path):
+    """The CRC is over the whole member: the fixtures' 4 KiB members would not tell a check of the first MiB."""
+    folder = app_paths(home).backups_dir
+    good = create_backup(folder, vault, timestamp=NOW - 3600, export_bytes=6 << 20)
+    damaged = create_backup(folder, vault, timestamp=NOW - 2 * DAY, export_bytes=6 << 20)
+    damage_member(damaged, "passwords_export.dat", at=0.9)  # about 5.4 MiB in: random data is stored as is
+    with zipfile.ZipFile(damaged) as archive:
+        with archive.open("passwords_export.dat") as member:
+            assert len(member.read(4 << 20)) == 4 << 20  # the first 4 MiB read back fine
+    result, _ = _run(home)
+    reasons = {b["file"]: (b["status"], b["reason"] or "") for b in result.details["backups"]}
+    assert result.status is Status.FAIL
+    assert reasons[good.name] == ("OK", "")
+    assert reasons[damaged.name][0] == "FAIL"
+    assert reasons[damaged.name][1].startswith("member passwords_export.dat is damaged"), reasons[damaged.name]
+    assert "CRC" in reasons[damaged.name][1]
+
+
 def test_backup_missing_recent_entries_from_the_wal(home: Path, vault: Path, jobs_log: Path):
     folder = app_paths(home).backups_dir
     with AppProcess(vault) as app:

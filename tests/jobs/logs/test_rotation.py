@@ -25,6 +25,8 @@ from tests.support import REPO
 ROOT = REPO
 WRITER = REPO / "tests" / "support" / "rotation_writer.py"
 NOW = datetime(2026, 11, 28, 3, 30, 0)
+# The copy-truncate window, measured under load (docs/log-rotation.md): 0-5 lines per rotation.
+LOST_LINES_PER_ROTATION = 5
 
 
 def write_lines(path: Path, start: int, stop: int, mode: int | None = None) -> None:
@@ -64,6 +66,17 @@ def assert_exactly_once(live: Path, total: int) -> None:
     assert torn == 0
     assert [n for n, c in counts.items() if c > 1] == []
     assert sorted(counts) == list(range(total))
+
+
+def lost_runs(missing: list[int]) -> list[int]:
+    """The lengths of the runs of consecutive numbers in sorted ``missing``: one per loss."""
+    sizes: list[int] = []
+    for index, number in enumerate(missing):
+        if index and missing[index - 1] == number - 1:
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+    return sizes
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -162,10 +175,11 @@ def test_copytruncate_with_a_writer_that_never_reopens_counts_every_line(tmp_pat
     counts, torn = numbers(read_everything(live))
     duplicates = [n for n, c in counts.items() if c > 1]
     missing = sorted(set(range(total)) - set(counts))
-    gaps = sum(1 for i, n in enumerate(missing) if i == 0 or missing[i - 1] != n - 1)
+    gap_sizes = lost_runs(missing)
+    gaps = len(gap_sizes)
     print(
         f"\ncopy-truncate under load: {total} lines written, {len(results)} rotations, "
-        f"lost {len(missing)} in {gaps} gaps, torn {torn}, duplicated {len(duplicates)}"
+        f"lost {len(missing)} in {gaps} gaps {gap_sizes}, torn {torn}, duplicated {len(duplicates)}"
     )
     assert duplicates == []
     assert max(counts) == total - 1
@@ -174,6 +188,14 @@ def test_copytruncate_with_a_writer_that_never_reopens_counts_every_line(tmp_pat
     # how many depends on scheduling and is reported above.
     assert gaps <= len(results)
     assert torn <= len(results)
+    # And the size of that window, in lines: the tail passes and the final copy to
+    # EOF keep it to one read plus one ftruncate, 0-5 lines per rotation.  Without
+    # them every rotation loses hundreds (2,146-5,300 per run).  A rotation
+    # preempted inside the window on a machine shared by other work can lose
+    # more (docs/log-rotation.md measured 178-1,261 before the yield), so a third
+    # of the rotations may be outliers; the others must be inside the window.
+    outliers = [size for size in gap_sizes if size > LOST_LINES_PER_ROTATION]
+    assert len(outliers) <= len(results) // 3, f"lost {gap_sizes} lines in {len(results)} rotations"
     assert leftovers(tmp_path) == ["stop"] or leftovers(tmp_path) == []
 
 
