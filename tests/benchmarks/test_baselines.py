@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 import schedule
 from cronsim import CronSim
 
+from benchmarks import bench_breach
 from benchmarks.baselines import schedule_loop
 from pmjobsd.core import cron, registry
 
@@ -35,3 +37,10 @@ def test_the_schedule_loop_holds_the_six_builtin_jobs_with_their_default_periods
         assert expression == registry.load_builtin(name).defaults["cron"], name
         assert job.unit is not None
         assert timedelta(**{job.unit: job.interval}) == cron_period(expression), name
+
+
+def test_breach_rows_keep_the_ratio_convention():
+    rows = bench_breach.rows_from(bench_breach.example_measurements())
+    assert rows
+    for row in rows:
+        assert row["ratio"] == pytest.approx(row["pmjobsd"] / row["baseline"], rel=0.01), row["benchmark"]
