@@ -14,7 +14,7 @@ import pytest
 import schedule
 from cronsim import CronSim
 
-from benchmarks import bench_breach
+from benchmarks import bench_alerts, bench_breach
 from benchmarks.baselines import schedule_loop
 from pmjobsd.core import cron, registry
 
@@ -41,6 +41,13 @@ def test_the_schedule_loop_holds_the_six_builtin_jobs_with_their_default_periods
 
 def test_breach_rows_keep_the_ratio_convention():
     rows = bench_breach.rows_from(bench_breach.example_measurements())
+    assert rows
+    for row in rows:
+        assert row["ratio"] == pytest.approx(row["pmjobsd"] / row["baseline"], rel=0.01), row["benchmark"]
+
+
+def test_alert_rows_keep_the_ratio_convention():
+    rows = bench_alerts.rows_from(bench_alerts.example_measurements())
     assert rows
     for row in rows:
         assert row["ratio"] == pytest.approx(row["pmjobsd"] / row["baseline"], rel=0.01), row["benchmark"]
