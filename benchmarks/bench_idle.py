@@ -2,8 +2,8 @@
 
     python benchmarks/bench_idle.py [--quick] [--seconds 60]
 
-Three real processes, each on its own temporary HOME, each with the five
-default jobs at their default cron times (pmjobsd: every built-in job
+Three real processes, each on its own temporary HOME, each with the six
+built-in jobs at their default cron times (pmjobsd: every built-in job
 ``enabled: true, catch_up: false``, no alert target, no desktop alerts, so
 nothing runs and nothing leaves the machine):
 

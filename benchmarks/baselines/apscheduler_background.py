@@ -1,4 +1,4 @@
-"""Baseline: APScheduler 3 ``BackgroundScheduler`` with the five default cron triggers.
+"""Baseline: APScheduler 3 ``BackgroundScheduler`` with the default cron triggers of the six built-in jobs.
 
     python apscheduler_background.py "0 * * * *" "30 3 * * 0" ...
 
