@@ -320,8 +320,10 @@ class ControlServer:
                 if not listening and now >= resume_at:
                     selector.register(self._sock, selectors.EVENT_READ, "accept")
                     listening = True
+                # Sleep until a connection's deadline or the end of an accept pause; with neither, until
+                # a connection or close() (the wake pipe) comes: an idle daemon never wakes for this.
                 wake_at = [p.deadline for p in self._pending.values()][:1] + ([] if listening else [resume_at])
-                timeout = max(0.0, min([now + 1.0, *wake_at]) - now)
+                timeout = max(0.0, min(wake_at) - now) if wake_at else None
                 for key, _ in selector.select(timeout):
                     if key.data == "wake":
                         self._drain_wake()

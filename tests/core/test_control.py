@@ -148,3 +148,23 @@ def test_runtime_socket_name_is_per_state_folder(tmp_path, monkeypatch):
     assert one.control_socket_candidates == (one.control_socket_path, one.state_dir / "control.sock")
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     assert one.control_socket_candidates == (one.state_dir / "control.sock",)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_an_idle_control_socket_never_wakes(tmp_path):
+    """Nothing pending, nothing to accept: the selector thread sleeps until there is work (no 1 s tick)."""
+    srv = control.ControlServer(tmp_path / "s" / "control.sock", lambda request: {"ok": True})
+    try:
+        assert control.request(srv.path, {"cmd": "status"})["ok"]  # served, then idle
+        time.sleep(0.3)
+        status = Path(f"/proc/self/task/{srv._thread.native_id}/status")
+
+        def switches() -> int:
+            line = next(x for x in status.read_text().splitlines() if x.startswith("voluntary_ctxt_switches"))
+            return int(line.split()[1])
+
+        before = switches()
+        time.sleep(3.5)
+        assert switches() - before <= 1  # a 1 s select() timeout wakes it 3 times here
+    finally:
+        srv.close()
