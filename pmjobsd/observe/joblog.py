@@ -207,14 +207,15 @@ class JobLogHandler(logging.Handler):
 
     def _append(self, data: bytes) -> None:
         fd = self._reopen_if_needed()
-        start = os.fstat(fd).st_size
         written = 0
         try:
             while written < len(data):
                 written += os.write(fd, data[written:])
         except OSError:
-            if written:
-                os.ftruncate(fd, start)  # no torn line: the next reader parses every line
+            if written:  # no torn line: the next reader parses every line
+                # O_APPEND: the part written is the file's end (the size is read only on failure,
+                # not before every line).
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
             raise
 
     def emit(self, record: logging.LogRecord) -> None:
