@@ -43,7 +43,7 @@ from pmjobsd.core import registry
 WORKERS = 4
 BURST_JOBS = 200
 STEADY_JOBS = 50
-LEAD_SECONDS = 6  # time for either scheduler to start before the first slot
+LEAD_SECONDS = 20  # time for either scheduler to start before the first slot (start-up is slow on a loaded machine)
 
 
 class Load:

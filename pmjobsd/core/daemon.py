@@ -37,7 +37,7 @@ from pmjobsd.core.observers import RunObserver, RunRecord
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import ActiveRun, Runner, RunRequest, new_run_id
-from pmjobsd.core.scheduler import Clock, Scheduler
+from pmjobsd.core.scheduler import Clock, DueItem, Scheduler
 from pmjobsd.core.settings import ConfigIssue, LoadedSettings, ResolvedJob, app_folders, keep_definitions, load_settings
 from pmjobsd.core.settings_file import FileState, fingerprint
 from pmjobsd.core.settings_watch import SettingsWatch, open_watch
@@ -471,6 +471,10 @@ class Daemon:
         candidates = [cap]
         if next_wake is not None:
             candidates.append(next_wake - self.clock.now().timestamp())
+        with self._sched_lock:
+            reschedule_by = self.scheduler.reschedule_by()
+        if reschedule_by is not None:  # next slots still to compute: the runner wakes us when idle, or then
+            candidates.append(reschedule_by - self.clock.now().timestamp())
         deadline = self.runner.next_deadline()
         if deadline is not None:
             candidates.append(deadline - time.monotonic() + 0.01)
@@ -610,8 +614,18 @@ class Daemon:
             )
 
     def _dispatch_due(self) -> None:
+        # The runs due now go to the workers first; the jobs' next slots (a cron step each) are
+        # computed once the workers have taken them, or by the scheduler's deadline (a second
+        # after the slot at the soonest), so a burst of due runs does not wait for them.
         with self._sched_lock:
-            due = self.scheduler.pop_due()
+            due = self.scheduler.pop_due(reschedule=False)
+        self._offer_due(due)
+        with self._sched_lock:
+            deadline = self.scheduler.reschedule_by()
+            if deadline is not None and (self.runner.idle() or self.clock.now().timestamp() >= deadline):
+                self.scheduler.reschedule()
+
+    def _offer_due(self, due: list[DueItem]) -> None:
         for item in due:
             job = self.jobs.get(item.job)
             if job is None or not job.definition.enabled:

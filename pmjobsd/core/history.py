@@ -124,6 +124,13 @@ class RunHistory:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL, not FULL: in WAL mode a commit is appended to the -wal file without an fsync
+        # (the fsync comes at checkpoints). A process crash (kill -9, OOM) loses nothing: what
+        # was committed is in the OS's page cache and in the -wal file, and the next open
+        # replays it. Only a power loss or a kernel crash can lose the last transactions, and
+        # those are whole transactions (never a torn row): their runs then look like runs that
+        # never started, while the database stays sound. FULL would put an fsync in every
+        # group commit, which is what every start of a run waits for.
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.executescript(SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
@@ -186,31 +193,30 @@ class RunHistory:
 
     def write(self, record: RunRecord) -> None:
         """Write ``record`` as it is now, whether its row exists or not (the history writer's one statement)."""
-        self._execute(
-            "INSERT INTO runs (run_id, attempt, job, trigger, slot, started_at, finished_at, status, summary, error,"
-            " duration_ms, details, metrics, final, pid, pid_started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_id, attempt) DO UPDATE SET finished_at=excluded.finished_at, status=excluded.status,"
-            " summary=excluded.summary, error=excluded.error, duration_ms=excluded.duration_ms,"
-            " details=excluded.details, metrics=excluded.metrics, final=excluded.final",
-            (
-                record.run_id,
-                record.attempt,
-                record.job,
-                record.trigger.value,
-                record.slot.isoformat() if record.slot else None,
-                record.started_at,
-                record.finished_at,
-                record.status.value,
-                record.summary,
-                record.error,
-                record.duration_ms,
-                json.dumps(record.details, default=str),
-                json.dumps(record.metrics, default=str),
-                int(record.final),
-                os.getpid(),
-                _own_start_time(),
-            ),
-        )
+        self._execute(_UPSERT, _upsert_params(record, os.getpid(), _own_start_time()))
+
+    def write_many(self, records: Iterable[RunRecord]) -> None:
+        """Write ``records`` as :meth:`write` does, all in one transaction: all of them land, or none.
+
+        This is the history writer's group commit: the starts and ends of every run
+        that came in while the last transaction was written share one commit.
+        """
+        pid, pid_started = os.getpid(), _own_start_time()
+        with self._lock:
+            conn = self._conn
+            # IMMEDIATE: take the write lock now (busy_timeout waits for another writer here),
+            # not halfway through the batch.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT, [_upsert_params(record, pid, pid_started) for record in records])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
 
     def mark_final(self, run_id: str, attempt: int) -> None:
         """No retry follows this attempt after all: its outcome is the run's."""
@@ -309,6 +315,40 @@ class RunHistory:
             (job,),
         ).fetchone()
         return int(row[0])
+
+
+_UPSERT = (
+    "INSERT INTO runs (run_id, attempt, job, trigger, slot, started_at, finished_at, status, summary, error,"
+    " duration_ms, details, metrics, final, pid, pid_started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id, attempt) DO UPDATE SET finished_at=excluded.finished_at, status=excluded.status,"
+    " summary=excluded.summary, error=excluded.error, duration_ms=excluded.duration_ms,"
+    " details=excluded.details, metrics=excluded.metrics, final=excluded.final"
+)
+
+
+def _json_column(value: dict[str, Any]) -> str:
+    return json.dumps(value, default=str) if value else "{}"  # most runs have neither details nor metrics
+
+
+def _upsert_params(record: RunRecord, pid: int, pid_started: float | None) -> tuple:
+    return (
+        record.run_id,
+        record.attempt,
+        record.job,
+        record.trigger.value,
+        record.slot.isoformat() if record.slot else None,
+        record.started_at,
+        record.finished_at,
+        record.status.value,
+        record.summary,
+        record.error,
+        record.duration_ms,
+        _json_column(record.details),
+        _json_column(record.metrics),
+        int(record.final),
+        pid,
+        pid_started,
+    )
 
 
 def is_damage(exc: BaseException) -> bool:

@@ -9,11 +9,22 @@ started is in the history after ``kill -9``.  A record that cannot be written
 version per attempt, and is written when the database takes writes again.
 The backlog is bounded (``max_backlog`` attempts; beyond it the oldest is
 dropped and counted), and :meth:`health` says how it stands.
+
+Group commit: each round the thread takes every record waiting (up to
+``max_batch``) and writes them in one transaction, then wakes every start
+that was in it.  So the starts of a burst of runs share one commit instead
+of queueing for one each, and a start still returns only once its row is
+committed (or ``durable_wait`` has passed, when the database does not take
+writes).  Nobody waits for the end of an attempt, so an end alone lingers up
+to ``linger`` seconds for company (the next start, usually, on the same
+worker): a crash in that window shows the attempt INTERRUPTED, as a crash
+during the attempt would.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sqlite3
 import threading
 import time
@@ -31,6 +42,17 @@ if TYPE_CHECKING:  # the writer's logger; status reads HistoryHealth without a j
     from pmjobsd.observe.joblog import EventLogger
 
 _Key = tuple[str, int]  # (run_id, attempt)
+
+
+def _snapshot(record: RunRecord) -> RunRecord:
+    """A copy of ``record`` as it is now (the runner goes on changing its own).
+
+    A plain copy of the fields: ``dataclasses.replace`` would validate them all
+    again, a cost on every start and end of a run.
+    """
+    copy = object.__new__(RunRecord)
+    copy.__dict__.update(record.__dict__)
+    return copy
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,8 @@ class HistoryWriter:
         reader: RunHistory | None = None,
         on_change: Callable[[HistoryHealth], None] | None = None,
         max_backlog: int = 10_000,
+        max_batch: int = 1000,
+        linger: float = 0.005,
         durable_wait: float = 1.0,
         busy_timeout: float = 1.0,
         retry_initial: float = 0.25,
@@ -82,14 +106,17 @@ class HistoryWriter:
         self.reader = reader
         self.on_change = on_change
         self.max_backlog = max_backlog
+        self.max_batch = max_batch
+        self.linger = linger
         self.durable_wait = durable_wait
         self.busy_timeout = busy_timeout
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self._mark_interrupted = mark_interrupted
         self._cond = threading.Condition()
         self._pending: OrderedDict[_Key, RunRecord] = OrderedDict()
-        self._written: dict[_Key, threading.Event] = {}
+        self._written: dict[_Key, threading.Event] = {}  # starts someone waits for, until their row is committed
         self._closing = False
+        self._urgent = False  # someone waits for a write: no lingering
         self._dropped = 0
         self._failing_since: float | None = None
         self._error: str | None = None
@@ -101,9 +128,14 @@ class HistoryWriter:
 
     # --- submitting (any thread; never raises, never blocks on SQLite) ------------------
     def record_start(self, record: RunRecord) -> None:
-        """Submit a starting attempt and wait up to ``durable_wait`` s for its row (call from a worker)."""
-        written = self._submit(record)
-        written.wait(self.durable_wait)
+        """Submit a starting attempt and wait up to ``durable_wait`` s for its row (call from a worker).
+
+        The row is committed when this returns (unless the wait ran out): a run that
+        starts afterwards is in the history even if the process is killed right then.
+        """
+        written = self._submit(record, wait=True)
+        if written is not None:
+            written.wait(self.durable_wait)
 
     def record_finish(self, record: RunRecord) -> None:
         self._submit(record)
@@ -112,9 +144,9 @@ class HistoryWriter:
         """No retry follows ``record`` after all: its outcome is the run's."""
         self._submit(dataclasses.replace(record, final=True))
 
-    def _submit(self, record: RunRecord) -> threading.Event:
+    def _submit(self, record: RunRecord, wait: bool = False) -> threading.Event | None:
         key = (record.run_id, record.attempt)
-        snapshot = dataclasses.replace(record)
+        snapshot = _snapshot(record)
         with self._cond:
             if key in self._pending:
                 self._pending[key] = snapshot  # the newer version replaces the unwritten one in place
@@ -122,12 +154,21 @@ class HistoryWriter:
                 if len(self._pending) >= self.max_backlog:
                     lost_key, lost = self._pending.popitem(last=False)
                     self._dropped += 1
-                    self._written.pop(lost_key, threading.Event()).set()
+                    dropped = self._written.pop(lost_key, None)
+                    if dropped is not None:
+                        dropped.set()
                     self.log.error("history.record_dropped", job=lost.job, run_id=lost.run_id, dropped=self._dropped)
                 self._pending[key] = snapshot
-            written = self._written.setdefault(key, threading.Event())
-            written.clear()
-            self._cond.notify_all()
+            written = None
+            if wait:
+                written = self._written.setdefault(key, threading.Event())
+                written.clear()
+                self._urgent = True
+            # Wake the writer for a start (someone waits), for the first record (it sleeps with
+            # nothing to do; an end then lingers there), and between retries of a failing write
+            # (a new record tries again at once).
+            if wait or len(self._pending) == 1 or self._failing_since is not None:
+                self._cond.notify_all()
         return written
 
     # --- reading what is not written yet ----------------------------------------------------
@@ -183,6 +224,8 @@ class HistoryWriter:
         """Wait up to ``timeout`` s for the backlog to be written; True when it was."""
         end = time.monotonic() + timeout
         with self._cond:
+            self._urgent = True
+            self._cond.notify_all()
             while self._pending:
                 left = end - time.monotonic()
                 if left <= 0:
@@ -208,13 +251,19 @@ class HistoryWriter:
         delay = self.retry_initial
         while True:
             with self._cond:
-                while not self._pending and not self._closing and self._conn is not None:
-                    self._cond.wait()
+                while not self._closing and self._conn is not None and not self._urgent:
+                    if not self._pending:
+                        self._cond.wait()
+                    else:  # only ends wait: give the next start a moment to share the commit
+                        self._cond.wait(self.linger)
+                        break
                 if self._closing:
                     break
-                item = next(iter(self._pending.items()), None)
+                self._urgent = False
+                # Everything waiting now goes into one transaction (the group commit).
+                batch = list(itertools.islice(self._pending.items(), self.max_batch))
             try:
-                self._write(item)
+                self._write(batch)
             except (sqlite3.Error, OSError) as exc:
                 self._failed(exc)
                 with self._cond:
@@ -223,20 +272,22 @@ class HistoryWriter:
                 delay = min(delay * 2, self.retry_max)
                 continue
             delay = self.retry_initial
-            if item is not None:
-                with self._cond:
-                    key, record = item
+            with self._cond:
+                for key, record in batch:
                     if self._pending.get(key) is record:  # not replaced by a newer version meanwhile
                         del self._pending[key]
-                        self._written.pop(key, threading.Event()).set()
-                    self._cond.notify_all()
-                    backlog_left = len(self._pending)
-                if self._failing_since is not None and not backlog_left:
-                    self._recovered()
+                    # Its row is committed (in this version or an older one): a start waiting for it may go.
+                    waiting = self._written.pop(key, None)
+                    if waiting is not None:
+                        waiting.set()
+                self._cond.notify_all()
+                backlog_left = len(self._pending)
+            if self._failing_since is not None and not backlog_left:
+                self._recovered()
         if self._conn is not None:
             self._conn.close()
 
-    def _write(self, item: tuple[_Key, RunRecord] | None) -> None:
+    def _write(self, batch: list[tuple[_Key, RunRecord]]) -> None:
         if self._conn is None:
             conn = RunHistory(self.path, busy_timeout=self.busy_timeout)
             try:
@@ -249,8 +300,8 @@ class HistoryWriter:
                 raise
             self._mark_interrupted = False
             self._conn = conn
-        if item is not None:
-            self._conn.write(item[1])
+        if batch:
+            self._conn.write_many(record for _, record in batch)
 
     def _failed(self, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"

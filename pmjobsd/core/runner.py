@@ -79,7 +79,9 @@ class _WorkQueue:
                 self._manual.append(request)
             else:
                 self._scheduled.append(request)
-            self._cond.notify_all()
+            # One request, one worker: any waiting worker can take it (the manual limit is the
+            # pool's, not a worker's), and waking all of them for each of a burst costs the burst.
+            self._cond.notify()
 
     def _take(self) -> RunRequest | None:
         if self._stops:
@@ -231,6 +233,11 @@ class Runner:
             self._queue.set_limit(manual_limit(max_workers))
 
     # --- admission ------------------------------------------------------------
+    def idle(self) -> bool:
+        """No request is waiting for a worker (the main loop's deferred work may go now)."""
+        with self._lock:
+            return not any(self._queued.values())
+
     def busy(self, job: str) -> bool:
         with self._lock:
             return self._busy(job)
@@ -426,7 +433,11 @@ class Runner:
             self._completed.append(record)
         request.record = record
         request.done.set()
-        self.wake()
+        # The main loop has work from a run's end when a retry is due (not final), a held job
+        # may be released (manual runs), or the queue ran dry (deferred rescheduling). In the
+        # middle of a burst, waking it for every run would only take CPU from the runs.
+        if not record.final or request.trigger is Trigger.MANUAL or self.idle():
+            self.wake()
 
     def _start_waiting(self, job: str) -> None:
         """Start the run queued behind ``job`` (overlap=queue) unless a thread of it still runs (hold _lock)."""

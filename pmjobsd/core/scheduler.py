@@ -82,6 +82,7 @@ class Scheduler:
         self._retries: dict[str, list[DueItem]] = {}
         self._jobs: Mapping[str, ResolvedJob] = {}
         self._seq = itertools.count()
+        self._unscheduled: list[tuple[DueItem, datetime]] = []  # popped, next slot not computed yet
 
     # --- loading ------------------------------------------------------------
     def load(
@@ -154,8 +155,14 @@ class Scheduler:
         self._push(item)
         return when
 
-    def pop_due(self) -> list[DueItem]:
-        """Remove and return the items due now; reschedule each job from its slot or now, whichever is later."""
+    def pop_due(self, reschedule: bool = True) -> list[DueItem]:
+        """Remove and return the items due now; reschedule each job from its slot or now, whichever is later.
+
+        With ``reschedule=False`` the next slots (a cron computation each, the
+        costly part) wait for :meth:`reschedule`, so that the runs due now can
+        start first; until then :meth:`next_wake` does not know those jobs, and
+        :meth:`reschedule_by` says when it must be called at the latest.
+        """
         now = self.clock.now()
         now_ts = now.timestamp() + EARLY_TOLERANCE
         due: list[DueItem] = []
@@ -166,15 +173,35 @@ class Scheduler:
             if item.trigger is Trigger.SCHEDULE:
                 if self._next_scheduled.get(item.job) is not item:
                     continue
-                # Coalesce: slots passed while we slept (suspend, clock jump) are not replayed.
-                slot = item.slot or now  # a scheduled item always has its slot
-                self._schedule_next(self._jobs[item.job], max(now, slot))
+                self._unscheduled.append((item, now))
             elif item.trigger is Trigger.RETRY:
                 self._retries[item.job].remove(item)
                 if not self._retries[item.job]:
                     del self._retries[item.job]
             due.append(item)
+        if reschedule:
+            self.reschedule()
         return due
+
+    def reschedule(self) -> None:
+        """Schedule the next slot of every job :meth:`pop_due` left unscheduled."""
+        pending, self._unscheduled = self._unscheduled, []
+        for item, popped_at in pending:
+            if self._next_scheduled.get(item.job) is not item:
+                continue  # a reload replaced or removed the job meanwhile
+            # Coalesce: slots passed while we slept (suspend, clock jump) are not replayed.
+            slot = item.slot or popped_at  # a scheduled item always has its slot
+            self._schedule_next(self._jobs[item.job], max(popped_at, slot))
+
+    def reschedule_by(self) -> float | None:
+        """Epoch seconds by which :meth:`reschedule` must run, or None when nothing waits for it.
+
+        Cron's finest step is a second, so no job's next slot comes sooner than one
+        second after the slot it just ran for; half of that is kept as a margin.
+        """
+        if not self._unscheduled:
+            return None
+        return min((item.slot or popped_at).timestamp() for item, popped_at in self._unscheduled) + 0.5
 
     def next_wake(self) -> float | None:
         """Epoch seconds of the earliest pending item, or None when nothing is scheduled."""

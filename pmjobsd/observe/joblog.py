@@ -3,6 +3,11 @@
 Code logs *events*, not sentences: ``log.info("job.succeeded", job=..., status=...)``.
 Every line carries ``ts`` (:func:`~pmjobsd.core.timestamps.utc_iso`), ``level``, ``component``,
 ``event``; free-text fields pass through :func:`scrub_text`.
+
+Every run writes two lines, so this path is kept short: an event becomes a
+``LogRecord`` without the caller lookup of ``Logger.log`` (nothing here prints
+a source line), its fields are scrubbed once per record whatever the number of
+handlers, and the JSON line is encoded once by a prepared encoder.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 from pmjobsd.core.privacy import escape_control, scrub_text
 from pmjobsd.core.timestamps import utc_iso
@@ -27,6 +32,11 @@ LOGGER_NAME = "pmjobsd"
 _FREE_TEXT_FIELDS = ("error", "summary", "reason", "message_text")
 # LogRecord attributes that an ``extra`` key may not overwrite.
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Where a record's scrubbed fields are kept once computed (underscore names are never fields).
+_FIELDS_CACHE = "_pmjobsd_fields"
+# python-json-logger's encoder (datetimes ISO, enums by value, anything else str()), made once:
+# the same bytes as JsonFormatter's json.dumps(cls=JsonEncoder) without building one per line.
+_ENCODER = JsonEncoder(ensure_ascii=True)
 
 
 class EventLogger:
@@ -43,15 +53,27 @@ class EventLogger:
         return EventLogger(component, self._logger, **bound)
 
     def log(self, level: int, event: str, **fields: Any) -> None:
-        if not self._logger.isEnabledFor(level):
+        logger = self._logger
+        if not logger.isEnabledFor(level):
             return
         exc_info = fields.pop("exc_info", None)
-        extra = {}
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            elif not isinstance(exc_info, tuple):
+                exc_info = sys.exc_info()
+        extra: dict[str, Any] = {}
+        shown: dict[str, Any] = {}  # the fields as every handler shows them, scrubbed here once
         for key, value in {**self._bound, **fields}.items():
             if value is None:
                 continue
             extra[f"field_{key}" if key in _RESERVED else key] = value
-        self._logger.log(level, event, extra=extra, exc_info=exc_info)
+            shown[key] = scrub_text(value) if key in _FREE_TEXT_FIELDS and isinstance(value, str) else value
+        extra[_FIELDS_CACHE] = shown
+        # Logger.log would also look up the calling frame (findCaller), a cost on every line
+        # that no output of ours shows: the caller is always this method.
+        record = logger.makeRecord(logger.name, level, __file__, 0, event, (), exc_info or None, "log", extra)
+        logger.handle(record)
 
     def debug(self, event: str, **fields: Any) -> None:
         self.log(logging.DEBUG, event, **fields)
@@ -67,19 +89,36 @@ class EventLogger:
 
 
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The event fields of a record, free text scrubbed."""
-    fields = {}
-    for key, value in record.__dict__.items():
-        if key in _RESERVED or key.startswith("_"):
-            continue
-        if key in _FREE_TEXT_FIELDS and isinstance(value, str):
-            value = scrub_text(value)
-        fields[key.removeprefix("field_")] = value
-    return fields
+    """The event fields of a record, free text scrubbed (once per record: every handler shares it).
+
+    Returns a new dict each call, so a handler may change it.
+    """
+    cached = record.__dict__.get(_FIELDS_CACHE)
+    if cached is None:
+        cached = {}
+        for key, value in record.__dict__.items():
+            if key in _RESERVED or key.startswith("_"):
+                continue
+            if key in _FREE_TEXT_FIELDS and isinstance(value, str):
+                value = scrub_text(value)
+            cached[key.removeprefix("field_")] = value
+        record.__dict__[_FIELDS_CACHE] = cached
+    return dict(cached)
 
 
 class JobsJsonFormatter(JsonFormatter):
-    """python-json-logger formatter producing the job log's field order and names."""
+    """python-json-logger formatter producing the job log's field order and names.
+
+    :meth:`format` builds the line directly (the base class's generic field
+    merging cost more than the rest of a run); :meth:`add_fields` says what a
+    line holds, and the encoder is python-json-logger's own, so the bytes are
+    the same as the base class would write.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        log_record: dict[str, Any] = {}
+        self.add_fields(log_record, record, {})
+        return _ENCODER.encode(log_record)
 
     def add_fields(self, log_record: dict, record: logging.LogRecord, message_dict: dict) -> None:
         log_record["ts"] = utc_iso(record.created)
@@ -168,14 +207,15 @@ class JobLogHandler(logging.Handler):
 
     def _append(self, data: bytes) -> None:
         fd = self._reopen_if_needed()
-        start = os.fstat(fd).st_size
         written = 0
         try:
             while written < len(data):
                 written += os.write(fd, data[written:])
         except OSError:
-            if written:
-                os.ftruncate(fd, start)  # no torn line: the next reader parses every line
+            if written:  # no torn line: the next reader parses every line
+                # O_APPEND: the part written is the file's end (the size is read only on failure,
+                # not before every line).
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
             raise
 
     def emit(self, record: logging.LogRecord) -> None:

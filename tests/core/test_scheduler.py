@@ -219,3 +219,36 @@ def test_a_job_that_waits_for_its_first_slot_is_caught_up_only_once_it_ran():
     assert scheduler.load(rotation, {}) == [] and scheduler.pop_due() == []  # never ran: waits for Sunday
     caught = scheduler.load(rotation, {"rotate": datetime(2026, 11, 15, 3, 30, tzinfo=UTC)})
     assert [(c.job, c.missed_slot) for c in caught] == [("rotate", datetime(2026, 11, 22, 3, 30, tzinfo=UTC))]
+
+
+def test_due_runs_can_go_out_before_their_next_slots_are_computed():
+    clock = FakeClock(datetime(2026, 11, 28, 9, 59, 59, tzinfo=UTC))
+    scheduler = Scheduler(clock)
+    jobs = {f"j{i}": job(f"j{i}", "0 * * * *") for i in range(3)}
+    jobs["later"] = job("later", "30 10 * * *")
+    scheduler.load(jobs, {}, catch_up=False)
+    slot = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    clock.advance_to(slot.timestamp())
+    due = scheduler.pop_due(reschedule=False)
+    assert sorted(item.job for item in due) == ["j0", "j1", "j2"]
+    # Their next slots wait: only "later" is known, and the deadline is half a second after the slot.
+    assert scheduler.next_wake() == datetime(2026, 11, 28, 10, 30, tzinfo=UTC).timestamp()
+    assert scheduler.reschedule_by() == slot.timestamp() + 0.5
+    assert scheduler.pop_due() == []  # nothing runs twice meanwhile
+    scheduler.reschedule()
+    assert scheduler.reschedule_by() is None
+    assert scheduler.next_wake() == datetime(2026, 11, 28, 10, 30, tzinfo=UTC).timestamp()
+    assert scheduler.next_run("j0") == datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+
+
+def test_a_reload_between_pop_and_reschedule_keeps_one_next_slot_per_job():
+    clock = FakeClock(datetime(2026, 11, 28, 9, 59, 59, tzinfo=UTC))
+    scheduler = Scheduler(clock)
+    jobs = {"hourly": job("hourly", "0 * * * *"), "gone": job("gone", "0 * * * *")}
+    scheduler.load(jobs, {}, catch_up=False)
+    clock.advance_to(datetime(2026, 11, 28, 10, 0, tzinfo=UTC).timestamp())
+    assert len(scheduler.pop_due(reschedule=False)) == 2
+    scheduler.load({"hourly": jobs["hourly"]}, catch_up=False)  # same timing: its popped slot is kept
+    scheduler.reschedule()
+    fired = run_until(scheduler, clock, datetime(2026, 11, 28, 13, 30, tzinfo=UTC))
+    assert [item.job for item in fired] == ["hourly"] * 3  # 11:00, 12:00, 13:00; "gone" never again

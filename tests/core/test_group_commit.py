@@ -1,0 +1,107 @@
+"""The history writer's group commit: starts share transactions, and kill -9 in a burst loses no run and no line."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+
+from pmjobsd.core.history import RunHistory
+from pmjobsd.core.history_writer import HistoryWriter
+from pmjobsd.core.observers import RunRecord
+from pmjobsd.core.outcomes import Status
+from pmjobsd.core.runner import new_run_id
+from tests.support.daemon import wait_for
+
+BURST_JOBS = 40
+
+
+def test_starts_waiting_together_share_one_commit_and_each_returns_with_its_row_written(tmp_path):
+    path = tmp_path / "history.db"
+    commits = []
+    writer = HistoryWriter(path)
+    wait_for(lambda: writer._conn is not None, message="the writer's connection")
+    assert writer._conn is not None
+    writer._conn._conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    records = [RunRecord(new_run_id(), f"job{i}", 1, "schedule", None, time.time()) for i in range(20)]
+    seen: dict[str, bool] = {}
+
+    def start(record: RunRecord) -> None:
+        writer.record_start(record)
+        with sqlite3.connect(path) as conn:  # another connection: the row is committed, not just written
+            seen[record.run_id] = (
+                conn.execute("SELECT 1 FROM runs WHERE run_id=?", (record.run_id,)).fetchone() is not None
+            )
+
+    # Hold the database connection: the writer takes the first start(s) and waits at the
+    # transaction, while the other starts queue up behind it.
+    with writer._conn._lock:
+        threads = [threading.Thread(target=start, args=(record,)) for record in records]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: writer.health().backlog == len(records), message="all twenty starts waiting")
+    for thread in threads:
+        thread.join(10)
+    writer.close()
+    assert seen == {record.run_id: True for record in records}
+    assert 1 <= len(commits) <= 2  # the one(s) taken first, then the rest together: not twenty
+
+
+def test_an_end_alone_is_written_after_its_linger(tmp_path):
+    path = tmp_path / "history.db"
+    writer = HistoryWriter(path, linger=0.05)
+    record = RunRecord(new_run_id(), "job", 1, "schedule", None, time.time())
+    writer.record_start(record)
+    record.status, record.finished_at = Status.OK, time.time()
+    writer.record_finish(record)
+    wait_for(lambda: RunHistory(path).recent("job")[0]["status"] == "OK", timeout=5, message="the end written")
+    assert writer.health().backlog == 0
+    writer.close()
+
+
+def _marker_runs(marker) -> set[str]:
+    """run_ids the jobs wrote themselves (a line torn by the kill is ignored)."""
+    runs = set()
+    for line in marker.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            runs.add(parts[1])
+    return runs
+
+
+def test_kill_9_in_a_burst_of_starts_keeps_every_started_run_and_every_log_line_whole(home, daemon_factory):
+    marker = home.root / "ran.txt"
+    definitions = {
+        f"burst_{index:02d}": {
+            "cron": "* * * * * *",
+            "callable": "tests.support.sample_jobs:ok",
+            "catch_up": False,
+            "options": {"marker": str(marker)},
+        }
+        for index in range(BURST_JOBS)
+    }
+    home.write_settings({"max_workers": 4, "definitions": definitions})
+    daemon = daemon_factory()
+    # Let two bursts pass, then kill the daemon as soon as the third begins: mid-burst.
+    wait_for(lambda: marker.exists() and len(_marker_runs(marker)) >= 2 * BURST_JOBS, message="two bursts ran")
+    seen = len(_marker_runs(marker))
+    deadline = time.monotonic() + 10
+    while len(_marker_runs(marker)) <= seen and time.monotonic() < deadline:
+        time.sleep(0.001)
+    daemon.kill()  # SIGKILL
+
+    ran = _marker_runs(marker)
+    assert len(ran) > seen  # killed after the third burst had begun
+    with RunHistory(home.history_path, create=False) as history:
+        shown = {row["run_id"]: row["status"] for row in history.recent(limit=100_000)}
+    # Every run whose job was called is in the history, finished or INTERRUPTED, never stuck RUNNING.
+    assert ran <= set(shown), f"{len(ran - set(shown))} runs that ran are not in the history"
+    assert {shown[run_id] for run_id in ran} <= {"OK", "INTERRUPTED"}
+    assert "RUNNING" not in shown.values()
+    # Every jobs.log line is whole JSON, and every run that ran has its job.started line.
+    raw = home.jobs_log.read_bytes()
+    assert raw.endswith(b"\n")
+    lines = [json.loads(line) for line in raw.decode().splitlines()]
+    started = {line["run_id"] for line in lines if line["event"] == "job.started"}
+    assert ran <= started
