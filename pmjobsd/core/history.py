@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,10 @@ CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_a
 """
 
 
+PURGE_BATCH = 500  # rows deleted per transaction by purge(): a few milliseconds of holding the write lock
+PURGE_PAUSE = 0.005  # seconds between two batches: the writer of new attempts gets the lock in between
+
+
 def _sql_list(words: Iterable[Status | Trigger]) -> str:
     """A SQL list of the words' values, ``('FAIL', 'TIMEOUT')`` (the enums' own constants, never input)."""
     return "(" + ", ".join(f"'{word.value}'" for word in words) + ")"
@@ -59,6 +64,113 @@ _FINISHED = f"status != '{Status.RUNNING.value}'"
 _FAILED = _sql_list(status for status in Status if status.failed)
 _SUCCEEDED = _sql_list(status for status in Status if status.succeeded)
 _SLOT_TRIGGERS = _sql_list(trigger for trigger in Trigger if trigger.for_slot)
+
+
+def _newest_final_success(job: str) -> str:
+    """SQL: started_at of ``job``'s newest final success; one index seek per succeeded status."""
+    parts = " UNION ALL ".join(
+        f"SELECT MAX(started_at) AS m FROM runs WHERE job = {job} AND final = 1 AND status = '{status.value}'"
+        for status in Status
+        if status.succeeded
+    )
+    return f"(SELECT MAX(m) FROM ({parts}))"
+
+
+def _newest_success(job: str) -> str:
+    """SQL: (started_at, attempt, finished_at) of ``job``'s newest success, final or not (index seeks only)."""
+    newest = " UNION ALL ".join(
+        f"SELECT MAX(started_at) AS m FROM runs WHERE job = {job} AND final = {final} AND status = '{status.value}'"
+        for status in Status
+        if status.succeeded
+        for final in (0, 1)
+    )
+    return (
+        f"(SELECT started_at, attempt, finished_at FROM runs WHERE job = {job} AND status IN {_SUCCEEDED}"
+        f" AND started_at = (SELECT MAX(m) FROM ({newest})) ORDER BY attempt DESC LIMIT 1)"
+    )
+
+
+def _streak_after(job: str, boundary: str) -> str:
+    """SQL: how many final failures of ``job`` started after ``boundary`` (NULL: ever)."""
+    return (
+        f"(SELECT COUNT(*) FROM runs WHERE job = {job} AND final = 1 AND status IN {_FAILED}"
+        f" AND started_at > COALESCE({boundary}, -1))"
+    )
+
+
+def _counts(row: str) -> str:
+    """SQL: does ``row`` (old/new) count in its job's failure streak as the summary stands?"""
+    return (
+        f"{row}.final = 1 AND {row}.status IN {_FAILED}"
+        f" AND {row}.started_at > COALESCE(job_summary.final_success_started, -1)"
+    )
+
+
+def _apply(row: str) -> str:
+    """Trigger statements that add ``row`` (new) to its job's summary.
+
+    The first one never conflicts: in a trigger, the outer statement's conflict policy
+    (a REPLACE, an upsert's ABORT) would override an ``OR IGNORE``.
+    """
+    return f"""
+    INSERT INTO job_summary (job) SELECT {row}.job
+      WHERE NOT EXISTS (SELECT 1 FROM job_summary WHERE job = {row}.job);
+    UPDATE job_summary SET success_started = {row}.started_at, success_attempt = {row}.attempt,
+        success_finished = {row}.finished_at
+      WHERE job = {row}.job AND {row}.status IN {_SUCCEEDED} AND (success_started IS NULL
+        OR {row}.started_at > success_started OR ({row}.started_at = success_started AND {row}.attempt >= success_attempt));
+    UPDATE job_summary SET streak = streak + 1 WHERE job = {row}.job AND {_counts(row)};
+    UPDATE job_summary SET final_success_started = {row}.started_at,
+        streak = {_streak_after(f"{row}.job", f"{row}.started_at")}
+      WHERE job = {row}.job AND {row}.final = 1 AND {row}.status IN {_SUCCEEDED}
+        AND {row}.started_at > COALESCE(final_success_started, -1);"""
+
+
+def _unapply(row: str) -> str:
+    """Trigger statements that take ``row`` (old, already gone or changed) out of its job's summary."""
+    return f"""
+    UPDATE job_summary SET streak = streak - 1 WHERE job = {row}.job AND {_counts(row)};
+    UPDATE job_summary SET (success_started, success_attempt, success_finished) = {_newest_success(f"{row}.job")}
+      WHERE job = {row}.job AND {row}.started_at = success_started AND {row}.attempt = success_attempt;
+    UPDATE job_summary SET final_success_started = {_newest_final_success(f"{row}.job")}
+      WHERE job = {row}.job AND {row}.final = 1 AND {row}.status IN {_SUCCEEDED}
+        AND {row}.started_at = final_success_started;
+    UPDATE job_summary SET streak = {_streak_after(f"{row}.job", "final_success_started")}
+      WHERE job = {row}.job AND {row}.final = 1 AND {row}.status IN {_SUCCEEDED}
+        AND COALESCE(final_success_started, -1) < {row}.started_at;"""
+
+
+# The per-job summary a status or a scrape reads instead of the whole history: kept by triggers
+# in the same transaction as each attempt's row (so it is right after kill -9, and whoever writes
+# runs, the daemon's writer or a `run-now` without daemon, keeps it), O(1) per write on average.
+# ``success_*``: the newest attempt that succeeded (OK/WARN, final or not: last_success_at);
+# ``final_success_started``: the newest *final* success, where the failure streak starts;
+# ``streak``: final FAIL/TIMEOUT attempts started after it (consecutive_failures).
+# A REPLACE fires the delete trigger only with recursive_triggers on (RunHistory sets it).
+SUMMARY_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS job_summary (
+    job                    TEXT PRIMARY KEY,
+    success_started        REAL,
+    success_attempt        INTEGER,
+    success_finished       REAL,
+    final_success_started  REAL,
+    streak                 INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID""",
+    # mark_interrupted() looks for RUNNING rows: a partial index holds only those.
+    f"CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = '{Status.RUNNING.value}'",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_insert AFTER INSERT ON runs BEGIN {_apply('new')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_update AFTER UPDATE ON runs BEGIN {_unapply('old')} {_apply('new')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_delete AFTER DELETE ON runs BEGIN {_unapply('old')}\nEND",
+)
+_SUMMARY_READY = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'runs_summary_delete'"
+
+# Fills job_summary from the rows already there (a history written before it existed), once.
+SUMMARY_FILL = f"""INSERT OR REPLACE INTO job_summary (job, success_started, success_attempt, success_finished, final_success_started, streak)
+SELECT j.job, s.started_at, s.attempt, s.finished_at, j.final_success_started,
+       {_streak_after("j.job", "j.final_success_started")}
+FROM (SELECT job, {_newest_final_success("d.job")} AS final_success_started FROM (SELECT DISTINCT job FROM runs) d) j
+LEFT JOIN runs s ON s.rowid = (SELECT rowid FROM runs r WHERE r.job = j.job AND r.status IN {_SUCCEEDED}
+                               ORDER BY r.started_at DESC, r.attempt DESC LIMIT 1)"""
 
 
 def process_start_time(pid: int) -> float | None:
@@ -96,6 +208,22 @@ def _writer_alive(pid: int, started: float | None) -> bool:
     return abs(now_started - started) < 1.0
 
 
+_NEWEST_COLUMNS = ", ".join(
+    f"r.{column}"
+    for column in (
+        "job run_id attempt trigger started_at finished_at status summary duration_ms final pid pid_started".split()
+    )
+)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What the status needs of a job's whole history, kept by the summary table's triggers."""
+
+    last_success_at: float | None  # end of the newest attempt that succeeded
+    consecutive_failures: int
+
+
 class RunHistory:
     """Thread-safe access to the run history database at ``path``.
 
@@ -117,6 +245,7 @@ class RunHistory:
             self._conn = sqlite3.connect(":memory:", check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
             self._conn.executescript(SCHEMA)
+            self._add_summary()
             return
         # Several processes may write (the daemon, a `run-now` without daemon):
         # WAL lets readers go on while one writes; busy_timeout waits for the writer.
@@ -129,10 +258,32 @@ class RunHistory:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         if "pid_started" not in columns:  # a history written by pmjobsd 0.1.0 before this column
             self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
+        self._add_summary()
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{self.path}{suffix}")
             if sidecar.exists() and sidecar.stat().st_uid == os.getuid():
                 sidecar.chmod(PRIVATE_FILE_MODE)
+
+    def _add_summary(self) -> None:
+        """The job_summary table and its triggers; filled from the rows already there when it is new."""
+        # The summary's triggers see a REPLACE as the delete it is only with recursive triggers on.
+        self._conn.execute("PRAGMA recursive_triggers = ON")
+        if self._conn.execute(_SUMMARY_READY).fetchone():
+            return
+        in_transaction = self._conn.in_transaction
+        if not in_transaction:
+            self._conn.execute("BEGIN IMMEDIATE")  # one process adds it; another one waits and finds it
+        try:
+            if not self._conn.execute(_SUMMARY_READY).fetchone():
+                for statement in SUMMARY_SCHEMA:
+                    self._conn.execute(statement)
+                self._conn.execute(SUMMARY_FILL)
+        except BaseException:
+            if not in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        if not in_transaction:
+            self._conn.execute("COMMIT")
 
     def __enter__(self) -> RunHistory:
         return self
@@ -236,11 +387,25 @@ class RunHistory:
                 )
             return len(dead)
 
-    def purge(self, older_than: float) -> int:
-        """Delete finished runs that started before ``older_than`` (epoch seconds); return how many."""
-        with self._lock:
-            cursor = self._conn.execute(f"DELETE FROM runs WHERE started_at < ? AND {_FINISHED}", (older_than,))
-            return cursor.rowcount
+    def purge(self, older_than: float, *, batch: int = PURGE_BATCH, pause: float = PURGE_PAUSE) -> int:
+        """Delete finished runs that started before ``older_than`` (epoch seconds); return how many.
+
+        Oldest first, ``batch`` rows per transaction with ``pause`` seconds between them,
+        so the writer of new attempts waits at most one batch for the database (a year of a
+        1-second job is purged without holding up the runner; benchmarks/bench_scale.py).
+        """
+        total = 0
+        while True:
+            with self._lock:
+                cursor = self._conn.execute(
+                    "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs"
+                    f" WHERE started_at < ? AND {_FINISHED} ORDER BY started_at LIMIT ?)",
+                    (older_than, batch),
+                )
+            total += max(cursor.rowcount, 0)
+            if cursor.rowcount < batch:
+                return total
+            time.sleep(pause)
 
     # --- reading ------------------------------------------------------------
     def _row_to_dict(self, row: sqlite3.Row) -> dict[str, Any]:
@@ -277,12 +442,44 @@ class RunHistory:
 
     def last_success_times(self) -> dict[str, float]:
         """When each job last finished an attempt that succeeded (OK or WARN; epoch seconds): it did its work."""
-        # Per job, newest first along the (job, started_at) index: stops at the first success.
+        rows = self._execute("SELECT job, success_finished FROM job_summary WHERE success_finished IS NOT NULL")
+        return {row["job"]: row["success_finished"] for row in rows.fetchall()}
+
+    def summaries(self, jobs: Iterable[str]) -> dict[str, JobSummary]:
+        """Each named job's last success and failure streak, from the summary table (one row per job)."""
+        names = list(jobs)
+        if not names:
+            return {}
         rows = self._execute(
-            f"SELECT j.job, (SELECT finished_at FROM runs r WHERE r.job = j.job AND r.status IN {_SUCCEEDED}"
-            " ORDER BY r.started_at DESC, r.attempt DESC LIMIT 1) AS finished FROM (SELECT DISTINCT job FROM runs) j"
+            f"SELECT job, success_finished, streak FROM job_summary WHERE job IN ({', '.join('?' * len(names))})",
+            tuple(names),
         ).fetchall()
-        return {row["job"]: row["finished"] for row in rows if row["finished"] is not None}
+        return {row["job"]: JobSummary(row["success_finished"], int(row["streak"])) for row in rows}
+
+    def newest(self, jobs: Iterable[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+        """The ``limit`` newest attempts of each named job, newest first, without details and metrics.
+
+        One index walk of ``limit`` rows per job: the cost does not grow with the history.
+        """
+        names = list(jobs)
+        if not names:
+            return {}
+        values = ", ".join("(?)" for _ in names)
+        rows = self._execute(
+            f"WITH names(name) AS (VALUES {values}) SELECT {_NEWEST_COLUMNS} FROM names JOIN runs r ON r.rowid IN"
+            " (SELECT rowid FROM runs WHERE job = names.name ORDER BY started_at DESC, attempt DESC LIMIT ?)",
+            (*names, limit),
+        ).fetchall()
+        newest: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for row in rows:
+            data = dict(row)
+            if data["status"] == Status.RUNNING.value and not _writer_alive(data["pid"], data["pid_started"]):
+                data["status"] = Status.INTERRUPTED.value
+            data["final"] = bool(data["final"])
+            newest[data["job"]].append(data)
+        for attempts in newest.values():
+            attempts.sort(key=lambda data: (data["started_at"], data["attempt"]), reverse=True)
+        return newest
 
     def last_slots(self) -> dict[str, datetime]:
         """The newest scheduled slot each job ran for (catch-up compares against it)."""
@@ -300,15 +497,10 @@ class RunHistory:
         """Final outcomes of ``job`` that failed (FAIL, TIMEOUT), counted back from the newest success.
 
         INTERRUPTED runs (the daemon stopped) say nothing about the job: they neither
-        count nor end the streak, like the alert rules treat them.
+        count nor end the streak, like the alert rules treat them.  Read from the summary.
         """
-        row = self._execute(
-            f"SELECT COUNT(*) FROM runs WHERE job = ?1 AND final = 1 AND status IN {_FAILED}"
-            " AND started_at > COALESCE((SELECT MAX(started_at) FROM runs WHERE job = ?1 AND final = 1"
-            f" AND status IN {_SUCCEEDED}), -1)",
-            (job,),
-        ).fetchone()
-        return int(row[0])
+        row = self._execute("SELECT streak FROM job_summary WHERE job = ?", (job,)).fetchone()
+        return int(row[0]) if row else 0
 
 
 def is_damage(exc: BaseException) -> bool:
