@@ -98,38 +98,49 @@ def _streak_after(job: str, boundary: str) -> str:
     )
 
 
-def _counts(row: str) -> str:
-    """SQL: does ``row`` (old/new) count in its job's failure streak as the summary stands?"""
-    return (
-        f"{row}.final = 1 AND {row}.status IN {_FAILED}"
-        f" AND {row}.started_at > COALESCE(job_summary.final_success_started, -1)"
-    )
+_RELEVANT = "{row}.status IN " + _SUCCEEDED + " OR ({row}.final = 1 AND {row}.status IN " + _FAILED + ")"
+
+
+def _relevant(row: str) -> str:
+    """SQL: can ``row`` (old/new) change its job's summary (a success, or a final failure)?"""
+    return f"({_RELEVANT.format(row=row)})"
 
 
 def _apply(row: str) -> str:
-    """Trigger statements that add ``row`` (new) to its job's summary.
-
-    The first one never conflicts: in a trigger, the outer statement's conflict policy
-    (a REPLACE, an upsert's ABORT) would override an ``OR IGNORE``.
-    """
+    """One trigger statement that adds ``row`` (new) to its job's summary (an upsert: one key lookup)."""
+    success = f"{row}.status IN {_SUCCEEDED}"
+    final_success = f"{row}.final = 1 AND {success}"
+    final_failure = f"{row}.final = 1 AND {row}.status IN {_FAILED}"
+    newer_success = (
+        f"{success} AND (success_started IS NULL OR {row}.started_at > success_started"
+        f" OR ({row}.started_at = success_started AND {row}.attempt >= success_attempt))"
+    )
+    newer_final_success = f"{final_success} AND {row}.started_at > COALESCE(final_success_started, -1)"
+    counts = f"{final_failure} AND {row}.started_at > COALESCE(final_success_started, -1)"
+    streak_after = _streak_after(f"{row}.job", f"{row}.started_at")
     return f"""
-    INSERT INTO job_summary (job) SELECT {row}.job
-      WHERE NOT EXISTS (SELECT 1 FROM job_summary WHERE job = {row}.job);
-    UPDATE job_summary SET success_started = {row}.started_at, success_attempt = {row}.attempt,
-        success_finished = {row}.finished_at
-      WHERE job = {row}.job AND {row}.status IN {_SUCCEEDED} AND (success_started IS NULL
-        OR {row}.started_at > success_started OR ({row}.started_at = success_started AND {row}.attempt >= success_attempt));
-    UPDATE job_summary SET streak = streak + 1 WHERE job = {row}.job AND {_counts(row)};
-    UPDATE job_summary SET final_success_started = {row}.started_at,
-        streak = {_streak_after(f"{row}.job", f"{row}.started_at")}
-      WHERE job = {row}.job AND {row}.final = 1 AND {row}.status IN {_SUCCEEDED}
-        AND {row}.started_at > COALESCE(final_success_started, -1);"""
+    INSERT INTO job_summary (job, success_started, success_attempt, success_finished, final_success_started, streak)
+    VALUES ({row}.job, CASE WHEN {success} THEN {row}.started_at END, CASE WHEN {success} THEN {row}.attempt END,
+            CASE WHEN {success} THEN {row}.finished_at END, CASE WHEN {final_success} THEN {row}.started_at END,
+            CASE WHEN {final_success} THEN {streak_after} WHEN {final_failure} THEN 1 ELSE 0 END)
+    ON CONFLICT (job) DO UPDATE SET
+      success_started = CASE WHEN {newer_success} THEN {row}.started_at ELSE success_started END,
+      success_attempt = CASE WHEN {newer_success} THEN {row}.attempt ELSE success_attempt END,
+      success_finished = CASE WHEN {newer_success} THEN {row}.finished_at ELSE success_finished END,
+      final_success_started = CASE WHEN {newer_final_success} THEN {row}.started_at ELSE final_success_started END,
+      streak = CASE WHEN {newer_final_success} THEN {streak_after} WHEN {counts} THEN streak + 1 ELSE streak END;"""
 
 
-def _unapply(row: str) -> str:
-    """Trigger statements that take ``row`` (old, already gone or changed) out of its job's summary."""
+def _unapply_failure(row: str) -> str:
+    """Trigger statement that takes a final failure ``row`` (old) out of its job's streak."""
     return f"""
-    UPDATE job_summary SET streak = streak - 1 WHERE job = {row}.job AND {_counts(row)};
+    UPDATE job_summary SET streak = streak - 1 WHERE job = {row}.job AND {row}.final = 1
+      AND {row}.status IN {_FAILED} AND {row}.started_at > COALESCE(final_success_started, -1);"""
+
+
+def _unapply_success(row: str) -> str:
+    """Trigger statements that replace a success ``row`` (old) where the summary points at it."""
+    return f"""
     UPDATE job_summary SET (success_started, success_attempt, success_finished) = {_newest_success(f"{row}.job")}
       WHERE job = {row}.job AND {row}.started_at = success_started AND {row}.attempt = success_attempt;
     UPDATE job_summary SET final_success_started = {_newest_final_success(f"{row}.job")}
@@ -140,13 +151,23 @@ def _unapply(row: str) -> str:
         AND COALESCE(final_success_started, -1) < {row}.started_at;"""
 
 
+def _points_at(row: str) -> str:
+    """SQL: is the success ``row`` (old) the one its job's summary names?"""
+    return (
+        f"{row}.status IN {_SUCCEEDED} AND EXISTS (SELECT 1 FROM job_summary WHERE job = {row}.job"
+        f" AND (success_started = {row}.started_at OR final_success_started = {row}.started_at))"
+    )
+
+
 # The per-job summary a status or a scrape reads instead of the whole history: kept by triggers
 # in the same transaction as each attempt's row (so it is right after kill -9, and whoever writes
-# runs, the daemon's writer or a `run-now` without daemon, keeps it), O(1) per write on average.
+# runs, the daemon's writer or a `run-now` without daemon, keeps it).  Only a success or a final
+# failure fires one (a RUNNING row does not): one upsert on a small table per finished attempt.
 # ``success_*``: the newest attempt that succeeded (OK/WARN, final or not: last_success_at);
 # ``final_success_started``: the newest *final* success, where the failure streak starts;
-# ``streak``: final FAIL/TIMEOUT attempts started after it (consecutive_failures).
-# A REPLACE fires the delete trigger only with recursive_triggers on (RunHistory sets it).
+# ``streak``: final FAIL/TIMEOUT attempts started after it (consecutive_failures).  A job with
+# no row has neither.  The triggers' WHEN clauses exclude each other, so their order is moot.
+# A REPLACE fires the delete triggers only with recursive_triggers on (RunHistory sets it).
 SUMMARY_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS job_summary (
     job                    TEXT PRIMARY KEY,
@@ -158,9 +179,16 @@ SUMMARY_SCHEMA = (
 ) WITHOUT ROWID""",
     # mark_interrupted() looks for RUNNING rows: a partial index holds only those.
     f"CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = '{Status.RUNNING.value}'",
-    f"CREATE TRIGGER IF NOT EXISTS runs_summary_insert AFTER INSERT ON runs BEGIN {_apply('new')}\nEND",
-    f"CREATE TRIGGER IF NOT EXISTS runs_summary_update AFTER UPDATE ON runs BEGIN {_unapply('old')} {_apply('new')}\nEND",
-    f"CREATE TRIGGER IF NOT EXISTS runs_summary_delete AFTER DELETE ON runs BEGIN {_unapply('old')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_insert AFTER INSERT ON runs WHEN {_relevant('new')}"
+    f" BEGIN {_apply('new')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_update AFTER UPDATE ON runs"
+    f" WHEN NOT {_relevant('old')} AND {_relevant('new')} BEGIN {_apply('new')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_reupdate AFTER UPDATE ON runs WHEN {_relevant('old')}"
+    f" BEGIN {_unapply_failure('old')} {_unapply_success('old')} {_apply('new')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_delete_failure AFTER DELETE ON runs"
+    f" WHEN old.final = 1 AND old.status IN {_FAILED} BEGIN {_unapply_failure('old')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_delete AFTER DELETE ON runs WHEN {_points_at('old')}"
+    f" BEGIN {_unapply_success('old')}\nEND",
 )
 _SUMMARY_READY = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'runs_summary_delete'"
 
@@ -268,6 +296,8 @@ class RunHistory:
         """The job_summary table and its triggers; filled from the rows already there when it is new."""
         # The summary's triggers see a REPLACE as the delete it is only with recursive triggers on.
         self._conn.execute("PRAGMA recursive_triggers = ON")
+        # A statement that fires a trigger keeps a statement journal: in memory, not a temporary file.
+        self._conn.execute("PRAGMA temp_store = MEMORY")
         if self._conn.execute(_SUMMARY_READY).fetchone():
             return
         in_transaction = self._conn.in_transaction

@@ -167,7 +167,7 @@ def test_a_history_written_before_the_summary_gets_it_filled_once(tmp_path):
         _seed(history, 200, seed=11)
         expected = {job: history.summaries([job]).get(job) for job in JOBS}
     with sqlite3.connect(path) as conn:  # as pmjobsd 0.1 left it: no summary, no triggers
-        for name in ("runs_summary_insert", "runs_summary_update", "runs_summary_delete"):
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP TABLE job_summary")
     with RunHistory(path, create=False) as history:
