@@ -540,12 +540,44 @@ def is_damage(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
-def check_history(history: RunHistory) -> None:
-    """Raise ``sqlite3.DatabaseError`` when the file is damaged (``PRAGMA quick_check`` and a read of every index)."""
+def check_history(history: RunHistory, *, thorough: bool = True) -> None:
+    """Raise ``sqlite3.DatabaseError`` when the file is damaged.
+
+    ``thorough``: ``PRAGMA quick_check`` and a read of every index, O(history) (the daemon's
+    start).  Otherwise O(1), for ``status`` without a daemon: the header must be SQLite's and
+    the file as long as the header says (a truncated copy, garbage), and the summary readable;
+    damage deeper in the file is found by the daemon when it starts.
+    """
+    if not thorough:
+        _check_header(history.path)
+        history.summaries(["-"])
+        return
     problems = [row[0] for row in history._execute("PRAGMA quick_check(3)").fetchall()]
     if problems != ["ok"]:
         raise sqlite3.DatabaseError("; ".join(problems)[:200])
     history.last_runs()
+
+
+def _check_header(path: Path) -> None:
+    """Raise ``sqlite3.DatabaseError`` when ``path`` lacks SQLite's header or is shorter than its header says."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        return
+    if not header:
+        return  # empty: SQLite makes it a database
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise sqlite3.DatabaseError("file is not a database")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count is valid when its "version-valid-for" matches the change counter.
+    if header[92:96] == header[24:28] and size < pages * page_size:
+        raise sqlite3.DatabaseError(
+            f"database disk image is malformed (truncated: {size} of {pages * page_size} bytes)"
+        )
 
 
 def open_history(path: Path) -> tuple[RunHistory, Path | None, str | None]:

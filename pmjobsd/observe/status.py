@@ -568,7 +568,7 @@ def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) 
         daemon = DaemonState(running=True, pid=pid, version=__version__, started_at=None, responding=False)
     try:
         with RunHistory(history_path, create=False) as history:
-            check_history(history)
+            check_history(history, thorough=False)  # O(1): status costs the same with any history
             return build_status(loaded, history, daemon=daemon).to_json()
     except sqlite3.DatabaseError as exc:
         if not is_damage(exc):
