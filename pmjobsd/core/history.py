@@ -264,6 +264,7 @@ class RunHistory:
     def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 10.0, empty: bool = False):
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._newest_cache: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
         if create and not empty:
             ensure_private_dir(self.path.parent)
             # Created 0600 here, and refused when it is a link or not ours: SQLite follows links.
@@ -489,26 +490,35 @@ class RunHistory:
     def newest(self, jobs: Iterable[str], limit: int) -> dict[str, list[dict[str, Any]]]:
         """The ``limit`` newest attempts of each named job, newest first, without details and metrics.
 
-        One index walk of ``limit`` rows per job: the cost does not grow with the history.
+        One index walk of ``limit`` rows per job: the cost does not grow with the history.  The
+        rows are kept until the database changes (``PRAGMA data_version``, and this connection's
+        own changes), so scrapes between two attempts do not read it again; treat them as
+        read-only.  A RUNNING row whose writer is gone is shown INTERRUPTED at every call.
         """
-        names = list(jobs)
+        names = tuple(jobs)
         if not names:
             return {}
-        values = ", ".join("(?)" for _ in names)
-        rows = self._execute(
-            f"WITH names(name) AS (VALUES {values}) SELECT {_NEWEST_COLUMNS} FROM names JOIN runs r ON r.rowid IN"
-            " (SELECT rowid FROM runs WHERE job = names.name ORDER BY started_at DESC, attempt DESC LIMIT ?)",
-            (*names, limit),
-        ).fetchall()
+        with self._lock:
+            version = (self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes)
+            cached = self._newest_cache
+            if cached is not None and cached[0] == (version, names, limit):
+                rows = cached[1]
+            else:
+                values = ", ".join("(?)" for _ in names)
+                fetched = self._conn.execute(
+                    f"WITH names(name) AS (VALUES {values}) SELECT {_NEWEST_COLUMNS} FROM names JOIN runs r"
+                    " ON r.rowid IN (SELECT rowid FROM runs WHERE job = names.name"
+                    " ORDER BY started_at DESC, attempt DESC LIMIT ?)",
+                    (*names, limit),
+                ).fetchall()
+                rows = [dict(row, final=bool(row["final"])) for row in fetched]
+                rows.sort(key=lambda data: (data["started_at"], data["attempt"]), reverse=True)
+                self._newest_cache = ((version, names, limit), rows)
         newest: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-        for row in rows:
-            data = dict(row)
+        for data in rows:
             if data["status"] == Status.RUNNING.value and not _writer_alive(data["pid"], data["pid_started"]):
-                data["status"] = Status.INTERRUPTED.value
-            data["final"] = bool(data["final"])
+                data = dict(data, status=Status.INTERRUPTED.value)
             newest[data["job"]].append(data)
-        for attempts in newest.values():
-            attempts.sort(key=lambda data: (data["started_at"], data["attempt"]), reverse=True)
         return newest
 
     def last_slots(self) -> dict[str, datetime]:

@@ -200,3 +200,16 @@ def test_purge_removes_exactly_the_finished_runs_older_than_the_cutoff_in_batche
         assert {row[0] for row in history._execute("SELECT run_id FROM runs")} == expected
         assert history.purge(cutoff, batch=7, pause=0) == 0
         _assert_summary_matches_full_queries(history)
+
+
+def test_the_newest_attempts_are_read_again_when_another_connection_or_this_one_writes(tmp_path):
+    path = tmp_path / "history.db"
+    with RunHistory(path) as reader, RunHistory(path) as writer:
+        writer.write(RunRecord("a", "job", 1, "schedule", None, 1000.0, Status.OK, 1001.0))
+        assert [row["run_id"] for row in reader.newest(["job"], 5)["job"]] == ["a"]
+        assert [row["run_id"] for row in reader.newest(["job"], 5)["job"]] == ["a"]  # kept
+        writer.write(RunRecord("b", "job", 1, "schedule", None, 2000.0, Status.FAIL, 2001.0))  # another connection
+        assert [row["run_id"] for row in reader.newest(["job"], 5)["job"]] == ["b", "a"]
+        reader.purge(1500.0, pause=0)  # this connection
+        assert [row["run_id"] for row in reader.newest(["job"], 5)["job"]] == ["b"]
+        assert reader.consecutive_failures("job") == 1 and reader.last_success_times() == {}
