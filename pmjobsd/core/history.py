@@ -51,7 +51,7 @@ CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_a
 """
 
 
-PURGE_BATCH = 500  # rows deleted per transaction by purge(): a few milliseconds of holding the write lock
+PURGE_BATCH = 100  # rows deleted per transaction by purge(): about a millisecond of holding the write lock
 PURGE_PAUSE = 0.005  # seconds between two batches: the writer of new attempts gets the lock in between
 
 
