@@ -264,7 +264,9 @@ class RunHistory:
     def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 10.0, empty: bool = False):
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._newest_cache: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
+        # (key, rows, the assembled answer when no row is RUNNING): see newest()
+        self._newest_cache: tuple[tuple[Any, ...], list[dict[str, Any]], dict[str, list[dict[str, Any]]] | None] | None
+        self._newest_cache = None
         if create and not empty:
             ensure_private_dir(self.path.parent)
             # Created 0600 here, and refused when it is a link or not ours: SQLite follows links.
@@ -502,7 +504,9 @@ class RunHistory:
             version = (self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes)
             cached = self._newest_cache
             if cached is not None and cached[0] == (version, names, limit):
-                rows = cached[1]
+                rows, assembled = cached[1], cached[2]
+                if assembled is not None:
+                    return assembled  # nothing RUNNING in it: nothing to look at again
             else:
                 values = ", ".join("(?)" for _ in names)
                 fetched = self._conn.execute(
@@ -513,12 +517,16 @@ class RunHistory:
                 ).fetchall()
                 rows = [dict(row, final=bool(row["final"])) for row in fetched]
                 rows.sort(key=lambda data: (data["started_at"], data["attempt"]), reverse=True)
-                self._newest_cache = ((version, names, limit), rows)
         newest: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        running = False
         for data in rows:
-            if data["status"] == Status.RUNNING.value and not _writer_alive(data["pid"], data["pid_started"]):
-                data = dict(data, status=Status.INTERRUPTED.value)
+            if data["status"] == Status.RUNNING.value:
+                running = True
+                if not _writer_alive(data["pid"], data["pid_started"]):
+                    data = dict(data, status=Status.INTERRUPTED.value)
             newest[data["job"]].append(data)
+        with self._lock:
+            self._newest_cache = ((version, names, limit), rows, None if running else newest)
         return newest
 
     def last_slots(self) -> dict[str, datetime]:
