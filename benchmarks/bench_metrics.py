@@ -1,12 +1,22 @@
-"""What a scrape costs: pmjobsd computes its gauges from the status at every scrape.
+"""What a scrape costs, with 1,000 and with 1,000,000 attempts in the run history.
 
-pmjobsd: ``GET /metrics`` on :class:`pmjobsd.observe.web.StatusServer`, whose collector
-builds the status (settings + a real run history of 1 000 and of
-20 000 attempts, 12 jobs) at each request.  Baseline: ``prometheus_client.start_http_server``
-serving a registry whose gauges were set beforehand (the cached-gauge design
-this module avoids, as it can drift from ``pmjobsd status``).  Same machine,
-same client, side by side.  Also the status page (``GET /``) for scale.
-Run: ``python benchmarks/bench_metrics.py [--quick]``.
+pmjobsd: ``GET /metrics``, ``/``, ``/v1/jobs`` and ``/healthz`` on
+:class:`pmjobsd.observe.web.StatusServer`, whose sources build the status (settings + a
+real run history, 12 jobs) at each request, and ``status --json`` without a daemon
+(:func:`pmjobsd.observe.status.offline_status`, in process).  The status reads the
+``job_summary`` table and 20 attempts per job along an index, so every row should cost
+the same at both sizes.  Baselines, like for like, in the same run:
+
+* ``/metrics``: ``prometheus_client.start_http_server`` serving a registry that yields the
+  same families and samples as pmjobsd's exposition, parsed ahead of time (cached gauges);
+* ``/`` and ``/v1/jobs``: a plain ``http.server`` serving the pre-rendered page / document
+  (same bytes) with the same headers;
+* ``/healthz``: the same plain ``http.server`` answering a static 200 with a small JSON body;
+* ``status --json``: the same call on the 1,000-attempt history (ratio = growth with the history).
+
+The history is filled with plain INSERTs (the summary's triggers dropped) and the summary
+is then rebuilt by the migration path a history from before it takes (SUMMARY_FILL), so that
+a million rows take seconds, not minutes.  Run: ``python benchmarks/bench_metrics.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -14,26 +24,30 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
-from pmjobsd.core.context import Status
 from pmjobsd.core.history import RunHistory
-from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.settings import load_settings
 from pmjobsd.observe.metrics import MetricsObserver
-from pmjobsd.observe.status import DaemonState, build_status
+from pmjobsd.observe.status import DaemonState, build_status, offline_status
+from pmjobsd.observe.statuspage import render_page
 from pmjobsd.observe.web import Health, StatusServer
 
 JOBS = 12
-HISTORY_SIZES = (1_000, 20_000)  # a month of the built-in jobs; a month of a job every two minutes
+HISTORY_SIZES = (1_000, 1_000_000)  # a month of the built-in jobs; 12 days of a job every second
+QUICK_SIZES = (1_000, 100_000)
 
 
 def _free_port() -> int:
@@ -52,64 +66,133 @@ def _time_gets(port: int, path: str, rounds: int) -> float:
         response = conn.getresponse()
         response.read()
         timings.append((time.perf_counter() - started) * 1000)
-        assert response.status == 200, response.status
+        assert response.status == 200, (path, response.status)
     conn.close()
     return statistics.median(timings)
 
 
-def _fill_history(history: RunHistory, names: list[str], attempts: int) -> None:
-    now = time.time() - attempts
-    statuses = [Status.OK, Status.OK, Status.WARN, Status.FAIL]
-    for index in range(attempts):
-        record = RunRecord(
-            f"run-{index}",
-            names[index % len(names)],
-            1,
-            "schedule",
-            None,
-            now + index,
-            statuses[index % 4],
-            now + index + 0.5,
-            summary="bench",
-            metrics={"items": index},
-        )
-        history.record_start(record)
-        history.record_finish(record)
+def _time_calls(call, rounds: int) -> float:
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def _fill_history(path: Path, names: list[str], attempts: int) -> None:
+    """``attempts`` finished attempts, one a second up to now, every outcome; then the summary rebuilt."""
+    RunHistory(path).close()  # the schema, the summary and its triggers
+    statuses = ["OK", "OK", "WARN", "FAIL"]
+    start = time.time() - attempts
+    rows = (
+        (f"run-{index:09d}", 1, names[index % len(names)], "schedule", None, start + index, start + index + 0.5,
+         statuses[index % 4], "bench", None, 500, "{}", json.dumps({"items": index}), 1, 1, None)
+        for index in range(attempts)
+    )  # fmt: skip
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        for (name,) in triggers:
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DROP TABLE job_summary")
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+    RunHistory(path).close()  # a history without the summary: filled once, as on upgrade
+
+
+class _Cached:
+    """A prometheus_client collector yielding families parsed ahead of time (the cached-gauge design)."""
+
+    def __init__(self, exposition: bytes):
+        self.families = list(text_string_to_metric_families(exposition.decode()))
+
+    def collect(self):
+        return self.families
+
+
+def _plain_server(routes: dict[str, tuple[bytes, str]]) -> ThreadingHTTPServer:
+    """A plain http.server answering ``routes`` (path -> body, content type) with 200, keep-alive."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:
+            body, content_type = routes[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def run(quick: bool = False) -> list[dict]:
+    rounds = 20 if quick else 200
+    measured = {attempts: _run_once(attempts, rounds) for attempts in (QUICK_SIZES if quick else HISTORY_SIZES)}
+    small = min(measured)
     rows = []
-    for attempts in HISTORY_SIZES:
-        rows += _run_once(attempts, 20 if quick else 200)
+    for attempts, result in measured.items():
+        note = f"{JOBS} jobs, {attempts:,} attempts in the history, median of {rounds} keep-alive GETs on 127.0.0.1"
+        rows += [
+            _row(f"GET /metrics ({attempts:,} attempts)", result["metrics"], result["base_metrics"],
+                 "prometheus_client start_http_server, same samples cached", "ms",
+                 note + f"; {result['samples']} samples, gauges computed from the status at each scrape"),
+            _row(f"GET / ({attempts:,} attempts)", result["page"], result["base_page"],
+                 "http.server, the same page pre-rendered", "ms", note + f"; {result['page_bytes']:,} bytes"),
+            _row(f"GET /v1/jobs ({attempts:,} attempts)", result["jobs"], result["base_jobs"],
+                 "http.server, the same document pre-rendered", "ms", note + f"; {result['jobs_bytes']:,} bytes"),
+            _row(f"GET /healthz ({attempts:,} attempts)", result["health"], result["base_health"],
+                 "http.server, static 200", "ms", "reads the heartbeat only, no lock"),
+            _row(f"status --json without daemon ({attempts:,} attempts)", result["offline"],
+                 measured[small]["offline"], f"the same with {small:,} attempts", "ms",
+                 "offline_status in process: open the history, header check, build, JSON; median of "
+                 f"{rounds}; history filled in {result['fill_s']:.0f} s"),
+        ]  # fmt: skip
     return rows
 
 
-def _run_once(attempts: int, rounds: int) -> list[dict]:
+def _row(name: str, ours: float, baseline: float, baseline_name: str, unit: str, notes: str) -> dict:
+    return {
+        "benchmark": name,
+        "pmjobsd": round(ours, 2),
+        "baseline": round(baseline, 2),
+        "baseline_name": baseline_name,
+        "unit": unit,
+        "ratio": round(ours / baseline, 2),
+        "notes": notes,
+    }
+
+
+def _run_once(attempts: int, rounds: int) -> dict:
+    result: dict = {}
     with tempfile.TemporaryDirectory() as folder:
         settings_path = Path(folder) / "settings.json"
         names = [f"job_{n:02d}" for n in range(JOBS)]
-        settings_path.write_text(
-            json.dumps(
-                {
-                    "jobs": {
-                        "timezone": "UTC",
-                        "definitions": {
-                            name: {"cron": "*/5 * * * *", "callable": "tests.support.web_jobs:counted"}
-                            for name in names
-                        },
-                    }
-                }
-            )
-        )
+        definitions = {name: {"cron": "*/5 * * * *", "callable": "tests.support.web_jobs:counted"} for name in names}
+        settings_path.write_text(json.dumps({"jobs": {"timezone": "UTC", "definitions": definitions}}))
         loaded = load_settings(settings_path)
-        history = RunHistory(Path(folder) / "history.db")
-        _fill_history(history, names, attempts)
+        history_path = Path(folder) / "history.db"
+        started = time.perf_counter()
+        _fill_history(history_path, names, attempts)
+        result["fill_s"] = time.perf_counter() - started
+        history = RunHistory(history_path)
         daemon = DaemonState(running=True, pid=1, version="bench", started_at=None, abandoned_threads=0)
 
         def status():
             return build_status(loaded, history, daemon=daemon)
 
         metrics = MetricsObserver(status, history=history)
+        metrics.set_jobs(names)
         server = StatusServer(
             "127.0.0.1",
             0,
@@ -120,64 +203,40 @@ def _run_once(attempts: int, rounds: int) -> list[dict]:
         )
         server.start()
         port = server.address[1]
-        ours_metrics = _time_gets(port, "/metrics", rounds)
-        ours_page = _time_gets(port, "/", rounds)
-        ours_health = _time_gets(port, "/healthz", rounds)
+        result["metrics"] = _time_gets(port, "/metrics", rounds)
+        result["page"] = _time_gets(port, "/", rounds)
+        result["jobs"] = _time_gets(port, "/v1/jobs", rounds)
+        result["health"] = _time_gets(port, "/healthz", rounds)
         server.close()
+        result["offline"] = _time_calls(lambda: json.dumps(offline_status(history_path, loaded, None)), rounds)
 
-        # Baseline: the same families, values set ahead of time, served by prometheus_client itself.
+        # The baselines: the same bytes, computed ahead of time.
+        exposition = metrics.exposition()
+        page = render_page(status()).encode()
+        document = json.dumps(status().to_json(), indent=2).encode() + b"\n"
+        result["page_bytes"], result["jobs_bytes"] = len(page), len(document)
         registry = CollectorRegistry()
-        families = [
-            "pmjobsd_job_last_run_timestamp_seconds",
-            "pmjobsd_job_next_run_timestamp_seconds",
-            "pmjobsd_job_status",
-            "pmjobsd_job_running",
-            "pmjobsd_job_enabled",
-            "pmjobsd_job_consecutive_failures",
-            "pmjobsd_job_last_success_timestamp_seconds",
-        ]
-        for name in families:
-            gauge = Gauge(name, "cached", ["job_name"], registry=registry)
-            for job in names:
-                gauge.labels(job).set(time.time())
-        result = Gauge("pmjobsd_job_result_value", "cached", ["job_name", "name"], registry=registry)
-        for job in names:
-            result.labels(job, "items").set(1)
+        cached = _Cached(exposition)
+        result["samples"] = sum(len(family.samples) for family in cached.families)
+        registry.register(cached)
         baseline_port = _free_port()
-        baseline_server, baseline_thread = start_http_server(baseline_port, addr="127.0.0.1", registry=registry)
-        baseline_metrics = _time_gets(baseline_port, "/metrics", rounds)
+        baseline_server, _ = start_http_server(baseline_port, addr="127.0.0.1", registry=registry)
+        result["base_metrics"] = _time_gets(baseline_port, "/metrics", rounds)
         baseline_server.shutdown()
+        plain = _plain_server(
+            {
+                "/": (page, "text/html; charset=utf-8"),
+                "/v1/jobs": (document, "application/json"),
+                "/healthz": (b'{"status": "ok", "heartbeat_age_s": 0.0, "limit_s": 1.0}\n', "application/json"),
+            }
+        )
+        plain_port = plain.server_address[1]
+        result["base_page"] = _time_gets(plain_port, "/", rounds)
+        result["base_jobs"] = _time_gets(plain_port, "/v1/jobs", rounds)
+        result["base_health"] = _time_gets(plain_port, "/healthz", rounds)
+        plain.shutdown()
         history.close()
-    note = f"{JOBS} jobs, {attempts} attempts in the history, median of {rounds} keep-alive GETs on 127.0.0.1"
-    return [
-        {
-            "benchmark": f"GET /metrics ({attempts} attempts)",
-            "pmjobsd": round(ours_metrics, 2),
-            "baseline": round(baseline_metrics, 2),
-            "baseline_name": "prometheus_client start_http_server, gauges cached",
-            "unit": "ms",
-            "ratio": round(ours_metrics / baseline_metrics, 2),
-            "notes": note + "; gauges computed from the status document",
-        },
-        {
-            "benchmark": f"GET / ({attempts} attempts)",
-            "pmjobsd": round(ours_page, 2),
-            "baseline": round(baseline_metrics, 2),
-            "baseline_name": "same baseline (cached /metrics)",
-            "unit": "ms",
-            "ratio": round(ours_page / baseline_metrics, 2),
-            "notes": note,
-        },
-        {
-            "benchmark": f"GET /healthz ({attempts} attempts)",
-            "pmjobsd": round(ours_health, 2),
-            "baseline": round(baseline_metrics, 2),
-            "baseline_name": "same baseline (cached /metrics)",
-            "unit": "ms",
-            "ratio": round(ours_health / baseline_metrics, 2),
-            "notes": "reads the heartbeat only, no lock",
-        },
-    ]
+    return result
 
 
 if __name__ == "__main__":

@@ -17,6 +17,16 @@ per due run to find it, pop it and compute its next fire time.  pmjobsd:
 cronsim step), and again with a constant-cost schedule in place of cronsim to
 show the part that depends on n.  Baseline: the `schedule` package's
 ``run_pending()`` with one job made due (it asks every job ``should_run``: O(n)).
+
+*History at scale* — a run history of 3,000,000 attempts of a 1-second job (35 days; 200,000
+with ``--quick``), filled with plain INSERTs and its summary rebuilt by the upgrade path.
+Insert: one attempt (the writer's two upserts, the summary's trigger, autocommit) appended
+to it, against the same into an empty history.  Purge: ``RunHistory.purge`` on its own
+connection deleting the older half (batches of ``PURGE_BATCH`` rows), rows per second, and
+extrapolated to a year of that job (31.5 M rows).  Stall: meanwhile a thread records attempts
+through the real :class:`HistoryWriter` (``record_start`` waits until its row is written, as
+the runner's worker does); the longest ``record_start`` during the purge against the longest
+in as many attempts without a purge.
 """
 
 from __future__ import annotations
@@ -38,6 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import memory_kb, print_table, row, write_settings
 
 SCALE_JOBS = 10_000
+HISTORY_ROWS = 3_000_000
+QUICK_HISTORY_ROWS = 200_000
+YEAR_OF_SECONDS = 31_536_000
 TICKS = 1000
 
 
@@ -202,6 +215,134 @@ def schedule_due_run_us(n: int, ticks: int) -> float:
     return statistics.median(timings)
 
 
+def _fill_history(path: Path, count: int, start: float) -> None:
+    """``count`` finished attempts of one job, one a second from ``start``; the summary rebuilt once."""
+    import sqlite3
+
+    from pmjobsd.core.history import RunHistory
+
+    RunHistory(path).close()
+    statuses = ["OK", "OK", "WARN", "FAIL"]
+    rows = (
+        (f"run-{index:09d}", 1, "every_second", "schedule", None, start + index, start + index + 0.2,
+         statuses[index % 4], "", None, 200, "{}", "{}", 1, 1, None)
+        for index in range(count)
+    )  # fmt: skip
+    conn = sqlite3.connect(path, isolation_level=None)
+    triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    for (name,) in triggers:
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DROP TABLE job_summary")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.execute("COMMIT")
+    conn.close()
+    RunHistory(path).close()
+
+
+def _insert_us(path: Path, attempts: int, start: float) -> float:
+    """Median microseconds to write one attempt (start and finish) through ``RunHistory.write``."""
+    from pmjobsd.core.history import RunHistory
+    from pmjobsd.core.observers import RunRecord
+    from pmjobsd.core.outcomes import Status
+
+    timings = []
+    with RunHistory(path) as history:
+        for index in range(attempts):
+            record = RunRecord(f"new-{index}", "every_second", 1, "schedule", None, start + index)
+            began = time.perf_counter()
+            history.write(record)
+            record.status, record.finished_at = Status.OK, start + index + 0.2
+            history.write(record)
+            timings.append((time.perf_counter() - began) * 1e6)
+    return statistics.median(timings)
+
+
+def _record_while(path: Path, busy, minimum: int) -> list[float]:
+    """Record attempts through the real writer while ``busy()`` (at least ``minimum``); each record_start in ms."""
+    from pmjobsd.core.history_writer import HistoryWriter
+    from pmjobsd.core.observers import RunRecord
+    from pmjobsd.core.outcomes import Status
+
+    writer = HistoryWriter(path, durable_wait=30.0)
+    stalls = []
+    index = 0
+    while busy() or index < minimum:
+        record = RunRecord(f"live-{index}-{time.time()}", "recorded", 1, "schedule", None, time.time())
+        began = time.perf_counter()
+        writer.record_start(record)
+        stalls.append((time.perf_counter() - began) * 1000)
+        record.status, record.finished_at = Status.OK, time.time()
+        writer.record_finish(record)
+        index += 1
+        time.sleep(0.002)
+    writer.close()
+    return stalls
+
+
+def history_at_scale(quick: bool) -> list[dict]:
+    import threading
+
+    from pmjobsd.core.history import PURGE_BATCH, RunHistory
+
+    count = QUICK_HISTORY_ROWS if quick else HISTORY_ROWS
+    attempts = 300 if quick else 2000
+    with tempfile.TemporaryDirectory() as folder:
+        big, empty = Path(folder) / "big.db", Path(folder) / "empty.db"
+        start = time.time() - count
+        began = time.perf_counter()
+        _fill_history(big, count, start)
+        fill_s = time.perf_counter() - began
+        big_us = _insert_us(big, attempts, start + count)
+        empty_us = _insert_us(empty, attempts, start + count)
+
+        quiet = _record_while(big, lambda: False, 300 if quick else 1000)
+        cutoff = start + count / 2
+        purged: dict = {}
+
+        def purge() -> None:
+            began = time.perf_counter()
+            with RunHistory(big) as history:
+                purged["rows"] = history.purge(cutoff)
+            purged["s"] = time.perf_counter() - began
+
+        thread = threading.Thread(target=purge)
+        thread.start()
+        during = _record_while(big, thread.is_alive, 10)
+        thread.join()
+    rate = purged["rows"] / purged["s"]
+    return [
+        row(
+            f"history insert, one attempt, {count:,} rows",
+            big_us,
+            empty_us,
+            "the same into an empty history",
+            "us",
+            f"RunHistory.write twice (start, finish), the summary trigger, autocommit; median of {attempts}; "
+            f"{count:,} rows filled in {fill_s:.0f} s (plain INSERTs, summary rebuilt)",
+        ),
+        row(
+            f"history purge, {purged['rows']:,} of {count:,} rows",
+            rate,
+            None,
+            "-",
+            "rows/s",
+            f"{purged['s']:.1f} s in batches of {PURGE_BATCH}; a day of a 1-second job (86,400 rows) "
+            f"{86_400 / rate:.1f} s, a year ({YEAR_OF_SECONDS / 1e6:.1f} M rows) {YEAR_OF_SECONDS / rate / 60:.0f} min",
+        ),
+        row(
+            "longest runner stall while the history is purged",
+            max(during),
+            max(quiet),
+            "the same writer, no purge",
+            "ms",
+            f"record_start through the real HistoryWriter: {len(during)} attempts during the purge, p99 "
+            f"{statistics.quantiles(during, n=100)[98]:.1f} ms; without: {len(quiet)} attempts, "
+            f"p99 {statistics.quantiles(quiet, n=100)[98]:.1f} ms",
+        ),
+    ]
+
+
 def run(quick: bool = False) -> list[dict]:
     ours, theirs = in_child("pmjobsd", SCALE_JOBS), in_child("apscheduler", SCALE_JOBS)
     rows = [
@@ -246,7 +387,7 @@ def run(quick: bool = False) -> list[dict]:
                 f"from n=100); schedule x{theirs_us / growth[100][2]:.0f} from n=100",
             )
         )
-    return rows
+    return rows + history_at_scale(quick)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_a
 """
 
 
+PURGE_BATCH = 100  # rows deleted per transaction by purge(): about a millisecond of holding the write lock
+PURGE_PAUSE = 0.005  # seconds between two batches: the writer of new attempts gets the lock in between
+
+
 def _sql_list(words: Iterable[Status | Trigger]) -> str:
     """A SQL list of the words' values, ``('FAIL', 'TIMEOUT')`` (the enums' own constants, never input)."""
     return "(" + ", ".join(f"'{word.value}'" for word in words) + ")"
@@ -57,6 +62,141 @@ _FINISHED = f"status != '{Status.RUNNING.value}'"
 _FAILED = _sql_list(status for status in Status if status.failed)
 _SUCCEEDED = _sql_list(status for status in Status if status.succeeded)
 _SLOT_TRIGGERS = _sql_list(trigger for trigger in Trigger if trigger.for_slot)
+
+
+def _newest_final_success(job: str) -> str:
+    """SQL: started_at of ``job``'s newest final success; one index seek per succeeded status."""
+    parts = " UNION ALL ".join(
+        f"SELECT MAX(started_at) AS m FROM runs WHERE job = {job} AND final = 1 AND status = '{status.value}'"
+        for status in Status
+        if status.succeeded
+    )
+    return f"(SELECT MAX(m) FROM ({parts}))"
+
+
+def _newest_success(job: str) -> str:
+    """SQL: (started_at, attempt, finished_at) of ``job``'s newest success, final or not (index seeks only)."""
+    newest = " UNION ALL ".join(
+        f"SELECT MAX(started_at) AS m FROM runs WHERE job = {job} AND final = {final} AND status = '{status.value}'"
+        for status in Status
+        if status.succeeded
+        for final in (0, 1)
+    )
+    return (
+        f"(SELECT started_at, attempt, finished_at FROM runs WHERE job = {job} AND status IN {_SUCCEEDED}"
+        f" AND started_at = (SELECT MAX(m) FROM ({newest})) ORDER BY attempt DESC LIMIT 1)"
+    )
+
+
+def _streak_after(job: str, boundary: str) -> str:
+    """SQL: how many final failures of ``job`` started after ``boundary`` (NULL: ever)."""
+    return (
+        f"(SELECT COUNT(*) FROM runs WHERE job = {job} AND final = 1 AND status IN {_FAILED}"
+        f" AND started_at > COALESCE({boundary}, -1))"
+    )
+
+
+_RELEVANT = "{row}.status IN " + _SUCCEEDED + " OR ({row}.final = 1 AND {row}.status IN " + _FAILED + ")"
+
+
+def _relevant(row: str) -> str:
+    """SQL: can ``row`` (old/new) change its job's summary (a success, or a final failure)?"""
+    return f"({_RELEVANT.format(row=row)})"
+
+
+def _apply(row: str) -> str:
+    """One trigger statement that adds ``row`` (new) to its job's summary (an upsert: one key lookup)."""
+    success = f"{row}.status IN {_SUCCEEDED}"
+    final_success = f"{row}.final = 1 AND {success}"
+    final_failure = f"{row}.final = 1 AND {row}.status IN {_FAILED}"
+    newer_success = (
+        f"{success} AND (success_started IS NULL OR {row}.started_at > success_started"
+        f" OR ({row}.started_at = success_started AND {row}.attempt >= success_attempt))"
+    )
+    newer_final_success = f"{final_success} AND {row}.started_at > COALESCE(final_success_started, -1)"
+    counts = f"{final_failure} AND {row}.started_at > COALESCE(final_success_started, -1)"
+    streak_after = _streak_after(f"{row}.job", f"{row}.started_at")
+    return f"""
+    INSERT INTO job_summary (job, success_started, success_attempt, success_finished, final_success_started, streak)
+    VALUES ({row}.job, CASE WHEN {success} THEN {row}.started_at END, CASE WHEN {success} THEN {row}.attempt END,
+            CASE WHEN {success} THEN {row}.finished_at END, CASE WHEN {final_success} THEN {row}.started_at END,
+            CASE WHEN {final_success} THEN {streak_after} WHEN {final_failure} THEN 1 ELSE 0 END)
+    ON CONFLICT (job) DO UPDATE SET
+      success_started = CASE WHEN {newer_success} THEN {row}.started_at ELSE success_started END,
+      success_attempt = CASE WHEN {newer_success} THEN {row}.attempt ELSE success_attempt END,
+      success_finished = CASE WHEN {newer_success} THEN {row}.finished_at ELSE success_finished END,
+      final_success_started = CASE WHEN {newer_final_success} THEN {row}.started_at ELSE final_success_started END,
+      streak = CASE WHEN {newer_final_success} THEN {streak_after} WHEN {counts} THEN streak + 1 ELSE streak END;"""
+
+
+def _unapply_failure(row: str) -> str:
+    """Trigger statement that takes a final failure ``row`` (old) out of its job's streak."""
+    return f"""
+    UPDATE job_summary SET streak = streak - 1 WHERE job = {row}.job AND {row}.final = 1
+      AND {row}.status IN {_FAILED} AND {row}.started_at > COALESCE(final_success_started, -1);"""
+
+
+def _unapply_success(row: str) -> str:
+    """Trigger statements that replace a success ``row`` (old) where the summary points at it."""
+    return f"""
+    UPDATE job_summary SET (success_started, success_attempt, success_finished) = {_newest_success(f"{row}.job")}
+      WHERE job = {row}.job AND {row}.started_at = success_started AND {row}.attempt = success_attempt;
+    UPDATE job_summary SET final_success_started = {_newest_final_success(f"{row}.job")}
+      WHERE job = {row}.job AND {row}.final = 1 AND {row}.status IN {_SUCCEEDED}
+        AND {row}.started_at = final_success_started;
+    UPDATE job_summary SET streak = {_streak_after(f"{row}.job", "final_success_started")}
+      WHERE job = {row}.job AND {row}.final = 1 AND {row}.status IN {_SUCCEEDED}
+        AND COALESCE(final_success_started, -1) < {row}.started_at;"""
+
+
+def _points_at(row: str) -> str:
+    """SQL: is the success ``row`` (old) the one its job's summary names?"""
+    return (
+        f"{row}.status IN {_SUCCEEDED} AND EXISTS (SELECT 1 FROM job_summary WHERE job = {row}.job"
+        f" AND (success_started = {row}.started_at OR final_success_started = {row}.started_at))"
+    )
+
+
+# The per-job summary a status or a scrape reads instead of the whole history: kept by triggers
+# in the same transaction as each attempt's row (so it is right after kill -9, and whoever writes
+# runs, the daemon's writer or a `run-now` without daemon, keeps it).  Only a success or a final
+# failure fires one (a RUNNING row does not): one upsert on a small table per finished attempt.
+# ``success_*``: the newest attempt that succeeded (OK/WARN, final or not: last_success_at);
+# ``final_success_started``: the newest *final* success, where the failure streak starts;
+# ``streak``: final FAIL/TIMEOUT attempts started after it (consecutive_failures).  A job with
+# no row has neither.  The triggers' WHEN clauses exclude each other, so their order is moot.
+# A REPLACE fires the delete triggers only with recursive_triggers on (RunHistory sets it).
+SUMMARY_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS job_summary (
+    job                    TEXT PRIMARY KEY,
+    success_started        REAL,
+    success_attempt        INTEGER,
+    success_finished       REAL,
+    final_success_started  REAL,
+    streak                 INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID""",
+    # mark_interrupted() looks for RUNNING rows: a partial index holds only those.
+    f"CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = '{Status.RUNNING.value}'",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_insert AFTER INSERT ON runs WHEN {_relevant('new')}"
+    f" BEGIN {_apply('new')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_update AFTER UPDATE ON runs"
+    f" WHEN NOT {_relevant('old')} AND {_relevant('new')} BEGIN {_apply('new')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_reupdate AFTER UPDATE ON runs WHEN {_relevant('old')}"
+    f" BEGIN {_unapply_failure('old')} {_unapply_success('old')} {_apply('new')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_delete_failure AFTER DELETE ON runs"
+    f" WHEN old.final = 1 AND old.status IN {_FAILED} BEGIN {_unapply_failure('old')}\nEND",
+    f"CREATE TRIGGER IF NOT EXISTS runs_summary_delete AFTER DELETE ON runs WHEN {_points_at('old')}"
+    f" BEGIN {_unapply_success('old')}\nEND",
+)
+_SUMMARY_READY = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'runs_summary_delete'"
+
+# Fills job_summary from the rows already there (a history written before it existed), once.
+SUMMARY_FILL = f"""INSERT OR REPLACE INTO job_summary (job, success_started, success_attempt, success_finished, final_success_started, streak)
+SELECT j.job, s.started_at, s.attempt, s.finished_at, j.final_success_started,
+       {_streak_after("j.job", "j.final_success_started")}
+FROM (SELECT job, {_newest_final_success("d.job")} AS final_success_started FROM (SELECT DISTINCT job FROM runs) d) j
+LEFT JOIN runs s ON s.rowid = (SELECT rowid FROM runs r WHERE r.job = j.job AND r.status IN {_SUCCEEDED}
+                               ORDER BY r.started_at DESC, r.attempt DESC LIMIT 1)"""
 
 
 def process_start_time(pid: int) -> float | None:
@@ -96,6 +236,22 @@ def _writer_alive(pid: int, started: float | None) -> bool:
     return abs(now_started - started) < 1.0
 
 
+_NEWEST_COLUMNS = ", ".join(
+    f"r.{column}"
+    for column in (
+        "job run_id attempt trigger started_at finished_at status summary duration_ms final pid pid_started".split()
+    )
+)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What the status needs of a job's whole history, kept by the summary table's triggers."""
+
+    last_success_at: float | None  # end of the newest attempt that succeeded
+    consecutive_failures: int
+
+
 class RunHistory:
     """Thread-safe access to the run history database at ``path``.
 
@@ -108,6 +264,9 @@ class RunHistory:
     def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 10.0, empty: bool = False):
         self.path = Path(path)
         self._lock = threading.RLock()
+        # (key, rows, the assembled answer when no row is RUNNING): see newest()
+        self._newest_cache: tuple[tuple[Any, ...], list[dict[str, Any]], dict[str, list[dict[str, Any]]] | None] | None
+        self._newest_cache = None
         if create and not empty:
             ensure_private_dir(self.path.parent)
             # Created 0600 here, and refused when it is a link or not ours: SQLite follows links.
@@ -117,6 +276,7 @@ class RunHistory:
             self._conn = sqlite3.connect(":memory:", check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
             self._conn.executescript(SCHEMA)
+            self._add_summary()
             return
         # Several processes may write (the daemon, a `run-now` without daemon):
         # WAL lets readers go on while one writes; busy_timeout waits for the writer.
@@ -136,10 +296,34 @@ class RunHistory:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         if "pid_started" not in columns:  # a history written by pmjobsd 0.1.0 before this column
             self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
+        self._add_summary()
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{self.path}{suffix}")
             if sidecar.exists() and sidecar.stat().st_uid == os.getuid():
                 sidecar.chmod(PRIVATE_FILE_MODE)
+
+    def _add_summary(self) -> None:
+        """The job_summary table and its triggers; filled from the rows already there when it is new."""
+        # The summary's triggers see a REPLACE as the delete it is only with recursive triggers on.
+        self._conn.execute("PRAGMA recursive_triggers = ON")
+        # A statement that fires a trigger keeps a statement journal: in memory, not a temporary file.
+        self._conn.execute("PRAGMA temp_store = MEMORY")
+        if self._conn.execute(_SUMMARY_READY).fetchone():
+            return
+        in_transaction = self._conn.in_transaction
+        if not in_transaction:
+            self._conn.execute("BEGIN IMMEDIATE")  # one process adds it; another one waits and finds it
+        try:
+            if not self._conn.execute(_SUMMARY_READY).fetchone():
+                for statement in SUMMARY_SCHEMA:
+                    self._conn.execute(statement)
+                self._conn.execute(SUMMARY_FILL)
+        except BaseException:
+            if not in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        if not in_transaction:
+            self._conn.execute("COMMIT")
 
     def __enter__(self) -> RunHistory:
         return self
@@ -242,11 +426,25 @@ class RunHistory:
                 )
             return len(dead)
 
-    def purge(self, older_than: float) -> int:
-        """Delete finished runs that started before ``older_than`` (epoch seconds); return how many."""
-        with self._lock:
-            cursor = self._conn.execute(f"DELETE FROM runs WHERE started_at < ? AND {_FINISHED}", (older_than,))
-            return cursor.rowcount
+    def purge(self, older_than: float, *, batch: int = PURGE_BATCH, pause: float = PURGE_PAUSE) -> int:
+        """Delete finished runs that started before ``older_than`` (epoch seconds); return how many.
+
+        Oldest first, ``batch`` rows per transaction with ``pause`` seconds between them,
+        so the writer of new attempts waits at most one batch for the database (a year of a
+        1-second job is purged without holding up the runner; benchmarks/bench_scale.py).
+        """
+        total = 0
+        while True:
+            with self._lock:
+                cursor = self._conn.execute(
+                    "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs"
+                    f" WHERE started_at < ? AND {_FINISHED} ORDER BY started_at LIMIT ?)",
+                    (older_than, batch),
+                )
+            total += max(cursor.rowcount, 0)
+            if cursor.rowcount < batch:
+                return total
+            time.sleep(pause)
 
     # --- reading ------------------------------------------------------------
     def _row_to_dict(self, row: sqlite3.Row) -> dict[str, Any]:
@@ -283,12 +481,59 @@ class RunHistory:
 
     def last_success_times(self) -> dict[str, float]:
         """When each job last finished an attempt that succeeded (OK or WARN; epoch seconds): it did its work."""
-        # Per job, newest first along the (job, started_at) index: stops at the first success.
+        rows = self._execute("SELECT job, success_finished FROM job_summary WHERE success_finished IS NOT NULL")
+        return {row["job"]: row["success_finished"] for row in rows.fetchall()}
+
+    def summaries(self, jobs: Iterable[str]) -> dict[str, JobSummary]:
+        """Each named job's last success and failure streak, from the summary table (one row per job)."""
+        names = list(jobs)
+        if not names:
+            return {}
         rows = self._execute(
-            f"SELECT j.job, (SELECT finished_at FROM runs r WHERE r.job = j.job AND r.status IN {_SUCCEEDED}"
-            " ORDER BY r.started_at DESC, r.attempt DESC LIMIT 1) AS finished FROM (SELECT DISTINCT job FROM runs) j"
+            f"SELECT job, success_finished, streak FROM job_summary WHERE job IN ({', '.join('?' * len(names))})",
+            tuple(names),
         ).fetchall()
-        return {row["job"]: row["finished"] for row in rows if row["finished"] is not None}
+        return {row["job"]: JobSummary(row["success_finished"], int(row["streak"])) for row in rows}
+
+    def newest(self, jobs: Iterable[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+        """The ``limit`` newest attempts of each named job, newest first, without details and metrics.
+
+        One index walk of ``limit`` rows per job: the cost does not grow with the history.  The
+        rows are kept until the database changes (``PRAGMA data_version``, and this connection's
+        own changes), so scrapes between two attempts do not read it again; treat them as
+        read-only.  A RUNNING row whose writer is gone is shown INTERRUPTED at every call.
+        """
+        names = tuple(jobs)
+        if not names:
+            return {}
+        with self._lock:
+            version = (self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes)
+            cached = self._newest_cache
+            if cached is not None and cached[0] == (version, names, limit):
+                rows, assembled = cached[1], cached[2]
+                if assembled is not None:
+                    return assembled  # nothing RUNNING in it: nothing to look at again
+            else:
+                values = ", ".join("(?)" for _ in names)
+                fetched = self._conn.execute(
+                    f"WITH names(name) AS (VALUES {values}) SELECT {_NEWEST_COLUMNS} FROM names JOIN runs r"
+                    " ON r.rowid IN (SELECT rowid FROM runs WHERE job = names.name"
+                    " ORDER BY started_at DESC, attempt DESC LIMIT ?)",
+                    (*names, limit),
+                ).fetchall()
+                rows = [dict(row, final=bool(row["final"])) for row in fetched]
+                rows.sort(key=lambda data: (data["started_at"], data["attempt"]), reverse=True)
+        newest: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        running = False
+        for data in rows:
+            if data["status"] == Status.RUNNING.value:
+                running = True
+                if not _writer_alive(data["pid"], data["pid_started"]):
+                    data = dict(data, status=Status.INTERRUPTED.value)
+            newest[data["job"]].append(data)
+        with self._lock:
+            self._newest_cache = ((version, names, limit), rows, None if running else newest)
+        return newest
 
     def last_slots(self) -> dict[str, datetime]:
         """The newest scheduled slot each job ran for (catch-up compares against it)."""
@@ -306,15 +551,10 @@ class RunHistory:
         """Final outcomes of ``job`` that failed (FAIL, TIMEOUT), counted back from the newest success.
 
         INTERRUPTED runs (the daemon stopped) say nothing about the job: they neither
-        count nor end the streak, like the alert rules treat them.
+        count nor end the streak, like the alert rules treat them.  Read from the summary.
         """
-        row = self._execute(
-            f"SELECT COUNT(*) FROM runs WHERE job = ?1 AND final = 1 AND status IN {_FAILED}"
-            " AND started_at > COALESCE((SELECT MAX(started_at) FROM runs WHERE job = ?1 AND final = 1"
-            f" AND status IN {_SUCCEEDED}), -1)",
-            (job,),
-        ).fetchone()
-        return int(row[0])
+        row = self._execute("SELECT streak FROM job_summary WHERE job = ?", (job,)).fetchone()
+        return int(row[0]) if row else 0
 
 
 _UPSERT = (
@@ -358,12 +598,44 @@ def is_damage(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
-def check_history(history: RunHistory) -> None:
-    """Raise ``sqlite3.DatabaseError`` when the file is damaged (``PRAGMA quick_check`` and a read of every index)."""
+def check_history(history: RunHistory, *, thorough: bool = True) -> None:
+    """Raise ``sqlite3.DatabaseError`` when the file is damaged.
+
+    ``thorough``: ``PRAGMA quick_check`` and a read of every index, O(history) (the daemon's
+    start).  Otherwise O(1), for ``status`` without a daemon: the header must be SQLite's and
+    the file as long as the header says (a truncated copy, garbage), and the summary readable;
+    damage deeper in the file is found by the daemon when it starts.
+    """
+    if not thorough:
+        _check_header(history.path)
+        history.summaries(["-"])
+        return
     problems = [row[0] for row in history._execute("PRAGMA quick_check(3)").fetchall()]
     if problems != ["ok"]:
         raise sqlite3.DatabaseError("; ".join(problems)[:200])
     history.last_runs()
+
+
+def _check_header(path: Path) -> None:
+    """Raise ``sqlite3.DatabaseError`` when ``path`` lacks SQLite's header or is shorter than its header says."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        return
+    if not header:
+        return  # empty: SQLite makes it a database
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise sqlite3.DatabaseError("file is not a database")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count is valid when its "version-valid-for" matches the change counter.
+    if header[92:96] == header[24:28] and size < pages * page_size:
+        raise sqlite3.DatabaseError(
+            f"database disk image is malformed (truncated: {size} of {pages * page_size} bytes)"
+        )
 
 
 def open_history(path: Path) -> tuple[RunHistory, Path | None, str | None]:

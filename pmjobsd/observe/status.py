@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from pmjobsd import __version__
 from pmjobsd.core.held import Hold
-from pmjobsd.core.history import RunHistory, check_history, is_damage
+from pmjobsd.core.history import JobSummary, RunHistory, check_history, is_damage
 from pmjobsd.core.history_writer import HistoryHealth
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status, Trigger
@@ -441,11 +441,10 @@ def exit_code(document: Mapping[str, Any]) -> Severity:
 # --- building it ----------------------------------------------------------------------------------
 
 
-def _recent(history: RunHistory, name: str) -> tuple[RecentAttempt, ...]:
-    """The newest attempts of ``name``, newest first."""
+def _recent(rows: Sequence[Mapping[str, Any]]) -> tuple[RecentAttempt, ...]:
+    """A job's newest attempts, newest first, from :meth:`RunHistory.newest` rows."""
     return tuple(
-        RecentAttempt(Status(row["status"]), row["started_at"], row["duration_ms"], row["final"])
-        for row in history.recent(name, limit=RECENT_RUNS)
+        RecentAttempt(Status(row["status"]), row["started_at"], row["duration_ms"], row["final"]) for row in rows
     )
 
 
@@ -483,7 +482,11 @@ def build_status(
     """
     now = now or datetime.now(timezone.utc)
     effective = loaded.jobs if jobs is None else jobs
-    last_runs = {name: LastRun.from_row(row) for name, row in history.last_runs().items()}
+    names = sorted(set(effective) | set(loaded.job_errors))
+    # O(jobs), not O(history): RECENT_RUNS rows per job along an index, one summary row per job.
+    newest = history.newest(names, RECENT_RUNS)
+    summaries = history.summaries(names)
+    last_runs = {name: LastRun.from_row(rows[0]) for name, rows in newest.items() if rows}
     for name, record in (live.unwritten() if live else {}).items():  # recorded, on its way to the database
         if name not in last_runs or record.started_at >= last_runs[name].started_at:
             last_runs[name] = LastRun(
@@ -497,10 +500,11 @@ def build_status(
                 record.summary,
                 record.final,
             )
-    last_successes = history.last_success_times()
+    never = JobSummary(None, 0)
     running = {attempt.record.job: attempt for attempt in live.running()} if live else {}
     entries = []
-    for name in sorted(set(effective) | set(loaded.job_errors)):
+    for name in names:
+        summary = summaries.get(name, never)
         errors = tuple(str(issue) for issue in loaded.job_errors.get(name, ()))
         job = effective.get(name)
         if job is None:  # not scheduled: its definition is invalid and there is no good one to run
@@ -512,10 +516,10 @@ def build_status(
                     status=JobState.FAIL,
                     next_run=None,
                     last_run=last_runs.get(name),
-                    consecutive_failures=history.consecutive_failures(name),
+                    consecutive_failures=summary.consecutive_failures,
                     description=None,
-                    last_success_at=last_successes.get(name),
-                    recent=_recent(history, name),
+                    last_success_at=summary.last_success_at,
+                    recent=_recent(newest.get(name, ())),
                     config_errors=errors,
                 )
             )
@@ -536,10 +540,10 @@ def build_status(
                 status=_job_state(enabled, name in running, last_runs.get(name), held is not None),
                 next_run=next_run.astimezone(job.schedule.tz) if next_run else None,
                 last_run=last_runs.get(name),
-                consecutive_failures=history.consecutive_failures(name),
+                consecutive_failures=summary.consecutive_failures,
                 description=job.description,
-                last_success_at=last_successes.get(name),
-                recent=_recent(history, name),
+                last_success_at=summary.last_success_at,
+                recent=_recent(newest.get(name, ())),
                 running=_running_now(running[name]) if name in running else None,
                 abandoned_threads=live.abandoned_count(name) if live else 0,
                 config_errors=errors,  # running with its last good definition
@@ -566,7 +570,7 @@ def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) 
         daemon = DaemonState(running=True, pid=pid, version=__version__, started_at=None, responding=False)
     try:
         with RunHistory(history_path, create=False) as history:
-            check_history(history)
+            check_history(history, thorough=False)  # O(1): status costs the same with any history
             return build_status(loaded, history, daemon=daemon).to_json()
     except sqlite3.DatabaseError as exc:
         if not is_damage(exc):
