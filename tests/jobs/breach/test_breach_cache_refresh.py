@@ -167,11 +167,22 @@ def run(home: Path, opts, **kw):
 
 
 # --- format and helpers -------------------------------------------------------------------------
-def test_the_app_package_is_what_we_test_against():
+def test_the_app_package_is_what_we_test_against(tmp_path, monkeypatch):
+    """The installed app is the version the re-statement quotes, and its own reader answers a
+    cache exactly as the re-statement does (a listed suffix, an unlisted one, an empty entry)."""
     # Informative when the package is missing: the re-statement is then the only check.
     if app_analyzer is None:
         pytest.skip("secure-password-manager not installed; using the exact re-statement only")
-    assert app_analyzer.check_password_breach.__module__ == "secure_password_manager.utils.security_analyzer"
+    from importlib.metadata import version
+
+    assert version("secure-password-manager") == "1.11.0"
+    (listed_prefix, listed_suffix), (other_prefix, _) = (sha1_parts(p) for p in CANARY_PASSWORDS)
+    cache_file = tmp_path / "breach_cache.json"
+    cache_file.write_text(json.dumps({listed_prefix: [["0" * 35, 1], [listed_suffix, 42]], other_prefix: []}))
+    assert app_check(cache_file, CANARY_PASSWORDS[0], monkeypatch) == (True, 42)
+    assert app_check(cache_file, CANARY_PASSWORDS[1], monkeypatch) == (False, 0)
+    cache_file.write_text(json.dumps({listed_prefix: [["0" * 35, 1]]}))
+    assert app_check(cache_file, CANARY_PASSWORDS[0], monkeypatch) == (False, 0)
 
 
 def test_parse_range_body_drops_padding_and_rejects_other_formats():
@@ -473,7 +484,9 @@ def test_a_half_written_file_of_a_paused_app_is_left_alone(server, home):
     _, result = run(home, options(server))
     assert cache_path.read_bytes() == half  # the app's write can still complete into this file
     assert not list(cache_path.parent.glob("breach_cache.json.corrupt-*"))
-    assert result.status in (Status.WARN, Status.FAIL) and "corrupt_file_moved_to" not in result.details
+    assert result.status is Status.WARN and "corrupt_file_moved_to" not in result.details
+    assert result.summary == "breach cache is being rewritten by the app; nothing refreshed this run"
+    assert "written 30 s ago or less; the app may be writing it" in result.details["error"]
 
 
 def test_cancel_half_way_saves_what_was_fetched(server, home):
