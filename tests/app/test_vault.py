@@ -172,22 +172,42 @@ def test_other_database_and_unknown_schema(tmp_path: Path, vault: Path):
     assert caught.value.reason == "unknown_schema" and "schema_version 7" in str(caught.value)
 
 
-def test_integrity_problems_on_damaged_file(vault: Path):
+def _grow_categories(vault: Path) -> tuple[int, range]:
+    """Add 300 categories; return the page size and the pages they took (all past the schema,
+    the passwords and the metadata: 1-based page numbers)."""
     conn = sqlite3.connect(vault)
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    (before,) = conn.execute("PRAGMA page_count").fetchone()
     conn.executemany("INSERT INTO categories (name) VALUES (?)", [(f"cat{i}" * 50,) for i in range(300)])
     conn.commit()
+    (after,) = conn.execute("PRAGMA page_count").fetchone()
     conn.close()
+    return page_size, range(before + 1, after + 1)
+
+
+def _wreck(vault: Path, offsets: list[int], length: int = 52) -> None:
     data = bytearray(vault.read_bytes())
-    page = 4096
-    for offset in range(3 * page, len(data), page):  # wreck every page past the schema
-        data[offset + 8 : offset + 60] = b"\xff" * 52
+    for offset in offsets:
+        data[offset : offset + length] = b"\xff" * length
     vault.write_bytes(bytes(data))
-    try:
-        problems = read_vault(vault, integrity_problems).value
-    except VaultError as exc:
-        assert exc.reason == "corrupt"
-    else:
-        assert problems and "ok" not in problems
+
+
+def test_integrity_problems_on_damaged_data_pages(vault: Path):
+    """Damage only the pages the categories took: the schema still reads, so the check runs and reports."""
+    page_size, pages = _grow_categories(vault)
+    _wreck(vault, [(n - 1) * page_size for n in pages])  # every new page's b-tree header
+    problems = read_vault(vault, integrity_problems).value
+    assert len(problems) == 1 and problems[0].startswith("*** in database main ***\n"), problems
+    assert f"Page {pages[-1]}: btreeInitPage() returns error code 11" in problems[0]
+
+
+def test_a_damaged_schema_page_is_a_corrupt_vault(vault: Path):
+    """Damage sqlite_master's b-tree header (page 1, after the 100-byte file header): nothing reads."""
+    _grow_categories(vault)
+    _wreck(vault, [100])
+    with pytest.raises(VaultError) as caught:
+        read_vault(vault, integrity_problems)
+    assert caught.value.reason == "corrupt" and "database disk image is malformed" in str(caught.value)
 
 
 def test_fixture_schema_matches_the_real_app(tmp_path: Path):

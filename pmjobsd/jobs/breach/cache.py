@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,11 @@ LOCK_TIMEOUT = 30.0
 MERGE_ATTEMPTS = 5
 SALVAGE_CHUNK = 1 << 20
 WRITE_BUFFER = 1 << 20
+
+# Called with the cache's path after a merge has written its temp file and before it checks
+# whether the file changed meanwhile: the one point where an unlocked writer (the app) can
+# still be lost.  None in production; tests set it to make the app write exactly there.
+before_replace_hook: Callable[[Path], None] | None = None
 
 
 def read_cache(path: Path) -> dict:
@@ -253,6 +258,8 @@ def merge_entries(
                 before = None
                 # Rebuilt from what this merge brings: the old entries are in the moved-aside file.
                 temp_path = _write_merged(path, False, updates, NEW_FILE_MODE, report)
+            if before_replace_hook is not None:
+                before_replace_hook(path)
             # The app writes without a lock: if it replaced the file while we wrote, merge again.
             if _signature(path) != before:
                 os.unlink(temp_path)

@@ -167,11 +167,22 @@ def run(home: Path, opts, **kw):
 
 
 # --- format and helpers -------------------------------------------------------------------------
-def test_the_app_package_is_what_we_test_against():
+def test_the_app_package_is_what_we_test_against(tmp_path, monkeypatch):
+    """The installed app is the version the re-statement quotes, and its own reader answers a
+    cache exactly as the re-statement does (a listed suffix, an unlisted one, an empty entry)."""
     # Informative when the package is missing: the re-statement is then the only check.
     if app_analyzer is None:
         pytest.skip("secure-password-manager not installed; using the exact re-statement only")
-    assert app_analyzer.check_password_breach.__module__ == "secure_password_manager.utils.security_analyzer"
+    from importlib.metadata import version
+
+    assert version("secure-password-manager") == "1.11.0"
+    (listed_prefix, listed_suffix), (other_prefix, _) = (sha1_parts(p) for p in CANARY_PASSWORDS)
+    cache_file = tmp_path / "breach_cache.json"
+    cache_file.write_text(json.dumps({listed_prefix: [["0" * 35, 1], [listed_suffix, 42]], other_prefix: []}))
+    assert app_check(cache_file, CANARY_PASSWORDS[0], monkeypatch) == (True, 42)
+    assert app_check(cache_file, CANARY_PASSWORDS[1], monkeypatch) == (False, 0)
+    cache_file.write_text(json.dumps({listed_prefix: [["0" * 35, 1]]}))
+    assert app_check(cache_file, CANARY_PASSWORDS[0], monkeypatch) == (False, 0)
 
 
 def test_parse_range_body_drops_padding_and_rejects_other_formats():
@@ -365,8 +376,8 @@ def test_slow_answer_times_out_and_others_still_refresh(server, home):
 
 
 APP_WRITER = """
-import json, os, sys, time
-cache_file, prefixes = sys.argv[1], sys.argv[2].split(",")
+import json, os, sys
+cache_file = sys.argv[1]
 entry = [["B" * 35, 9]]
 try:
     from secure_password_manager.utils import security_analyzer as app
@@ -384,39 +395,51 @@ except Exception:
         cache[prefix] = hashes
         with open(cache_file, "w") as f:
             json.dump(cache, f)
-for prefix in prefixes:
-    write(prefix, entry)
-    time.sleep(0.003)
+for line in sys.stdin:  # one prefix per line, written when pmjobsd's hook asks for it
+    write(line.strip(), entry)
+    print("written", flush=True)
 """
 
 
-def test_concurrent_app_writer_keeps_its_prefixes(server, home, tmp_path):
-    """The app, in its own process, adds prefixes with its unlocked, in-place writer while the job merges."""
+def test_concurrent_app_writer_keeps_its_prefixes(server, home, tmp_path, monkeypatch):
+    """The app, in its own process, adds a prefix with its unlocked, in-place writer exactly
+    between pmjobsd's read of the file and its rename: the merge notices and merges again."""
+    from pmjobsd.jobs.breach import cache as breach_cache
+
     cache_path = write_app_cache(home, {p: [] for p in prefixes(40)})
-    server.delay = 0.004
-    added = prefixes(30, start=0x80000)
+    added = prefixes(3, start=0x80000)
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "app-xdg")}
-    writer: list[subprocess.Popen] = []
+    app = subprocess.Popen(
+        [sys.executable, "-c", APP_WRITER, str(cache_path)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    cues = iter(added)
 
-    def script(count: int) -> None:
-        if count == 3:  # the app starts writing while the job fetches and merges
-            writer.append(
-                subprocess.Popen([sys.executable, "-c", APP_WRITER, str(cache_path), ",".join(added)], env=env)
-            )
-        elif count == 10:  # hold the job until the app's writes have begun, so they overlap the merges
-            deadline = time.monotonic() + 30
-            while added[0] not in cache_path.read_text() and time.monotonic() < deadline:
-                time.sleep(0.002)
-        elif count == 38:  # and let the app finish before the job's last merge
-            writer[0].wait(timeout=60)
+    def app_writes_now(path: Path) -> None:
+        prefix = next(cues, None)
+        if prefix is None:
+            return
+        assert app.stdin is not None and app.stdout is not None
+        app.stdin.write(prefix + "\n")
+        app.stdin.flush()
+        assert app.stdout.readline() == "written\n"  # the app's write is on disk before we go on
+        assert prefix in read_cache(path)
 
-    server.on_request = script
-    _, result = run(home, options(server, concurrency=2, checkpoint_every=4))
-    assert writer[0].wait(timeout=60) == 0
+    monkeypatch.setattr(breach_cache, "before_replace_hook", app_writes_now)
+    try:
+        _, result = run(home, options(server, concurrency=2, checkpoint_every=4))
+    finally:
+        assert app.stdin is not None
+        app.stdin.close()
+        assert app.wait(timeout=60) == 0
+    assert next(cues, None) is None  # the app wrote all three times, inside pmjobsd's merges
     final = read_cache(cache_path)
-    assert [p for p in added if final.get(p) != [["B" * 35, 9]]] == []  # every app write survived
-    assert set(prefixes(40)) <= set(final)
-    assert result.metrics["cache_writes"] >= 5
+    assert {p: final.get(p) for p in added} == {p: [["B" * 35, 9]] for p in added}  # every app write survived
+    assert {p: final.get(p) for p in prefixes(40)} == {p: full_entry(server, p) for p in prefixes(40)}
+    assert result.status is Status.OK, result.summary
 
 
 def test_pmjobsd_writers_serialise_on_the_lock(tmp_path):
@@ -461,7 +484,9 @@ def test_a_half_written_file_of_a_paused_app_is_left_alone(server, home):
     _, result = run(home, options(server))
     assert cache_path.read_bytes() == half  # the app's write can still complete into this file
     assert not list(cache_path.parent.glob("breach_cache.json.corrupt-*"))
-    assert result.status in (Status.WARN, Status.FAIL) and "corrupt_file_moved_to" not in result.details
+    assert result.status is Status.WARN and "corrupt_file_moved_to" not in result.details
+    assert result.summary == "breach cache is being rewritten by the app; nothing refreshed this run"
+    assert "written 30 s ago or less; the app may be writing it" in result.details["error"]
 
 
 def test_cancel_half_way_saves_what_was_fetched(server, home):
