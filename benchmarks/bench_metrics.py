@@ -24,7 +24,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.common import fill_history
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.settings import load_settings
 from pmjobsd.observe.metrics import MetricsObserver
@@ -82,23 +82,7 @@ def _time_calls(call, rounds: int) -> float:
 
 def _fill_history(path: Path, names: list[str], attempts: int) -> None:
     """``attempts`` finished attempts, one a second up to now, every outcome; then the summary rebuilt."""
-    RunHistory(path).close()  # the schema, the summary and its triggers
-    statuses = ["OK", "OK", "WARN", "FAIL"]
-    start = time.time() - attempts
-    rows = (
-        (f"run-{index:09d}", 1, names[index % len(names)], "schedule", None, start + index, start + index + 0.5,
-         statuses[index % 4], "bench", None, 500, "{}", json.dumps({"items": index}), 1, 1, None)
-        for index in range(attempts)
-    )  # fmt: skip
-    with sqlite3.connect(path, isolation_level=None) as conn:
-        triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
-        for (name,) in triggers:
-            conn.execute(f"DROP TRIGGER {name}")
-        conn.execute("DROP TABLE job_summary")
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
-    RunHistory(path).close()  # a history without the summary: filled once, as on upgrade
+    fill_history(path, names, attempts, time.time() - attempts, 0.5, payload=lambda index: {"items": index})
 
 
 class _Cached:

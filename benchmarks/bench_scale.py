@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import memory_kb, print_table, row, write_settings
+from benchmarks.common import fill_history, memory_kb, print_table, row, write_settings
 
 SCALE_JOBS = 10_000
 HISTORY_ROWS = 3_000_000
@@ -217,27 +217,7 @@ def schedule_due_run_us(n: int, ticks: int) -> float:
 
 def _fill_history(path: Path, count: int, start: float) -> None:
     """``count`` finished attempts of one job, one a second from ``start``; the summary rebuilt once."""
-    import sqlite3
-
-    from pmjobsd.core.history import RunHistory
-
-    RunHistory(path).close()
-    statuses = ["OK", "OK", "WARN", "FAIL"]
-    rows = (
-        (f"run-{index:09d}", 1, "every_second", "schedule", None, start + index, start + index + 0.2,
-         statuses[index % 4], "", None, 200, "{}", "{}", 1, 1, None)
-        for index in range(count)
-    )  # fmt: skip
-    conn = sqlite3.connect(path, isolation_level=None)
-    triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
-    for (name,) in triggers:
-        conn.execute(f"DROP TRIGGER {name}")
-    conn.execute("DROP TABLE job_summary")
-    conn.execute("BEGIN")
-    conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    conn.execute("COMMIT")
-    conn.close()
-    RunHistory(path).close()
+    fill_history(path, ["every_second"], count, start, 0.2)
 
 
 def _insert_us(path: Path, attempts: int, start: float) -> float:

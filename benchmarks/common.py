@@ -188,3 +188,34 @@ class NotifySocket:
             pass
         self.sock.close()
         self.path.unlink(missing_ok=True)
+
+
+def fill_history(path: Path, jobs: list[str], attempts: int, start: float, duration: float, payload=None) -> None:
+    """``attempts`` finished attempts of ``jobs`` in turn, one a second from ``start``, every outcome.
+
+    Bulk-inserted without the summary triggers (a million rows in seconds), then the history is
+    opened once more, which fills its ``job_summary`` as on an upgrade.
+    """
+    import sqlite3
+
+    from pmjobsd.core.history import RunHistory
+
+    RunHistory(path).close()  # the schema, the summary and its triggers
+    statuses = ["OK", "OK", "WARN", "FAIL"]
+    rows = (
+        (f"run-{index:09d}", 1, jobs[index % len(jobs)], "schedule", None, start + index, start + index + duration,
+         statuses[index % 4], "bench", None, int(duration * 1000), "{}",
+         json.dumps(payload(index)) if payload else "{}", 1, 1, None)
+        for index in range(attempts)
+    )  # fmt: skip
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DROP TABLE job_summary")
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    RunHistory(path).close()  # a history without the summary: filled once, as on upgrade
