@@ -26,3 +26,13 @@ def daemon_factory(home):
         if process.proc.poll() is None:
             process.proc.kill()
             process.proc.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free 127.0.0.1 port (tests/support/redis_server.py)."""
+    from tests.support.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()

@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from pmjobsd.app.paths import AppPaths
@@ -100,6 +101,16 @@ class JobDefinition(_Frozen):
     allow_outside_paths: bool = Field(
         False, description="let this job's options name files outside the app's folders, or folders of other users"
     )
+    scope: Literal["vault", "device"] = Field(
+        "device",
+        description="with jobs.coordination: 'vault' runs once per slot in the group, 'device' on every machine",
+    )
+    on_holder_lost: Literal["retry", "skip"] = Field(
+        "skip", description="a vault job whose holder died mid-run: run the slot again elsewhere, or skip it"
+    )
+    when_engine_down: Literal["skip", "run_local"] | None = Field(
+        None, description="a vault job while Redis is unreachable; default: jobs.coordination.when_engine_down"
+    )
 
     @field_validator("cron")
     @classmethod
@@ -158,6 +169,44 @@ class Metrics(_Frozen):
     )
 
 
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class Coordination(_Frozen):
+    """Several machines, one vault: vault-scoped jobs run once per slot in ``group`` (docs/coordination.md)."""
+
+    backend: Literal["redis"] = "redis"
+    url: str = Field(description="redis://, rediss:// (TLS) or unix:// address of the Redis server")
+    group: str = Field(pattern=_NAME, description="the daemons that share one vault")
+    member: str | None = Field(None, pattern=_NAME, description="this daemon's name in the group; default: host name")
+    lease: Duration = Field(30.0, ge=1, le=3600, description="how long a claim lives without renewal")
+    allow_remote: bool = Field(False, description="allow a Redis server that is not on this machine")
+    when_engine_down: Literal["skip", "run_local"] = Field(
+        "skip", description="vault jobs while Redis is unreachable: skip (WARN and alert) or run on this machine"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _engine_url(cls, value: str) -> str:
+        from pmjobsd.coord.engine import check_url
+
+        return check_url(value)
+
+    @model_validator(mode="after")
+    def _remote_engine(self) -> Coordination:
+        from pmjobsd.coord.engine import is_loopback
+
+        if not self.allow_remote and not is_loopback(self.url):
+            raise ValueError("url is not on this machine; set jobs.coordination.allow_remote to true to allow it")
+        return self
+
+    def member_name(self) -> str:
+        """``member``, or this machine's host name (its first label)."""
+        import socket
+
+        return self.member or socket.gethostname().split(".")[0] or "localhost"
+
+
 class Retention(_Frozen):
     log_days: int = Field(30, ge=1)
     compress_after_days: int = Field(7, ge=0)
@@ -185,6 +234,7 @@ class JobsSettings(_Frozen):
     metrics: Metrics = Metrics()
     retention: Retention = Retention()
     paths: PathOverrides = PathOverrides()
+    coordination: Coordination | None = Field(None, description="run vault jobs once per slot across machines")
     allow_outside_paths: bool = Field(
         False, description="let jobs.paths and every job's options name places outside the app's folders"
     )

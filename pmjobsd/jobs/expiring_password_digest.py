@@ -128,6 +128,8 @@ JOB = JobSpec(
         "jitter": 0.0,
         "overlap": Overlap.SKIP,
         "catch_up": True,
+        "scope": "vault",  # with jobs.coordination: once per slot for the whole group
+        "on_holder_lost": "retry",  # idempotent: another machine may run a slot whose holder died
     },
     options_model=DigestOptions,
     tags=("vault",),

@@ -480,6 +480,8 @@ JOB = JobSpec(
         "overlap": Overlap.SKIP,
         "catch_up": True,
         "backoff": {"initial": "5m", "factor": 2.0, "max": "1h"},
+        "scope": "vault",  # with jobs.coordination: once per slot for the whole group
+        "on_holder_lost": "retry",  # idempotent: another machine may run a slot whose holder died
     },
     options_model=BreachCacheRefreshOptions,
     tags=("network", "app-cache"),
