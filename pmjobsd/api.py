@@ -5,7 +5,7 @@ A job is ``def job(ctx: JobContext) -> JobResult | None``; built-in jobs
 sub-package, exactly like a user's ``"callable": "module:function"`` job.
 """
 
-from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice
+from pmjobsd.core.context import JobCancelled, JobContext, JobFenced, JobResult, Notice
 from pmjobsd.core.outcomes import Overlap, Status
 from pmjobsd.core.registry import JobMetric, JobSpec, MetricKind, PathRule
 from pmjobsd.core.settings import Duration
@@ -14,6 +14,7 @@ __all__ = [
     "Duration",
     "JobCancelled",
     "JobContext",
+    "JobFenced",
     "JobMetric",
     "JobResult",
     "JobSpec",

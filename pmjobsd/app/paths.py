@@ -7,6 +7,7 @@ overridden (command line first, then the ``jobs.paths`` settings, then XDG).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ class AppPaths:
     cache_dir: Path
     log_dir: Path
     settings_override: Path | None = None
+    state_override: Path | None = None  # with jobs.coordination: this machine's own state folder
 
     @classmethod
     def resolve(
@@ -101,7 +103,12 @@ class AppPaths:
 
     @property
     def state_dir(self) -> Path:
-        return self.data_dir / "jobs"
+        """``<data>/jobs``; with coordination ``$XDG_STATE_HOME/pmjobsd/<member>`` (see :func:`member_state_dir`)."""
+        return self.state_override or self.data_dir / "jobs"
+
+    def for_member(self, member: str) -> AppPaths:
+        """These paths with the state folder of ``member`` on this machine (the data folder may be shared)."""
+        return replace(self, state_override=member_state_dir(member))
 
     @property
     def history_path(self) -> Path:
@@ -152,3 +159,57 @@ class AppPaths:
     def job_state_dir(self, job_name: str) -> Path:
         """A private folder for one job's own bookkeeping (ETags, hashes, ...)."""
         return self.state_dir / "state" / job_name
+
+
+def member_state_dir(member: str) -> Path:
+    """``$XDG_STATE_HOME/pmjobsd/<member>/``: the run history, lock and control socket of one machine.
+
+    With jobs.coordination the app's data folder may be shared by several machines (a NAS, a
+    synced folder); an SQLite history or a lock file there would be shared, or corrupted, too.
+    """
+    return _xdg("XDG_STATE_HOME", ".local/state") / "pmjobsd" / member
+
+
+# File systems whose locks and SQLite's assumptions do not hold (shared over a network, or FUSE
+# mounts of a remote), as /proc/mounts names them.
+NETWORK_FILESYSTEMS = frozenset(
+    "nfs nfs4 cifs smb smb3 smbfs ncpfs afs coda 9p ceph glusterfs lustre gfs gfs2 ocfs2 davfs"
+    " fuse.sshfs fuse.glusterfs fuse.rclone fuse.s3fs fuse.davfs2 fuse.cephfs fuse.gcsfuse sshfs".split()
+)
+
+
+def network_filesystem(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:
+    """The type of the network file system ``path`` (or its nearest existing parent) is on, else None.
+
+    Read from ``mounts`` (Linux's /proc/mounts: the longest mount point above the path wins);
+    None where there is no such table (macOS).
+    """
+    try:
+        table = mounts.read_text(errors="replace")
+    except OSError:
+        return None
+    target = Path(os.path.realpath(path))
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    best, kind = "", ""
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = str(target) == point or str(target).startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind if kind in NETWORK_FILESYSTEMS else None
+
+
+def check_local_state_folder(path: Path) -> None:
+    """Raise OSError (one line naming ``path``) when the state folder is on a network file system."""
+    kind = network_filesystem(path)
+    if kind is not None:
+        raise OSError(
+            errno.EREMOTE,
+            f"on a network file system ({kind}); with jobs.coordination each machine's state folder"
+            " must be local: set XDG_STATE_HOME to a folder on this machine",
+            str(path),
+        )

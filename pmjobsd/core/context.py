@@ -48,6 +48,10 @@ class JobCancelled(Exception):
     """Raised by :meth:`JobContext.check_cancelled` once the run must stop."""
 
 
+class JobFenced(JobCancelled):
+    """Raised by :meth:`JobContext.check_fence`: another member claimed this job since; do not commit."""
+
+
 @dataclass(frozen=True)
 class Notice:
     """A user-facing message from a job (e.g. the expiry digest).
@@ -78,6 +82,9 @@ class JobContext:
     hash_entry_id: Callable[[Any], str] = lambda entry_id: ""
     notifier: Callable[[Notice], None] = lambda notice: None
     progress_callback: Callable[[float | None, str], None] = lambda fraction, message: None
+    slot: str | None = None  # the cron slot this run serves (UTC ISO 8601); None for a manual run
+    fencing_token: int | None = None  # a vault job's claim token with jobs.coordination (docs/coordination.md)
+    fence: Callable[[], bool] = lambda: True  # is fencing_token still the job's newest? (the coordinator's)
 
     @property
     def cancelled(self) -> bool:
@@ -92,6 +99,15 @@ class JobContext:
         """Raise :class:`JobCancelled` if the run must stop now."""
         if self.cancel_event.is_set():
             raise JobCancelled(f"{self.job_name} cancelled")
+
+    def check_fence(self) -> None:
+        """Raise :class:`JobFenced` when a newer claim of this job exists; call it just before the atomic rename.
+
+        Without coordination, and for device jobs, it never raises.  What the check
+        cannot close (the moment between it and the rename) is in docs/coordination.md.
+        """
+        if self.fencing_token is not None and not self.fence():
+            raise JobFenced(f"{self.job_name}: token {self.fencing_token} is no longer the newest; nothing committed")
 
     def progress(self, fraction: float | None = None, message: str = "") -> None:
         """Report progress (0.0–1.0) with a short message without secrets."""

@@ -24,11 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmjobsd import __version__
 from pmjobsd.alerts.manager import AlertManager
-from pmjobsd.app.paths import AppPaths
+from pmjobsd.app.paths import AppPaths, check_local_state_folder
+from pmjobsd.coord import daemon_hooks as coordination
 from pmjobsd.core import control
 from pmjobsd.core.held import HeldJobs, Hold
 from pmjobsd.core.history import RunHistory, open_history
@@ -41,6 +42,9 @@ from pmjobsd.core.scheduler import Clock, DueItem, Scheduler
 from pmjobsd.core.settings import ConfigIssue, LoadedSettings, ResolvedJob, app_folders, keep_definitions, load_settings
 from pmjobsd.core.settings_file import FileState, fingerprint
 from pmjobsd.core.settings_watch import SettingsWatch, open_watch
+
+if TYPE_CHECKING:
+    from pmjobsd.coord.coordinator import Coordinator
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
@@ -112,6 +116,7 @@ class Daemon:
         self._signals: deque[int] = deque()
         self._sched_lock = threading.RLock()
         self.web: StatusServer | None = None
+        self.coordinator: Coordinator | None = None  # with jobs.coordination (started in _start)
         self.exit_code = EXIT_OK
         self.on_ready: Callable[[], None] | None = None  # called once after daemon.ready (the --detach starter)
         self._last_watchdog = self._last_status = float("-inf")
@@ -164,6 +169,8 @@ class Daemon:
         self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
         try:
             check_not_root_on_user_home()
+            if self.loaded.settings.coordination is not None:
+                check_local_state_folder(self.paths.state_dir)
             ensure_private_dir(self.paths.state_dir)
             self.lock = InstanceLock(self.paths.lock_path)
             self.lock.acquire()  # raises AlreadyRunning
@@ -211,6 +218,7 @@ class Daemon:
         self.hasher = EntryIdHasher.from_file(self.paths.id_key_path)
         self.observers = self._build_observers()
         self._announce_holds()
+        self.coordinator = coordination.start(self) if self.loaded.settings.coordination else None
         self.runner = Runner(
             max_workers=settings.max_workers,
             history=self.recorder,
@@ -219,6 +227,7 @@ class Daemon:
             observers=self.observers,
             wake=self.wake,
             app_settings=lambda: dict(self.loaded.app_settings),
+            coordinator=self.coordinator,
         )
         self.scheduler = Scheduler(self.clock)
         self.jobs = dict(self.loaded.jobs)
@@ -256,6 +265,7 @@ class Daemon:
             lambda: self._stop_web() if self.web else None,
             lambda: self.control.close() if hasattr(self, "control") else None,
             lambda: self.runner.shutdown(0) if hasattr(self, "runner") else None,
+            lambda: self.coordinator.close() if self.coordinator else None,
             *(observer.close for observer in getattr(self, "observers", [])),
             lambda: self.history.close() if hasattr(self, "history") else None,
         ]
@@ -674,7 +684,10 @@ class Daemon:
         with self._sched_lock:
             next_runs = {name: self.scheduler.next_run(name) for name in jobs}
         live = _LiveState(next_runs, self.runner, self.held.all(), self.recorder.unwritten())
-        return build_status(loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now())
+        coordinated = self.coordinator.state.snapshot() if self.coordinator else None
+        return build_status(
+            loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now(), coordination=coordinated
+        )
 
     def status_document(self) -> StatusDocument:
         """The status document (``status --json``)."""
@@ -723,6 +736,8 @@ class Daemon:
         cut_off = self.runner.shutdown(self.loaded.settings.shutdown_grace)
         for record in self.runner.awaiting_retry():
             self.runner.give_up(record.run_id, "pmjobsd stopped before the retry")
+        if self.coordinator is not None:
+            self.coordinator.close()
         for observer in self.observers:
             try:
                 observer.close()

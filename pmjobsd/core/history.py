@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS runs (
     final        INTEGER NOT NULL DEFAULT 1,
     pid          INTEGER NOT NULL,
     pid_started  REAL,
+    member       TEXT,
+    token        INTEGER,
     PRIMARY KEY (run_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started_at);
@@ -239,8 +241,8 @@ def _writer_alive(pid: int, started: float | None) -> bool:
 _NEWEST_COLUMNS = ", ".join(
     f"r.{column}"
     for column in (
-        "job run_id attempt trigger started_at finished_at status summary duration_ms final pid pid_started".split()
-    )
+        "job run_id attempt trigger started_at finished_at status summary duration_ms final pid pid_started member token"
+    ).split()
 )
 
 
@@ -296,6 +298,10 @@ class RunHistory:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         if "pid_started" not in columns:  # a history written by pmjobsd 0.1.0 before this column
             self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
+        # Who ran a vault job's slot, with which fencing token (jobs.coordination); NULL otherwise.
+        for column, kind in (("member", "TEXT"), ("token", "INTEGER")):
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
         self._add_summary()
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{self.path}{suffix}")
@@ -559,7 +565,8 @@ class RunHistory:
 
 _UPSERT = (
     "INSERT INTO runs (run_id, attempt, job, trigger, slot, started_at, finished_at, status, summary, error,"
-    " duration_ms, details, metrics, final, pid, pid_started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " duration_ms, details, metrics, final, pid, pid_started, member, token)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id, attempt) DO UPDATE SET finished_at=excluded.finished_at, status=excluded.status,"
     " summary=excluded.summary, error=excluded.error, duration_ms=excluded.duration_ms,"
     " details=excluded.details, metrics=excluded.metrics, final=excluded.final"
@@ -588,6 +595,8 @@ def _upsert_params(record: RunRecord, pid: int, pid_started: float | None) -> tu
         int(record.final),
         pid,
         pid_started,
+        record.member,
+        record.token,
     )
 
 

@@ -39,6 +39,8 @@ class RunRecord:
     final: bool = True
     consecutive_failures: int = 0
     given_up: bool = False  # told again when a dropped retry made this attempt final after all
+    member: str | None = None  # with jobs.coordination, a vault job's: who ran the slot (SKIPPED: who did)
+    token: int | None = None  # ...and that run's fencing token
 
     def __post_init__(self) -> None:
         # Accept the words themselves ("schedule", "OK"), as the history stores them.

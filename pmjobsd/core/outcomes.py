@@ -38,7 +38,10 @@ class Status(_Word):
 
     * ``failed``: it counts as a failure: retried, alerted on, part of a failure streak;
     * ``succeeded``: the job did its work: its last success, it ends a streak, resolves an alert;
-    * neither (INTERRUPTED, RUNNING): it says nothing about the job's health.
+    * neither (INTERRUPTED, SKIPPED, RUNNING): it says nothing about the job's health.
+
+    SKIPPED is a vault job's slot that another member of the coordination group
+    ran (or holds): recorded here so that every history shows who ran it.
     """
 
     OK = "OK"
@@ -47,6 +50,7 @@ class Status(_Word):
     TIMEOUT = "TIMEOUT"
     INTERRUPTED = "INTERRUPTED"
     RUNNING = "RUNNING"
+    SKIPPED = "SKIPPED"
 
     @property
     def severity(self) -> Severity:
@@ -112,6 +116,7 @@ _STATUS_FACTS = {
     Status.TIMEOUT: _StatusFacts(Severity.FAIL, "job.timeout", logging.ERROR, failed=True),
     Status.INTERRUPTED: _StatusFacts(Severity.WARN, "job.failed", logging.ERROR),  # pmjobsd stopped it
     Status.RUNNING: _StatusFacts(Severity.OK, "job.started", logging.INFO),
+    Status.SKIPPED: _StatusFacts(Severity.OK, "job.skipped", logging.INFO),  # another member ran the slot
 }
 
 

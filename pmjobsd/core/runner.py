@@ -29,15 +29,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pmjobsd.app.paths import AppPaths
-from pmjobsd.core.context import JobCancelled, JobContext, JobResult, Notice
+from pmjobsd.core.context import JobCancelled, JobContext, JobFenced, JobResult, Notice
 from pmjobsd.core.observers import RunObserver, RunRecord
 from pmjobsd.core.outcomes import Overlap, Status, Trigger
 from pmjobsd.core.privacy import scrub_text
 from pmjobsd.core.settings import ResolvedJob
+from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import EventLogger
+
+if TYPE_CHECKING:
+    from pmjobsd.coord.coordinator import Coordinator
 
 
 def new_run_id() -> str:
@@ -192,8 +196,10 @@ class Runner:
         wake: Callable[[], None] = lambda: None,
         app_settings: Callable[[], dict] = dict,
         log: EventLogger | None = None,
+        coordinator: Coordinator | None = None,
     ):
         self.history = history
+        self.coordinator = coordinator  # with jobs.coordination: vault jobs claim their slot first
         self.paths = paths
         self.hash_entry_id = hash_entry_id
         self.observers = list(observers)
@@ -288,8 +294,16 @@ class Runner:
             deadline=time.monotonic() + job.definition.timeout,
             app_settings=self.app_settings(),
             hash_entry_id=self.hash_entry_id,
+            slot=utc_iso(request.slot.timestamp()) if request.slot else None,
         )
         active = ActiveRun(request, record, context, worker)
+        claim = self.coordinator.begin(request, context.cancel_event) if self.coordinator else None
+        if claim is not None:
+            record.member, record.token = claim.member, claim.token
+            if not claim.run:  # another member holds or ran the slot, or the engine is down: say so, no run
+                self._record(active, claim.status or Status.SKIPPED, claim.summary, None, {}, {})
+                return
+            context.fencing_token, context.fence = claim.token, claim.fence
         context.notifier = lambda notice: self._notice(job.name, request.run_id, notice)
         context.progress_callback = lambda fraction, message: setattr(
             active, "progress", (fraction, scrub_text(message))
@@ -300,9 +314,15 @@ class Runner:
             if self._stopping:
                 context.cancel_event.set()
         request.started.set()
-        self._started(record)
-        status, summary, error, details, metrics = self._call(job, context)
-        self._finish(active, status, summary, error, details, metrics)
+        try:
+            self._started(record)
+            status, summary, error, details, metrics = self._call(job, context)
+            if claim is not None and claim.lost:
+                status, summary = Status.INTERRUPTED, f"lease lost: {claim.lost}"  # another member may run it
+            self._finish(active, status, summary, error, details, metrics)
+        finally:
+            if claim is not None:
+                claim.end(record)  # the slot is done, waits for its retry, or is given up
         if worker.abandoned:
             with self._lock:
                 self._abandoned[job.name] -= 1
@@ -332,6 +352,8 @@ class Runner:
         """Run the job: (status, summary, error, details, metrics); its exception is its FAIL."""
         try:
             result = job.func(context)
+        except JobFenced as exc:
+            return Status.INTERRUPTED, scrub_text(str(exc))[:300], None, {}, {}
         except JobCancelled:
             return Status.INTERRUPTED, "cancelled before it finished", None, {}, {}
         except Exception as exc:  # a job's failure is a FAIL, never a dead daemon
@@ -438,6 +460,25 @@ class Runner:
         # middle of a burst, waking it for every run would only take CPU from the runs.
         if not record.final or request.trigger is Trigger.MANUAL or self.idle():
             self.wake()
+
+    def record_outcome(
+        self, job: ResolvedJob, slot: datetime, status: Status, summary: str, member: str | None, token: int | None
+    ) -> None:
+        """Record a slot of ``job`` that was decided without running it here (coordination: who ran it)."""
+        now = time.time()
+        record = RunRecord(new_run_id(), job.name, 1, Trigger.SCHEDULE, slot, now, status, now, summary)
+        record.member, record.token = member, token
+        self.history.record_finish(record)
+        self.log.log(
+            status.log_level,
+            status.event,
+            component="runner",
+            job=job.name,
+            run_id=record.run_id,
+            status=status.value,
+            summary=summary,
+        )
+        self._tell("run_finished", record)
 
     def _start_waiting(self, job: str) -> None:
         """Start the run queued behind ``job`` (overlap=queue) unless a thread of it still runs (hold _lock)."""

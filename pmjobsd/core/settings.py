@@ -429,7 +429,10 @@ def app_folders(
     from_settings = settings.paths.model_dump()
     overrides = cli_overrides or {}
     merged = {key: overrides.get(key) or from_settings.get(key) for key in ("data_dir", "cache_dir", "log_dir")}
-    return base.with_overrides(**merged)
+    folders = base.with_overrides(**merged)
+    if settings.coordination is not None:  # the data folder may be shared: the state stays on this machine
+        folders = folders.for_member(settings.coordination.member_name())
+    return folders
 
 
 def _folder_issues(settings: JobsSettings) -> list[ConfigIssue]:

@@ -27,6 +27,7 @@ from pmjobsd.core.privacy import escape_control
 from pmjobsd.core.timestamps import utc_iso
 
 if TYPE_CHECKING:  # `status` with a daemon running reads its answer without validating settings
+    from pmjobsd.coord.state import CoordinationSnapshot
     from pmjobsd.core.settings import LoadedSettings, ResolvedJob
 
 RECENT_RUNS = 20  # attempts per job in the document's "recent" list (the status page's marks)
@@ -62,7 +63,7 @@ class LiveState(Protocol):
 # --- the JSON document ----------------------------------------------------------------------------
 
 
-class LastRunDocument(TypedDict):
+class _LastRunDocument(TypedDict):
     run_id: str
     status: str
     trigger: str
@@ -71,6 +72,11 @@ class LastRunDocument(TypedDict):
     duration_ms: int | None
     attempt: int
     summary: str
+
+
+class LastRunDocument(_LastRunDocument, total=False):
+    member: str  # with jobs.coordination, a vault job's: who ran the slot (SKIPPED: who did)
+    token: int
 
 
 class RecentDocument(TypedDict):
@@ -113,6 +119,7 @@ class JobDocument(_JobDocument, total=False):
     abandoned_threads: int
     config_errors: list[str]
     held: HeldDocument
+    scope: str  # with jobs.coordination: "vault" (once per slot in the group) or "device"
 
 
 class _HistoryDocument(TypedDict):
@@ -143,18 +150,38 @@ class DaemonDocument(_DaemonDocument, total=False):
     history: HistoryDocument
 
 
+class CoordinationDocument(TypedDict):
+    group: str
+    member: str
+    engine: str
+    reachable: bool
+    since: str | None
+    reconnect_at: str | None
+    last_error: str | None
+    leases_held: int
+    claims_won: int
+    claims_lost: int
+    leases_lost: int
+    engine_down_skips: int
+    engine_down_local: int
+
+
 class SettingsDocument(TypedDict):
     path: str
     valid: bool
     issues: list[str]
 
 
-class StatusDocument(TypedDict):
+class _StatusDocument(TypedDict):
     generated_at: str
     daemon: DaemonDocument
     settings: SettingsDocument
     jobs: list[JobDocument]
     status: str  # OK, WARN or FAIL: the exit code's name
+
+
+class StatusDocument(_StatusDocument, total=False):
+    coordination: CoordinationDocument  # a daemon with jobs.coordination
 
 
 # --- the typed snapshot ---------------------------------------------------------------------------
@@ -173,6 +200,8 @@ class LastRun:
     attempt: int
     summary: str
     final: bool  # no retry follows (not in the document: its job's status says it)
+    member: str | None = None
+    token: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> LastRun:
@@ -186,10 +215,12 @@ class LastRun:
             row["attempt"],
             row["summary"],
             row["final"],
+            row.get("member"),
+            row.get("token"),
         )
 
     def to_json(self) -> LastRunDocument:
-        return {
+        document: LastRunDocument = {
             "run_id": self.run_id,
             "status": self.status.value,
             "trigger": self.trigger.value,
@@ -199,6 +230,11 @@ class LastRun:
             "attempt": self.attempt,
             "summary": self.summary,
         }
+        if self.member is not None:
+            document["member"] = self.member
+        if self.token is not None:
+            document["token"] = self.token
+        return document
 
 
 @dataclass(frozen=True)
@@ -257,6 +293,7 @@ class JobStatus:
     abandoned_threads: int = 0
     config_errors: tuple[str, ...] = ()
     held: Hold | None = None  # held back after it hung the daemon into a restart (status FAIL)
+    scope: str | None = None  # shown with jobs.coordination only
 
     def to_json(self) -> JobDocument:
         last_run = self.last_run.to_json() if self.last_run else None
@@ -300,6 +337,8 @@ class JobStatus:
                 "since": utc_iso(self.held.since),
                 "until": utc_iso(self.held.until),
             }
+        if self.scope is not None:
+            entry["scope"] = self.scope
         return entry
 
 
@@ -375,10 +414,16 @@ class StatusSnapshot:
     daemon: DaemonState
     settings: SettingsState
     jobs: tuple[JobStatus, ...]
+    coordination: CoordinationSnapshot | None = None  # a daemon with jobs.coordination
 
     @property
     def severity(self) -> Severity:
-        """The exit code of ``pmjobsd status`` (see :func:`overall_severity`)."""
+        """The exit code of ``pmjobsd status`` (see :func:`overall_severity`); an unreachable engine warns."""
+        if self.coordination is not None and not self.coordination.reachable:
+            return max(Severity.WARN, self._severity())
+        return self._severity()
+
+    def _severity(self) -> Severity:
         return overall_severity(
             (job.status.severity for job in self.jobs),
             running=self.daemon.running,
@@ -393,13 +438,35 @@ class StatusSnapshot:
         )
 
     def to_json(self) -> StatusDocument:
-        return {
+        document: StatusDocument = {
             "generated_at": utc_iso(self.generated_at),
             "daemon": self.daemon.to_json(),
             "settings": self.settings.to_json(),
             "jobs": [job.to_json() for job in self.jobs],
             "status": self.severity.name,
         }
+        if self.coordination is not None:
+            document["coordination"] = coordination_document(self.coordination)
+        return document
+
+
+def coordination_document(state: CoordinationSnapshot) -> CoordinationDocument:
+    """The ``coordination`` object of the status document (no password: the engine's display URL)."""
+    return {
+        "group": state.group,
+        "member": state.member,
+        "engine": state.engine,
+        "reachable": state.reachable,
+        "since": utc_iso(state.reachable_since),
+        "reconnect_at": utc_iso(state.reconnect_at),
+        "last_error": state.last_error,
+        "leases_held": state.leases_held,
+        "claims_won": state.claims_won,
+        "claims_lost": state.claims_lost,
+        "leases_lost": state.leases_lost,
+        "engine_down_skips": state.engine_down_skips,
+        "engine_down_local": state.engine_down_local,
+    }
 
 
 def overall_severity(
@@ -474,6 +541,7 @@ def build_status(
     live: LiveState | None = None,
     jobs: Mapping[str, ResolvedJob] | None = None,
     now: datetime | None = None,
+    coordination: CoordinationSnapshot | None = None,
 ) -> StatusSnapshot:
     """The status; ``live`` and ``jobs`` are given by a running daemon.
 
@@ -548,6 +616,7 @@ def build_status(
                 abandoned_threads=live.abandoned_count(name) if live else 0,
                 config_errors=errors,  # running with its last good definition
                 held=held,
+                scope=job.definition.scope if loaded.settings.coordination is not None else None,
             )
         )
     return StatusSnapshot(
@@ -555,6 +624,7 @@ def build_status(
         daemon=daemon,
         settings=SettingsState(str(loaded.source), loaded.ok, tuple(str(issue) for issue in loaded.issues)),
         jobs=tuple(entries),
+        coordination=coordination,
     )
 
 

@@ -17,7 +17,7 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -184,10 +184,13 @@ def existing_mode(path: Path, default: int = PRIVATE_FILE_MODE) -> int:
 
 
 @contextmanager
-def atomic_writer(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: Path, mode: int = PRIVATE_FILE_MODE, before_replace: Callable[[], None] | None = None
+) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` (with ``mode``) when the block ends without error.
 
-    On an error the temp file is removed and ``path`` is left as it was.
+    On an error the temp file is removed and ``path`` is left as it was; so it is when
+    ``before_replace`` (called after the fsync, just before the rename) raises.
     """
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -196,6 +199,8 @@ def atomic_writer(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[BinaryI
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(temp, path)
     except BaseException:
         try:
@@ -206,7 +211,9 @@ def atomic_writer(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[BinaryI
     fsync_dir(path.parent)
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = PRIVATE_FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` (str is written as UTF-8) atomically and durably."""
-    with atomic_writer(path, mode) as handle:
+def write_atomic(
+    path: Path, data: bytes | str, mode: int = PRIVATE_FILE_MODE, before_replace: Callable[[], None] | None = None
+) -> None:
+    """Replace ``path`` with ``data`` (str is written as UTF-8) atomically and durably (see atomic_writer)."""
+    with atomic_writer(path, mode, before_replace) as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)

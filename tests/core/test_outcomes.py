@@ -27,7 +27,15 @@ def test_what_each_status_means():
     assert {status for status in Status if status.failed} == {Status.FAIL, Status.TIMEOUT}
     assert {status for status in Status if status.succeeded} == {Status.OK, Status.WARN}
     assert {status for status in Status if status.returnable} == {Status.OK, Status.WARN, Status.FAIL}
-    assert [status.severity for status in Status] == [0, 1, 2, 2, 1, 0]  # OK WARN FAIL TIMEOUT INTERRUPTED RUNNING
+    assert [status.severity for status in Status] == [
+        0,
+        1,
+        2,
+        2,
+        1,
+        0,
+        0,
+    ]  # OK WARN FAIL TIMEOUT INTERRUPTED RUNNING SKIPPED
     events = {status: status.event for status in Status}
     assert events == {
         Status.OK: "job.succeeded",
@@ -36,6 +44,7 @@ def test_what_each_status_means():
         Status.TIMEOUT: "job.timeout",
         Status.INTERRUPTED: "job.failed",
         Status.RUNNING: "job.started",
+        Status.SKIPPED: "job.skipped",
     }
     assert [Status.of_severity(severity) for severity in Severity] == [Status.OK, Status.WARN, Status.FAIL]
 

@@ -273,7 +273,7 @@ def _save_checksums(ctx: JobContext, sums: dict[Path, ChecksumFile], state: _Run
                 sum_file.forget(name)
         if sum_file.changed:
             try:
-                sum_file.save()
+                sum_file.save(before_replace=ctx.check_fence)  # another member's newer run wins
                 ctx.log.info("checksums.saved", path=str(sum_file.path), entries=len(sum_file.entries))
             except OSError as exc:
                 state.warnings.append(f"cannot update {sum_file.path}: {exc.strerror or exc}")

@@ -88,7 +88,11 @@ class ChecksumFile:
         lines += [f"{digest}  {name}" for name, digest in sorted(self.entries.items())]
         return "".join(line + "\n" for line in lines)
 
-    def save(self) -> None:
-        """Write atomically: temp file in the same folder, fsync, rename, folder fsync; mode kept."""
-        write_atomic(self.path, self.render().encode("utf-8", "surrogateescape"), existing_mode(self.path))
+    def save(self, before_replace: Callable[[], None] | None = None) -> None:
+        """Write atomically: temp file in the same folder, fsync, rename, folder fsync; mode kept.
+
+        ``before_replace`` (the run's fencing check) may raise to leave the file as it was.
+        """
+        data = self.render().encode("utf-8", "surrogateescape")
+        write_atomic(self.path, data, existing_mode(self.path), before_replace)
         self.changed = False

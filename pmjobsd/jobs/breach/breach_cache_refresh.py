@@ -317,7 +317,7 @@ def _fetch_and_merge(
             return
         updates = {prefix: refreshed.text for prefix, (_, refreshed) in pending.items()}
         try:
-            report = breach_cache.merge_entries(cache_path, updates)
+            report = breach_cache.merge_entries(cache_path, updates, before_replace=ctx.check_fence)
         except OSError as exc:  # lock timeout, disk full, app rewriting without pause
             tally.write_errors += 1
             tally.failed += len(pending)
@@ -384,7 +384,7 @@ def _fetch_and_merge(
     if corrupt and "corrupt_file_moved_to" not in details:
         # Nothing fetched: still move the damaged file aside so the app starts from a readable one.
         try:
-            _note_quarantine(ctx, breach_cache.merge_entries(cache_path, {}), details)
+            _note_quarantine(ctx, breach_cache.merge_entries(cache_path, {}, before_replace=ctx.check_fence), details)
         except OSError as exc:
             ctx.log.error("breach_cache.write_failed", error=exc.__class__.__name__, prefixes=0)
     state.commit()

@@ -217,6 +217,7 @@ def merge_entries(
     now: float | None = None,
     force_write: bool = False,
     pause: float = 0.05,
+    before_replace: Callable[[], None] | None = None,
 ) -> MergeReport:
     """Merge ``updates`` (prefix -> entry as JSON text, :func:`encode_entry`) into the cache file.
 
@@ -227,6 +228,8 @@ def merge_entries(
     corrupt file is moved aside and rebuilt from ``updates``.  With no updates
     nothing is written unless the file is corrupt or ``force_write`` is set.
     Raise CacheBusy (an OSError) while the app is writing a broken file.
+    ``before_replace`` (the run's fencing check) is called just before the rename; what
+    it raises leaves the file as it was.
     """
     report = MergeReport()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +268,12 @@ def merge_entries(
                 os.unlink(temp_path)
                 report.retries += 1
                 continue
+            if before_replace is not None:
+                try:
+                    before_replace()
+                except BaseException:
+                    os.unlink(temp_path)
+                    raise
             os.replace(temp_path, path)
             fsync_dir(path.parent)
             report.written = True
