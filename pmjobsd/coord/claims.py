@@ -68,9 +68,11 @@ end
 return 2
 """
 
-# KEYS: claim.  ARGV: our value, the new value ('' deletes), keep_ms.  1 when it was still ours.
+# KEYS: claim.  ARGV: our value, the new value ('' deletes), keep_ms.  1 when it was still ours, or
+# gone (a restarted Redis lost it: the done mark is ours to write, so a watcher does not run it again).
 _SETTLE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
   return 0
 end
 if ARGV[2] == '' then

@@ -309,10 +309,13 @@ class Coordinator:
     def _run(self) -> None:
         while not self._stop.wait(self.tick):
             try:
-                self._renew_all()
-                self._check_watches()
                 if self._conn.down_since is not None and time.monotonic() >= self._conn.retry_at:
                     self._call(lambda claims: claims.client.ping())
+            except EngineDown:
+                pass
+            try:
+                self._renew_all()
+                self._check_watches()
             except EngineDown:
                 pass
             except Exception as exc:  # never let the thread die: leases would silently stop renewing
@@ -326,7 +329,8 @@ class Coordinator:
             try:
                 ours = self._call(functools.partial(Claims.renew, claim=lease.claim))
             except EngineDown as exc:
-                if time.monotonic() >= lease.expires:
+                # Given up a tick and a call early: the holder must stop before Redis frees the slot.
+                if time.monotonic() >= lease.expires - self.tick - self.timeout:
                     self._lose(lease, f"the lease ran out while the coordination engine was unreachable ({exc})")
                 continue
             if ours:

@@ -493,6 +493,12 @@ def exit_code(document: Mapping[str, Any]) -> Severity:
     another pmjobsd version over the control socket: a state it does not know is a FAIL)."""
     daemon = document["daemon"]
     history = daemon.get("history") or {}
+    coordination = document.get("coordination")
+    unreachable = Severity.WARN if coordination is not None and not coordination.get("reachable") else Severity.OK
+    return max(unreachable, _document_severity(document, daemon, history))
+
+
+def _document_severity(document: Mapping[str, Any], daemon: Mapping[str, Any], history: Mapping[str, Any]) -> Severity:
     return overall_severity(
         (JobState.severity_of(job["status"]) for job in document["jobs"]),
         running=bool(daemon.get("running")),
@@ -669,6 +675,7 @@ def render_text(document: Mapping[str, Any]) -> str:
     if daemon.get("abandoned_threads"):
         lines.append(f"WARNING: {daemon['abandoned_threads']} timed-out job thread(s) still running")
     lines += history_lines(daemon.get("history") or {})
+    lines += coordination_lines(document.get("coordination"))
     # Times are shown whole, with their zone: a next run (in the job's zone) may have fractions of a
     # second (jitter, a retry's backoff); the columns are as wide as their longest time.
     rows = []
@@ -685,6 +692,20 @@ def render_text(document: Mapping[str, Any]) -> str:
         lines.append(f"settings: {issue}")
     lines += ["", f"overall: {document['status']}"]
     return "\n".join(escape_control(line) for line in lines)
+
+
+def coordination_lines(state: Mapping[str, Any] | None) -> list[str]:
+    """One line on the coordination group, when there is one (a WARNING while the engine does not answer)."""
+    if not state:
+        return []
+    who = f"group {state.get('group')} as {state.get('member')} via {state.get('engine')}"
+    counts = f"{state.get('leases_held')} lease(s) held, claims won {state.get('claims_won')}, lost {state.get('claims_lost')}"
+    if state.get("reachable"):
+        return [f"coordination: {who}: reachable since {state.get('since')}; {counts}"]
+    return [
+        f"WARNING: coordination: {who}: unreachable since {state.get('since') or 'start'} "
+        f"({state.get('last_error') or 'no answer'}); next attempt {state.get('reconnect_at') or 'soon'}; {counts}"
+    ]
 
 
 def history_lines(history: Mapping[str, Any]) -> list[str]:
