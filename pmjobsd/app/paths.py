@@ -203,9 +203,9 @@ def network_filesystem(path: Path, mounts: Path = Path("/proc/mounts")) -> str |
     return kind if kind in NETWORK_FILESYSTEMS else None
 
 
-def check_local_state_folder(path: Path) -> None:
+def check_local_state_folder(path: Path, mounts: Path = Path("/proc/mounts")) -> None:
     """Raise OSError (one line naming ``path``) when the state folder is on a network file system."""
-    kind = network_filesystem(path)
+    kind = network_filesystem(path, mounts)
     if kind is not None:
         raise OSError(
             errno.EREMOTE,

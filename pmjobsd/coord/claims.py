@@ -208,14 +208,13 @@ class Claims:
         self._seen(token)
         return token
 
-    def is_newest(self, job: str, token: int) -> bool:
-        """True when no claim of ``job`` got a token after ``token`` (the fencing check).
+    def holds(self, claim: Claim) -> bool:
+        """The fencing check: is ``claim`` still the slot's (no member took it over with a newer token)?
 
-        A counter below ``token`` is a Redis that lost its data since: nobody newer has
-        claimed (every claim after a restart gets a higher token than ours, see the floor).
+        It is :meth:`renew`: a claim still ours is extended, one that vanished with a restarted
+        Redis is put back (nobody took the slot over), one that is someone else's fails.
         """
-        newest = self.newest_token(job)
-        return newest is None or newest <= token
+        return self.renew(claim)
 
 
 def _text(raw: Any) -> str:

@@ -24,7 +24,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -89,10 +89,10 @@ class Decision:
         return self.lease.lost if self.lease is not None else None
 
     def fence(self) -> bool:
-        """Is this run's token still the newest of its job?"""
+        """Is this run's token still the newest of its slot (nobody took the slot over)?"""
         if self.lease is None or self.coordinator is None:
-            return True
-        return self.coordinator.is_newest(self.lease.claim.job, self.token)
+            return True  # run here alone (when_engine_down=run_local): nothing to fence against
+        return self.coordinator.fence(self.lease)
 
     def end(self, record: RunRecord) -> None:
         if self.lease is not None and self.coordinator is not None:
@@ -128,7 +128,7 @@ class Coordinator:
         state: CoordinationState | None = None,
         clock: Callable[[], float] = time.time,
         timeout: float | None = None,
-        on_takeover: Callable[[ResolvedJob, datetime], None] = lambda job, slot: None,
+        on_takeover: Callable[[ResolvedJob, datetime], bool] = lambda job, slot: True,
         on_lost_skip: Callable[[ResolvedJob, datetime, ClaimValue], None] = lambda job, slot, value: None,
         on_engine_alert: Callable[[bool, str], None] = lambda down, summary: None,
     ):
@@ -257,12 +257,12 @@ class Coordinator:
         return Decision(False, slot, self.member, status=Status.WARN, summary=summary)
 
     # --- during and after a run -------------------------------------------------------------
-    def is_newest(self, job: str, token: int | None) -> bool:
-        """The fencing check: no claim of ``job`` got a newer token.  False when the engine cannot say."""
-        if token is None:
-            return True  # run here alone (when_engine_down=run_local): nothing to fence against
+    def fence(self, lease: Lease) -> bool:
+        """The fencing check of ``lease``'s run: False when its slot was taken over, or the engine cannot say."""
+        if lease.lost is not None:
+            return False
         try:
-            return bool(self._call(lambda claims: claims.is_newest(job, token)))
+            return bool(self._call(functools.partial(Claims.holds, claim=lease.claim)))
         except EngineDown:
             return False
 
@@ -363,6 +363,9 @@ class Coordinator:
                     watch.last = value
                 continue
             self._unwatch(key)  # its claim expired or was given up: the holder is gone
+            if watch.job.definition.on_holder_lost == "retry" and watch.last.state == "taking_over":
+                self._retake(watch)
+                continue
             self.log.warning(
                 "coordination.holder_lost",
                 job=watch.job.name,
@@ -372,9 +375,16 @@ class Coordinator:
                 action=watch.job.definition.on_holder_lost,
             )
             if watch.job.definition.on_holder_lost == "retry":
-                self.on_takeover(watch.job, watch.slot)
+                self._retake(watch)
             else:
                 self.on_lost_skip(watch.job, watch.slot, watch.last)
+
+    def _retake(self, watch: _Watch) -> None:
+        """Offer the slot to this daemon's runner (its claim decides); while the job is busy here, ask again later."""
+        if not self.on_takeover(watch.job, watch.slot):
+            waiting = ClaimValue(watch.last.member, watch.last.token, "taking_over")
+            with self._lock:
+                self._watches.setdefault((watch.job.name, slot_name(watch.slot) or ""), replace(watch, last=waiting))
 
     def _unwatch(self, key: tuple[str, str]) -> None:
         with self._lock:

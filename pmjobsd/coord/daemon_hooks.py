@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pmjobsd.core.outcomes import Status, Trigger
+from pmjobsd.core.outcomes import Overlap, Status, Trigger
 
 if TYPE_CHECKING:
     from pmjobsd.coord.claims import ClaimValue
@@ -28,17 +28,23 @@ def start(daemon: Daemon) -> Coordinator:
     assert settings is not None
     log = EventLogger("coordination")
 
-    def take_over(job: ResolvedJob, slot: datetime) -> None:
-        """The holder of ``slot`` is gone and the job says retry: run the slot here (its claim decides)."""
+    def take_over(job: ResolvedJob, slot: datetime) -> bool:
+        """The holder of ``slot`` is gone and the job says retry: run the slot here (its claim decides).
+
+        While the job runs here, the takeover waits behind that run (one queued, as overlap=queue
+        does); False when it cannot even wait (asked again at the next tick).
+        """
         from pmjobsd.core.runner import RunRequest
 
         current = daemon.jobs.get(job.name)
         if current is None or not current.definition.enabled:
-            return
-        reason = daemon.runner.offer(RunRequest(current, Trigger.SCHEDULE, slot), current.definition.overlap)
+            return True  # gone or disabled here: nothing to take over
+        overlap = Overlap.QUEUE if current.definition.overlap is Overlap.SKIP else current.definition.overlap
+        reason = daemon.runner.offer(RunRequest(current, Trigger.SCHEDULE, slot), overlap)
         if reason:
             log.info("job.skipped", job=job.name, slot=slot.isoformat(), reason=f"takeover not started: {reason}")
         daemon.wake()
+        return reason is None
 
     def lost_skip(job: ResolvedJob, slot: datetime, holder: ClaimValue) -> None:
         summary = f"{holder.member} stopped before finishing this slot; not run again (on_holder_lost=skip)"

@@ -123,7 +123,7 @@ def test_a_lease_that_cannot_be_renewed_is_lost_when_it_runs_out(tmp_path, redis
 
 def test_a_held_slot_is_watched_and_taken_over_when_its_holder_vanishes(tmp_path, redis_server, made):
     taken = threading.Event()
-    coordinator, log = _coordinator(redis_server.url, on_takeover=lambda job, slot: taken.set())
+    coordinator, log = _coordinator(redis_server.url, on_takeover=lambda job, slot: taken.set() or True)
     made.append(coordinator)
     holder = Claims(connect(redis_server.url, member="desktop", timeout=2), group="g", member="desktop", lease=1.0)
     held = holder.claim("tick", slot_name(SLOT))
@@ -145,7 +145,7 @@ def test_a_finished_slot_is_not_taken_over_and_skip_records_a_lost_holder(tmp_pa
     outcomes = []
     coordinator, _ = _coordinator(
         redis_server.url,
-        on_takeover=lambda job, slot: outcomes.append("takeover"),
+        on_takeover=lambda job, slot: outcomes.append("takeover") or True,
         on_lost_skip=lambda job, slot, value: outcomes.append(("skip", value.member)),
     )
     made.append(coordinator)
@@ -159,3 +159,20 @@ def test_a_finished_slot_is_not_taken_over_and_skip_records_a_lost_holder(tmp_pa
     coordinator.begin(RunRequest(job, Trigger.SCHEDULE, other), threading.Event())
     time.sleep(2.5)
     assert outcomes == [("skip", "desktop")]
+
+
+def test_a_takeover_the_runner_cannot_take_yet_is_offered_again(tmp_path, redis_server, made):
+    offers = []
+    coordinator, log = _coordinator(
+        redis_server.url, on_takeover=lambda job, slot: offers.append(slot) or len(offers) > 2
+    )
+    made.append(coordinator)
+    holder = Claims(connect(redis_server.url, member="desktop", timeout=2), group="g", member="desktop", lease=1.0)
+    holder.claim("tick", slot_name(SLOT))
+    coordinator.begin(RunRequest(_job(tmp_path, on_holder_lost="retry"), Trigger.SCHEDULE, SLOT), threading.Event())
+    deadline = time.monotonic() + 5
+    while len(offers) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)
+    assert offers == [SLOT] * 3  # busy twice, taken the third time, then no more
+    assert len(log.named("coordination.holder_lost")) == 1
