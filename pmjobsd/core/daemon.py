@@ -594,6 +594,8 @@ class Daemon:
         for record in dropped:
             self.runner.give_up(record.run_id, "the job was disabled or removed before its retry")
         self._reconfigure_observers(old, new)
+        if new.settings.coordination != old.settings.coordination:  # its engine, group and state folder
+            self.log.warning("coordination.restart_required", reason="jobs.coordination changed; restart to apply it")
         self._log_config("config.reloaded", new)
         self.notifier.ready()
 

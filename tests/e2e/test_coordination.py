@@ -9,6 +9,7 @@ what docs/coordination.md promises, fault by fault.
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.alert_fixtures import webhook_receiver
 from tests.support.daemon import AppHome, DaemonProcess, wait_for
 
 LEASE = 2.0
@@ -49,7 +51,7 @@ class Member(AppHome):
         env.update(XDG_CONFIG_HOME=str(self.own / "config"), XDG_STATE_HOME=str(self.own / "state"))
         return env
 
-    def configure(self, url: str, **job) -> None:
+    def configure(self, url: str, alerts: dict | None = None, **job) -> None:
         definition = {
             "callable": "tests.support.coord_jobs:vault_tick",
             "cron": "* * * * * *",
@@ -209,6 +211,10 @@ def test_a_member_killed_mid_run_has_its_slot_taken_over_after_the_lease(group):
 
 
 def test_a_paused_engine_skips_vault_runs_with_a_record_and_never_runs_a_slot_twice(group, redis_server):
+    server, alerts = webhook_receiver()
+    group.members[0].configure(
+        redis_server.url, alerts={"desktop": False, "targets": [f"json://127.0.0.1:{server.server_port}/hook"]}
+    )
     group.start()
     time.sleep(4)
     paused_at = time.time()
@@ -229,6 +235,11 @@ def test_a_paused_engine_skips_vault_runs_with_a_record_and_never_runs_a_slot_tw
     for member in group.members:  # said once per change of state, not once per attempt
         assert len(member.events("coordination.engine_down")) == 1, member.name
         assert len(member.events("coordination.engine_up")) == 1, member.name
+    # One alert for the outage, one recovery: not one per skipped run.
+    wait_for(lambda: len(alerts.snapshot()) >= 2, message="the engine alert and its recovery")
+    titles = [json.loads(entry["body"])["title"] for entry in alerts.snapshot()]
+    server.shutdown()
+    assert titles == ["pmjobsd: pmjobsd coordination FAIL", "pmjobsd: pmjobsd coordination recovered (OK)"], titles
 
 
 def test_a_restarted_engine_that_lost_every_key_keeps_tokens_growing(group, redis_server):
