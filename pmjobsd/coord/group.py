@@ -249,16 +249,15 @@ def run_entry(record: RunRecord, member: str, host: str, token: int | None = Non
 
 def _token_of(record: RunRecord) -> int | None:
     """The fencing token the run held, when the claim side recorded one on the record."""
-    token = getattr(record, "fencing_token", None)
-    if token is None:
-        token = record.details.get("fencing_token") if isinstance(record.details, dict) else None
+    token = getattr(record, "token", None)
     return token if isinstance(token, int) and not isinstance(token, bool) else None
 
 
 class RunPublisher(NullObserver):
     """Publishes each finished attempt of a vault job to the group's stream, from its own thread.
 
-    ``run_finished`` only queues (bounded: the oldest entry is dropped when the
+    Only the runs this member ran are published: a slot another member held
+    is that member's to publish.  ``run_finished`` only queues (bounded: the oldest entry is dropped when the
     engine has been down long enough to fill it, and the drop is counted in the log).
     """
 
@@ -290,6 +289,8 @@ class RunPublisher(NullObserver):
     def run_finished(self, record: RunRecord) -> None:
         if record.given_up or not self.is_vault(record.job):
             return  # a given-up retry was published when its attempt ended
+        if getattr(record, "member", None) not in (None, self.member):
+            return  # a slot another member held (SKIPPED here): its holder publishes how it ended
         entry = run_entry(record, self.member, self.host, _token_of(record))
         while True:
             try:

@@ -298,3 +298,18 @@ def test_closing_with_the_engine_down_does_not_hang(redis_server, events):
     started = time.monotonic()
     publisher.close(timeout=0.5)
     assert time.monotonic() - started < 2.0
+
+
+def test_only_runs_this_member_ran_are_published_with_their_fencing_token(redis_server, events):
+    log, _ = events
+    publisher = RunPublisher(redis_server.url, "g", "laptop", is_vault=lambda job: True, log=log)
+    try:
+        ours, theirs = _record(run_id="ours"), _record(run_id="theirs")
+        ours.member, ours.token = "laptop", 17  # as the claim side records a vault run
+        theirs.member, theirs.token = "desktop", 18  # a slot the desktop held: SKIPPED here
+        publisher.run_finished(theirs)
+        publisher.run_finished(ours)
+    finally:
+        publisher.close()
+    entries = redis_server.client().xrange(keys.runs("g"))
+    assert [(f["run_id"], f["member"], f["token"]) for _, f in entries] == [("ours", "laptop", "17")]
