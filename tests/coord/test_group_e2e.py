@@ -275,3 +275,12 @@ def test_no_canary_reaches_redis_from_a_coordinated_daemon_running_the_vault_job
     assert len(everything) >= 6
     assert_no_canary(*everything, *outputs)
     assert all(str(key).startswith("pmjobsd:home-vault:") for key in raw.scan_iter("*"))
+
+
+def test_config_show_names_the_engine_without_its_password(home):
+    url = f"rediss://alice:{CANARY}-pw@127.0.0.1:6380/0?ssl_ca_certs=/etc/ssl/{CANARY}.pem"
+    home.write_settings({"coordination": {"url": url, "group": "g", "member": "m"}})
+    result = home.cli("config", "show")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["coordination"]["url"] == "rediss://alice:<redacted>@127.0.0.1:6380/0"
+    assert_no_canary(result.stdout, result.stderr)
