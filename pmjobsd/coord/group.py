@@ -133,7 +133,7 @@ class Heartbeat:
         self.pid = os.getpid()
         self.started = time.time()
         self.clock, self.pid_alive = clock, pid_alive
-        self.client: redis.Redis = engine.connect(url, member=member, timeout=min(5.0, self.interval))
+        self.client: redis.Redis = engine.connect(url, member=member, timeout=min(2.0, self.interval))
         self._script = self.client.register_script(_BEAT)
         self._failing = False
         self._sighted_at: float | None = None
@@ -272,7 +272,7 @@ class RunPublisher(NullObserver):
         host: str | None = None,
         maxlen: int = STREAM_LENGTH,
         queue_size: int = 1000,
-        timeout: float = 5.0,
+        timeout: float = 2.0,
         retry_s: float = 1.0,
     ):
         self.group, self.member, self.is_vault = group, member, is_vault

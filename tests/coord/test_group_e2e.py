@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import urllib.request
 import zipfile
 
@@ -284,3 +285,33 @@ def test_config_show_names_the_engine_without_its_password(home):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["coordination"]["url"] == "rediss://alice:<redacted>@127.0.0.1:6380/0"
     assert_no_canary(result.stdout, result.stderr)
+
+
+def test_a_hung_engine_never_holds_up_the_daemon(home, redis_server):
+    marker = home.root / "device.txt"
+    device = {**DEVICE_JOB, "options": {"marker": str(marker)}}
+    home.write_settings(
+        {
+            "coordination": {"url": redis_server.url, "group": "g", "member": "m", "lease": "3s"},
+            "definitions": {"vaultjob": VAULT_JOB, "devicejob": device},
+        }
+    )
+    daemon = DaemonProcess(home).wait_ready()
+    try:
+        wait_for(lambda: redis_server.client().exists(keys.member("g", "m")), 10, message="a first beat")
+        redis_server.pause()  # SIGSTOP: connections open, nothing answered
+
+        def runs() -> int:
+            return len(marker.read_text().splitlines()) if marker.exists() else 0
+
+        before = runs()
+        wait_for(lambda: runs() >= before + 3, 15, message="device runs go on")
+        code, _ = home.status()
+        assert code in (0, 1, 2)  # it answers; what it says about the engine is the claim side's
+        started = time.monotonic()
+        assert daemon.stop(timeout=30) == 0
+        assert time.monotonic() - started < 8, "a hung engine must not hold the shutdown"
+        assert home.events("coordination.heartbeat_failed")
+    finally:
+        redis_server.resume()
+        _stop_all(daemon)
