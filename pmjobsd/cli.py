@@ -297,6 +297,9 @@ def _status_group(args: argparse.Namespace) -> int:
     _, loaded = _effective_paths(args)
     settings = loaded.settings.coordination
     if settings is None:
+        broken = [str(issue) for issue in loaded.issues if issue.path.startswith("jobs.coordination")]
+        if broken:  # the settings' own words: never the URL (core/settings.py)
+            return _group_error(args, f"{loaded.source}: {'; '.join(broken)} (pmjobsd config validate)")
         return _group_error(args, f"coordination is off: {loaded.source} has no jobs.coordination")
     member = settings.member_name()
     header = {"group": settings.group, "engine": engine.display_url(settings.url), "member": member}

@@ -134,6 +134,15 @@ def test_status_group_says_when_the_engine_does_not_answer(home, tmp_path):
     assert_no_canary(doctor.stdout, doctor.stderr)
 
 
+def test_status_group_names_invalid_coordination_settings(home):
+    home.write_settings({"coordination": {"url": f"redis://u:{CANARY}-pw@nas.example:6379/0", "group": "g"}})
+    result = home.cli("status", "--group")
+    assert result.returncode == 2
+    assert "jobs.coordination" in result.stderr and "allow_remote" in result.stderr
+    assert "coordination is off" not in result.stderr
+    assert_no_canary(result.stdout, result.stderr)
+
+
 def test_hostile_member_data_in_redis_is_escaped_in_the_text_output(home, redis_server):
     home.write_settings({"coordination": {"url": redis_server.url, "group": "g", "member": "m"}})
     client = redis_server.client()
