@@ -163,10 +163,11 @@ class Heartbeat:
             if not self._failing:
                 self.log.warning("coordination.heartbeat_failed", member=self.member, error=error_text(exc))
             self._failing = True
-            self._judge(None)  # nothing seen: a duplicate ages out as it would between beats
-            return False
+            return False  # nothing can be seen now: a duplicate stays reported (no false recovery)
         if self._failing:
             self.log.info("coordination.heartbeat_restored", member=self.member)
+            if self._duplicate is not None:
+                self._sighted_at = self.clock()  # a whole key's lifetime to see the other again
         self._failing = False
         self.state.update(last_heartbeat=time.time())
         instance, host, pid, stopped, _now = (str(part) for part in reply)

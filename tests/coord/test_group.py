@@ -313,3 +313,29 @@ def test_only_runs_this_member_ran_are_published_with_their_fencing_token(redis_
         publisher.close()
     entries = redis_server.client().xrange(keys.runs("g"))
     assert [(f["run_id"], f["member"], f["token"]) for _, f in entries] == [("ours", "laptop", "17")]
+
+
+def test_an_unreachable_engine_neither_ends_nor_starts_a_duplicate(redis_server, events):
+    log, handler = events
+    clock = FakeClock()
+    told: list = []
+    state = _state()
+    a = _beat(redis_server, state, log, host="desktop", clock=clock, on_duplicate=told.append)
+    b = _beat(redis_server, _state(), log, host="laptop", clock=clock)
+    try:
+        b.beat()
+        a.beat()
+        assert state.snapshot().duplicate_member is not None
+        redis_server.stop()
+        clock.now += 10 * a.ttl
+        assert not a.beat()
+        assert state.snapshot().duplicate_member is not None, "no recovery while nothing can be seen"
+        redis_server.start()  # every key gone; the other daemon still beats
+        assert a.beat()
+        assert state.snapshot().duplicate_member is not None, "a key's lifetime to see it again"
+        b.beat()
+        a.beat()
+        assert told == [told[0]], "one alert, no flapping"
+    finally:
+        a.stop()
+        b.stop()

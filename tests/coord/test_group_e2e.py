@@ -188,7 +188,9 @@ def test_two_daemons_with_one_member_name_both_report_it(tmp_path, redis_server)
 def test_tls_with_an_acl_user_and_credentials_redacted_everywhere(tmp_path, home):
     password = f"{CANARY}-redis-password"
     # An ACL user that may touch pmjobsd's keys only; the default user is switched off.
-    acl = ("--user", "alice", "on", f">{password}", "~pmjobsd:*", "+@all", "--user", "default", "off")
+    # (the least-privilege user docs/coordination.md suggests).
+    acl = ("--user", "alice", "on", f">{password}", "~pmjobsd:*", "+@all", "-@admin", "-@dangerous", "+info")
+    acl += ("--user", "default", "off")
     server = RedisServer(tmp_path / "tls", tls=tmp_path / "cert", extra=acl)
     try:
         url = server.url.replace("rediss://", f"rediss://alice:{password}@")
