@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = command("status", "show each job's state; exit 0 OK, 1 WARN, 2 FAIL")
     status.add_argument("--json", action="store_true", help="the status document as JSON")
+    status.add_argument(
+        "--group",
+        action="store_true",
+        help="the coordination group from Redis: members and the latest run of each vault job (daemon not needed)",
+    )
 
     run_now = command("run-now", "run one job now (through the running daemon when there is one)")
     run_now.add_argument("job")
@@ -262,6 +267,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pmjobsd.core import control
     from pmjobsd.observe.status import exit_code, offline_status, render_text
 
+    if args.group:
+        return _status_group(args)
     paths = _daemon_paths(args)
     loaded = None
     if paths is None:
@@ -280,6 +287,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(render_text(document))
     return code
+
+
+def _status_group(args: argparse.Namespace) -> int:
+    """``status --group``: exit 0/1/2 like ``status``; 2 with one line when coordination is off or unreachable."""
+    from pmjobsd.coord import engine, view
+    from pmjobsd.coord.group import error_text
+
+    _, loaded = _effective_paths(args)
+    settings = loaded.settings.coordination
+    if settings is None:
+        broken = [str(issue) for issue in loaded.issues if issue.path.startswith("jobs.coordination")]
+        if broken:  # the settings' own words: never the URL (core/settings.py)
+            return _group_error(args, f"{loaded.source}: {'; '.join(broken)} (pmjobsd config validate)")
+        return _group_error(args, f"coordination is off: {loaded.source} has no jobs.coordination")
+    member = settings.member_name()
+    header = {"group": settings.group, "engine": engine.display_url(settings.url), "member": member}
+    vault = [name for name, job in loaded.jobs.items() if job.definition.scope == "vault" and job.definition.enabled]
+    try:
+        client = engine.connect(settings.url, member=f"{member}-status", timeout=5.0)
+        try:
+            document = {**header, **view.read_group(client, settings.group, vault_jobs=vault)}
+        finally:
+            client.close()
+    except Exception as exc:  # redis-py's connection, timeout, TLS and authentication errors
+        return _group_error(args, f"cannot reach the engine {header['engine']}: {error_text(exc)}", header)
+    code = int(view.severity(document))
+    if args.json:
+        _print_json({**document, "severity": code})
+    else:
+        print(view.render_text(document))
+    return code
+
+
+def _group_error(args: argparse.Namespace, message: str, header: dict[str, Any] | None = None) -> int:
+    from pmjobsd.core.privacy import escape_control
+
+    if args.json:
+        _print_json({**(header or {}), "error": message, "severity": 2})
+    else:
+        print(f"pmjobsd: {escape_control(message)}", file=sys.stderr)
+    return 2
 
 
 def cmd_run_now(args: argparse.Namespace) -> int:

@@ -16,7 +16,10 @@ import pytest
 from tests.support.daemon import AppHome, DaemonProcess, all_builtins_disabled, wait_for
 
 # Never needed by a command that only reads: HTTP, alert sinks, Prometheus, the daemon itself.
-NOT_FOR_READERS = {"requests", "urllib3", "apprise", "jeepney", "prometheus_client", "filelock", "pmjobsd.core.daemon"}
+NOT_FOR_READERS = {
+    *("requests", "urllib3", "apprise", "jeepney", "prometheus_client", "filelock", "pmjobsd.core.daemon"),
+    "redis",  # coordination's client: only with jobs.coordination, and only where it talks to Redis
+}
 # Validating settings is pydantic's; a command that does not validate them must not load it.
 VALIDATION = {"pydantic", "pmjobsd.core.settings"}
 
@@ -125,5 +128,14 @@ def test_the_daemon_with_no_targets_and_no_due_job_loads_no_http_or_sink_library
     # importlib.import_module (how the registry loads a job) is not in importtime's lines; the
     # modules a job's module imports with `import` are: the breach job was loaded.
     assert "pmjobsd.core.daemon" in modules and "pmjobsd.jobs.breach.state" in modules
-    unneeded = {"requests", "urllib3", "apprise", "jeepney", "filelock"}
+    unneeded = {"requests", "urllib3", "apprise", "jeepney", "filelock", "redis"}
+    assert modules.isdisjoint(unneeded), sorted(modules & unneeded)
+
+
+def test_status_group_reads_redis_without_the_daemon_or_prometheus(home, redis_server):
+    home.write_settings({"coordination": {"url": redis_server.url, "group": "g", "member": "m"}})
+    result, modules = run_cli(home, "status", "--group")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "redis" in modules
+    unneeded = NOT_FOR_READERS - {"redis"}
     assert modules.isdisjoint(unneeded), sorted(modules & unneeded)

@@ -70,6 +70,7 @@ class StartupError(Exception):
 
 
 HISTORY_ALERT = "pmjobsd history"  # the alert (and its recovery) for runs that cannot be recorded
+DUPLICATE_ALERT = "pmjobsd member name"  # another daemon in the group uses this daemon's member name
 
 
 def held_alert(job: str) -> str:
@@ -369,7 +370,31 @@ class Daemon:
         """The run observers: metrics (built once: counters survive reloads), alerts (rebuilt when changed)."""
         self.metrics, self.alerts = build_observers(self.loaded, self.paths, self.history, self.status_snapshot)
         self._configure_metrics(self.loaded.jobs)
-        return [self.metrics, self.alerts]
+        observers: list[RunObserver] = [self.metrics, self.alerts]
+        coordination = self.loaded.settings.coordination
+        if coordination is not None:  # the heartbeat and the run stream (redis-py is imported only here)
+            from pmjobsd.coord.engine import display_url
+            from pmjobsd.coord.group import GroupMember
+            from pmjobsd.coord.state import CoordinationState
+
+            if getattr(self, "coordination", None) is None:
+                self.coordination = CoordinationState(
+                    coordination.group, coordination.member_name(), display_url(coordination.url)
+                )
+            self.metrics.set_coordination(self.coordination.snapshot)
+            observers.append(
+                GroupMember(coordination, self.coordination, is_vault=self._is_vault, on_duplicate=self._duplicate)
+            )
+        return observers
+
+    def _is_vault(self, name: str) -> bool:
+        job = self.jobs.get(name) if hasattr(self, "jobs") else None
+        return job is not None and job.definition.scope == "vault"
+
+    def _duplicate(self, message: str | None) -> None:
+        """Another daemon beats under our member name (or no longer does): alert once, recover once."""
+        status, summary = (Status.FAIL, message) if message else (Status.OK, "no other daemon uses the member name")
+        self.alerts.run_finished(self._daemon_record(DUPLICATE_ALERT, status, summary))
 
     def _reconfigure_observers(self, old: LoadedSettings, new: LoadedSettings) -> None:
         self._configure_metrics(self.jobs)

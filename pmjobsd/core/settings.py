@@ -593,4 +593,8 @@ def describe(loaded: LoadedSettings) -> dict[str, Any]:
         definition["builtin"] = job.builtin
         data["definitions"][name] = definition
     redacted: dict[str, Any] = redact_credentials(data)  # a dict in, a dict out
+    if loaded.settings.coordination is not None:  # which engine, without its password (redacted above whole)
+        from pmjobsd.coord.engine import display_url
+
+        redacted["coordination"]["url"] = display_url(loaded.settings.coordination.url)
     return redacted

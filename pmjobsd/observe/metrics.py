@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,6 +38,9 @@ from pmjobsd.core.registry import RESULT_KEY, JobMetric, MetricKind
 from pmjobsd.observe.joblog import EventLogger
 from pmjobsd.observe.status import JobStatus, StatusSnapshot
 from pmjobsd.system.files import existing_mode, write_atomic
+
+if TYPE_CHECKING:
+    from pmjobsd.coord.state import CoordinationSnapshot
 
 # Jobs take seconds to tens of minutes (a breach cache refresh under its rate
 # limit, hashing many backups); the default buckets stop at 10 s.
@@ -162,6 +166,60 @@ class StatusCollector(Collector):
         )
 
 
+class CoordinationCollector(Collector):
+    """The ``pmjobsd_coordination_*`` series, read from the daemon's coordination state at each scrape.
+
+    Registered only when ``jobs.coordination`` is set; a scrape copies one frozen
+    snapshot under a lock and never talks to the engine.
+    """
+
+    def __init__(self, source: Callable[[], CoordinationSnapshot], clock: Callable[[], float] = time.time):
+        self.source, self.clock = source, clock
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.source()
+        info = GaugeMetricFamily(
+            "pmjobsd_coordination_info", "The group and member name of this daemon", labels=["group", "member"]
+        )
+        info.add_metric([state.group, state.member], 1.0)
+        yield info
+        yield GaugeMetricFamily(
+            "pmjobsd_coordination_engine_reachable",
+            "1 while the coordination engine (Redis) answers",
+            value=1.0 if state.reachable else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "pmjobsd_coordination_leases_held", "Slot claims this daemon holds now", value=float(state.leases_held)
+        )
+        counters = (
+            ("claims_won", "Slot claims this daemon won", state.claims_won),
+            ("claims_lost", "Slots of vault jobs another member held", state.claims_lost),
+            ("leases_lost", "Runs told to stop because their lease was lost", state.leases_lost),
+            ("engine_down_skips", "Vault runs skipped because the engine was unreachable", state.engine_down_skips),
+            (
+                "engine_down_local",
+                "Vault runs run here alone because the engine was unreachable",
+                state.engine_down_local,
+            ),
+        )
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(f"pmjobsd_coordination_{name}", documentation, value=float(value))
+        if state.last_heartbeat is not None:
+            yield GaugeMetricFamily(
+                "pmjobsd_coordination_heartbeat_age_seconds",
+                "Seconds since the engine last took this daemon's heartbeat",
+                value=round(max(0.0, self.clock() - state.last_heartbeat), 3),
+            )
+        yield GaugeMetricFamily(
+            "pmjobsd_coordination_duplicate_member",
+            "1 while another daemon beats under this daemon's member name",
+            value=1.0 if state.duplicate_member else 0.0,
+        )
+
+
 class JobResults(Collector):
     """The jobs' own numbers (``JobResult.metrics``) and the metrics each job declares for them.
 
@@ -269,6 +327,7 @@ class MetricsObserver(NullObserver):
         self.results = JobResults(self._seed(history) if history is not None else None)
         self.registry.register(self.results)
         self._textfile: TextfileWriter | None = None
+        self._coordination: CoordinationCollector | None = None
         self.set_textfile(textfile)
 
     # --- configuration (daemon start and reload) -------------------------------------------
@@ -288,6 +347,15 @@ class MetricsObserver(NullObserver):
     def declare_metrics(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
         """The named metrics each job exports (job name -> its ``JobSpec.metrics``)."""
         self.results.declare(declared)
+
+    def set_coordination(self, source: Callable[[], CoordinationSnapshot] | None) -> None:
+        """Export the coordination state (``source`` returns its snapshot), or stop exporting it (None)."""
+        if self._coordination is not None:
+            self.registry.unregister(self._coordination)
+            self._coordination = None
+        if source is not None:
+            self._coordination = CoordinationCollector(source)
+            self.registry.register(self._coordination)
 
     def set_textfile(self, path: str | os.PathLike | None) -> None:
         """Start, move or stop the textfile output (``metrics.textfile``)."""

@@ -441,3 +441,34 @@ def test_the_built_in_jobs_declare_their_metrics_and_metrics_py_names_none():
         assert name not in source
         for metric in metrics:
             assert metric.name not in source and f'"{metric.key}"' not in source
+
+
+def test_coordination_series_follow_the_state_and_only_when_coordination_is_on(observer):
+    from pmjobsd.coord.state import CoordinationState
+
+    assert not any(name.startswith("pmjobsd_coordination") for name, _ in samples(observer.exposition()))
+    state = CoordinationState("home-vault", "laptop", "redis://127.0.0.1:6379/0")
+    observer.set_coordination(state.snapshot)
+    state.update(reachable=True, leases_held=2, last_heartbeat=time.time() - 4, duplicate_member="another daemon")
+    state.count("claims_won", 5)
+    state.count("claims_lost", 3)
+    state.count("leases_lost")
+    exposition = observer.exposition()
+    found = samples(exposition)
+    assert found[("pmjobsd_coordination_info", (("group", "home-vault"), ("member", "laptop")))] == 1
+    assert found[("pmjobsd_coordination_engine_reachable", ())] == 1
+    assert found[("pmjobsd_coordination_leases_held", ())] == 2
+    assert found[("pmjobsd_coordination_claims_won_total", ())] == 5
+    assert found[("pmjobsd_coordination_claims_lost_total", ())] == 3
+    assert found[("pmjobsd_coordination_leases_lost_total", ())] == 1
+    assert found[("pmjobsd_coordination_engine_down_skips_total", ())] == 0
+    assert 4 <= found[("pmjobsd_coordination_heartbeat_age_seconds", ())] < 10
+    assert found[("pmjobsd_coordination_duplicate_member", ())] == 1
+    if PROMTOOL:
+        promtool_check(exposition)
+    state.update(reachable=False, duplicate_member=None)
+    found = samples(observer.exposition())
+    assert found[("pmjobsd_coordination_engine_reachable", ())] == 0
+    assert found[("pmjobsd_coordination_duplicate_member", ())] == 0
+    observer.set_coordination(None)
+    assert not any(name.startswith("pmjobsd_coordination") for name, _ in samples(observer.exposition()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -24,41 +25,96 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-class RedisServer:
-    """One server process; ``url`` stays the same across :meth:`restart`."""
+def make_certificate(folder: Path) -> Path:
+    """A throw-away self-signed certificate for 127.0.0.1 (``cert.pem``, ``key.pem``); the cert is its own CA."""
+    import datetime
+    import ipaddress
 
-    def __init__(self, folder: Path, port: int | None = None):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pmjobsd test redis")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return folder / "cert.pem"
+
+
+class RedisServer:
+    """One server process; ``url`` stays the same across :meth:`restart`.
+
+    With ``tls`` (a folder for a throw-away certificate) it listens for TLS only and ``url``
+    is ``rediss://`` with the certificate as CA; ``extra`` adds server options (passwords, ACL users).
+    """
+
+    def __init__(self, folder: Path, port: int | None = None, *, tls: Path | None = None, extra: tuple = ()):
         if not Path(REDIS_SERVER).exists():
             pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = tuple(extra)
+        self.cert = make_certificate(tls) if tls is not None else None
+        if self.cert is None:
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        else:
+            self.url = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.cert}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
+    def _answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+            conn: socket.socket = raw
+            if self.cert is not None:
+                conn = ssl.create_default_context(cafile=str(self.cert)).wrap_socket(raw, server_hostname="127.0.0.1")
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+
     def start(self) -> RedisServer:
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.cert is None:
+            args += ["--port", str(self.port)]
+        else:
+            key = self.cert.with_name("key.pem")
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.cert)]
+            args += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no"]
         args += ["--dir", str(self.folder), "--logfile", str(self.folder / "redis.log"), "--daemonize", "no"]
+        args += list(self.extra)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.monotonic() + 10
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 pytest.fail(f"redis-server exited with {self.proc.returncode}: {self.log()[-2000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return self
+                if self._answers():
+                    return self
             except OSError:
                 pass
             time.sleep(0.02)
         pytest.fail(f"redis-server on port {self.port} did not answer PING within 10 s")
 
-    def client(self):
+    def client(self, url: str | None = None):
         import redis
 
-        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
+        return redis.Redis.from_url(url or self.url, decode_responses=True, socket_timeout=5)
 
     def pause(self) -> None:
         """SIGSTOP: connections stay open, nothing is answered (a hung or partitioned server)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pmjobsd.core.privacy import scrub_text
+from pmjobsd.diagnostics.doctor.checks_coordination import check_coordination
 from pmjobsd.diagnostics.doctor.checks_files import (
     check_app_exposure,
     check_folders,
@@ -67,6 +68,7 @@ OFFLINE_CHECKS: tuple[CheckFunction, ...] = (
     check_daemon,
     check_threads,
     check_jobs,
+    check_coordination,
 )
 ONLINE_CHECKS: tuple[CheckFunction, ...] = (check_breach_api, check_bridge)
 
