@@ -67,6 +67,7 @@ class Member(AppHome):
             {
                 "coordination": coordination,
                 "paths": {"log_dir": str(self.own / "logs")},
+                "alerts": alerts or {"desktop": False},
                 "definitions": {JOB: definition},
             }
         )
