@@ -46,7 +46,7 @@ def _job(tmp_path, **definition):
 
 
 def _coordinator(url, member="laptop", lease=1.0, **callbacks):
-    settings = Coordination.model_validate({"url": url, "group": "g", "member": member, "lease": lease})
+    settings = Coordination(url=url, group="g", member=member, lease=lease)
     log = Log()
     coordinator = Coordinator(settings, log=log, **callbacks)
     coordinator.start()
