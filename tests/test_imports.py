@@ -128,7 +128,8 @@ def test_the_daemon_with_no_targets_and_no_due_job_loads_no_http_or_sink_library
     # importlib.import_module (how the registry loads a job) is not in importtime's lines; the
     # modules a job's module imports with `import` are: the breach job was loaded.
     assert "pmjobsd.core.daemon" in modules and "pmjobsd.jobs.breach.state" in modules
-    unneeded = {"requests", "urllib3", "apprise", "jeepney", "filelock", "redis"}
+    unneeded = {"requests", "urllib3", "apprise", "jeepney", "filelock"}
+    unneeded |= {"redis", "pmjobsd.coord.coordinator"}  # without jobs.coordination
     assert modules.isdisjoint(unneeded), sorted(modules & unneeded)
 
 

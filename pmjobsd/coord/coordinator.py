@@ -199,7 +199,10 @@ class Coordinator:
                 conn.backoff = min(BACKOFF_MAX, conn.backoff * 2)
             conn.retry_at = time.monotonic() + conn.backoff
             conn.error = error
-        self.state.update(reachable=False, reconnect_at=time.time() + conn.backoff, last_error=error)
+        changes: dict[str, Any] = {"reachable": False, "reconnect_at": time.time() + conn.backoff, "last_error": error}
+        if first:
+            changes["reachable_since"] = conn.down_since  # also when it never answered since the start
+        self.state.update(**changes)
         if first:
             self.log.warning("coordination.engine_down", engine=self.url, error=error, retry_in_s=conn.backoff)
 
@@ -223,12 +226,13 @@ class Coordinator:
         if job.definition.scope != "vault":
             return None
         slot = slot_name(request.slot) or f"manual-{request.run_id}"  # a manual run competes with nobody
+        asked = time.monotonic()  # the lease runs from before the claim reached Redis, never later
         try:
             claim: Claim = self._call(lambda claims: claims.claim(job.name, slot))
         except EngineDown as exc:
             return self._engine_down(job, slot, str(exc))
         if claim.won:
-            lease = Lease(claim, job, cancel, time.monotonic() + self.settings.lease)
+            lease = Lease(claim, job, cancel, asked + self.settings.lease)
             with self._lock:
                 self._leases[id(lease)] = lease
             self.state.count("claims_won")
@@ -246,7 +250,7 @@ class Coordinator:
         policy = job.definition.when_engine_down or self.settings.when_engine_down
         if policy == "run_local":
             self.state.count("engine_down_local")
-            self.log.warning("coordination.run_local", job=job.name, slot=slot, error=error)
+            self.log.info("coordination.run_local", job=job.name, slot=slot, error=error)
             return Decision(True, slot, self.member)
         self.state.count("engine_down_skips")
         summary = f"not run: the coordination engine is unreachable ({error}); when_engine_down=skip"

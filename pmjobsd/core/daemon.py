@@ -42,9 +42,6 @@ from pmjobsd.core.scheduler import Clock, DueItem, Scheduler
 from pmjobsd.core.settings import ConfigIssue, LoadedSettings, ResolvedJob, app_folders, keep_definitions, load_settings
 from pmjobsd.core.settings_file import FileState, fingerprint
 from pmjobsd.core.settings_watch import SettingsWatch, open_watch
-
-if TYPE_CHECKING:
-    from pmjobsd.coord.coordinator import Coordinator
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
@@ -53,6 +50,9 @@ from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
 from pmjobsd.system.files import check_not_root_on_user_home, describe_error, ensure_private_dir
 from pmjobsd.system.lock import AlreadyRunning, InstanceLock
 from pmjobsd.system.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from pmjobsd.coord.coordinator import Coordinator
 
 EXIT_OK = 0
 EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us

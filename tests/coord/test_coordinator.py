@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -46,7 +46,7 @@ def _job(tmp_path, **definition):
 
 
 def _coordinator(url, member="laptop", lease=1.0, **callbacks):
-    settings = Coordination.model_validate({"url": url, "group": "g", "member": member, "lease": lease})
+    settings = Coordination(url=url, group="g", member=member, lease=lease)
     log = Log()
     coordinator = Coordinator(settings, log=log, **callbacks)
     coordinator.start()
@@ -176,3 +176,43 @@ def test_a_takeover_the_runner_cannot_take_yet_is_offered_again(tmp_path, redis_
     time.sleep(1)
     assert offers == [SLOT] * 3  # busy twice, taken the third time, then no more
     assert len(log.named("coordination.holder_lost")) == 1
+
+
+def _ended(coordinator, request, status, final=True):
+    from pmjobsd.core.observers import RunRecord
+
+    decision = coordinator.begin(request, threading.Event())
+    assert decision.run and decision.lease is not None
+    record = RunRecord(request.run_id, "tick", 1, request.trigger, request.slot, time.time(), status, time.time())
+    record.final = final
+    decision.end(record)
+    return decision
+
+
+def test_a_finished_slot_stays_done_past_the_jobs_next_slot_and_a_stopped_one_is_given_up(tmp_path, redis_server, made):
+    coordinator, _ = _coordinator(redis_server.url, lease=2.0)
+    made.append(coordinator)
+    client = redis_server.client()
+    job = _job(tmp_path)  # every minute
+    now = datetime.now(timezone.utc)
+    slot = now.replace(second=0, microsecond=0)
+    key = keys.claim("g", "tick", slot_name(slot))
+    done = _ended(coordinator, RunRequest(job, Trigger.SCHEDULE, slot), Status.OK)
+    assert client.get(key) == f"laptop|{done.token}|done"
+    until_next = (slot.timestamp() + 60) - time.time()
+    assert until_next + 60 < client.pttl(key) / 1000 <= until_next + 2 * 2.0 + 60 + 1
+    later = slot + timedelta(minutes=1)
+    _ended(coordinator, RunRequest(job, Trigger.SCHEDULE, later), Status.INTERRUPTED)
+    assert client.get(keys.claim("g", "tick", slot_name(later))) is None  # another member may run it now
+    retried = _ended(coordinator, RunRequest(job, Trigger.SCHEDULE, SLOT), Status.FAIL, final=False)
+    assert client.get(keys.claim("g", "tick", slot_name(SLOT))) == f"laptop|{retried.token}|retry"
+    assert coordinator.state.snapshot().leases_held == 0
+
+
+def test_a_manual_run_of_a_vault_job_gets_a_token_of_its_own_and_gives_it_back(tmp_path, redis_server, made):
+    coordinator, _ = _coordinator(redis_server.url)
+    made.append(coordinator)
+    request = RunRequest(_job(tmp_path), Trigger.MANUAL)
+    decision = _ended(coordinator, request, Status.OK)
+    assert decision.slot == f"manual-{request.run_id}" and decision.token
+    assert redis_server.client().get(keys.claim("g", "tick", decision.slot)) is None

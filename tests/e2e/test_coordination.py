@@ -67,6 +67,7 @@ class Member(AppHome):
             {
                 "coordination": coordination,
                 "paths": {"log_dir": str(self.own / "logs")},
+                "alerts": alerts or {"desktop": False},
                 "definitions": {JOB: definition},
             }
         )
@@ -270,10 +271,12 @@ def test_without_a_reachable_engine_run_local_runs_here_alone(tmp_path):
     member = Member(tmp_path, "laptop")
     member.configure("redis://127.0.0.1:9/0", when_engine_down="run_local")  # port 9: nothing listens
     daemon = DaemonProcess(member).wait_ready(30)
-    wait_for(lambda: len(_lines(member.data_dir / "coord" / "commits")) >= 2, 15, message="two local runs")
-    assert daemon.proc.poll() is None
-    code, document = member.status()
-    daemon.stop()
+    try:
+        wait_for(lambda: len(_lines(member.data_dir / "coord" / "commits")) >= 2, 15, message="two local runs")
+        assert daemon.proc.poll() is None
+        code, document = member.status()
+    finally:
+        daemon.stop()
     coordination = document["coordination"]
     assert (coordination["reachable"], coordination["member"], coordination["group"]) == (False, "laptop", "home-vault")
     assert coordination["engine_down_local"] >= 2 and code >= 1
