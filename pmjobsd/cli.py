@@ -249,17 +249,18 @@ def _ask_daemon(paths: AppPaths, message: dict[str, Any], timeout: float | None 
 def _daemon_paths(args: argparse.Namespace) -> AppPaths | None:
     """The folders, when they can be known without validating the settings (else None).
 
-    They depend on the settings only through ``jobs.paths``; with none there (or every folder on
-    the command line) they are the same whether the settings are valid or not, so asking the
+    They depend on the settings only through ``jobs.paths`` and ``jobs.coordination`` (a state
+    folder per member); with neither there (or every folder on the command line) they are the same whether the settings are valid or not, so asking the
     daemon needs neither pydantic nor the jobs' modules.
     """
     from pmjobsd.core.settings_file import read_settings_file
 
     base, overrides = _paths(args)
-    if not all(overrides.values()):
-        jobs = read_settings_file(base.settings_path).data.get("jobs")
-        if isinstance(jobs, dict) and jobs.get("paths") not in (None, {}):
-            return None
+    jobs = read_settings_file(base.settings_path).data.get("jobs")
+    if isinstance(jobs, dict) and jobs.get("coordination") is not None:
+        return None  # the state folder is per member: the member name comes from validated settings
+    if not all(overrides.values()) and isinstance(jobs, dict) and jobs.get("paths") not in (None, {}):
+        return None
     return base.with_overrides(**overrides)
 
 

@@ -55,7 +55,12 @@ def start(daemon: Daemon) -> Coordinator:
         daemon.alerts.run_finished(record)
 
     coordinator = Coordinator(
-        settings, log=log, on_takeover=take_over, on_lost_skip=lost_skip, on_engine_alert=engine_alert
+        settings,
+        state=daemon.coordination,  # the group side's, so /metrics sees the claims too
+        log=log,
+        on_takeover=take_over,
+        on_lost_skip=lost_skip,
+        on_engine_alert=engine_alert,
     )
     coordinator.start()
     return coordinator

@@ -30,6 +30,7 @@ from pmjobsd import __version__
 from pmjobsd.alerts.manager import AlertManager
 from pmjobsd.app.paths import AppPaths, check_local_state_folder
 from pmjobsd.coord import daemon_hooks as coordination
+from pmjobsd.coord.state import CoordinationState
 from pmjobsd.core import control
 from pmjobsd.core.held import HeldJobs, Hold
 from pmjobsd.core.history import RunHistory, open_history
@@ -118,6 +119,7 @@ class Daemon:
         self._sched_lock = threading.RLock()
         self.web: StatusServer | None = None
         self.coordinator: Coordinator | None = None  # with jobs.coordination (started in _start)
+        self.coordination: CoordinationState | None = None  # shared by the claim side and the group side
         self.exit_code = EXIT_OK
         self.on_ready: Callable[[], None] | None = None  # called once after daemon.ready (the --detach starter)
         self._last_watchdog = self._last_status = float("-inf")
@@ -375,9 +377,8 @@ class Daemon:
         if coordination is not None:  # the heartbeat and the run stream (redis-py is imported only here)
             from pmjobsd.coord.engine import display_url
             from pmjobsd.coord.group import GroupMember
-            from pmjobsd.coord.state import CoordinationState
 
-            if getattr(self, "coordination", None) is None:
+            if self.coordination is None:
                 self.coordination = CoordinationState(
                     coordination.group, coordination.member_name(), display_url(coordination.url)
                 )

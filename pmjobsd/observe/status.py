@@ -164,6 +164,8 @@ class CoordinationDocument(TypedDict):
     leases_lost: int
     engine_down_skips: int
     engine_down_local: int
+    last_heartbeat: str | None
+    duplicate_member: str | None
 
 
 class SettingsDocument(TypedDict):
@@ -466,6 +468,8 @@ def coordination_document(state: CoordinationSnapshot) -> CoordinationDocument:
         "leases_lost": state.leases_lost,
         "engine_down_skips": state.engine_down_skips,
         "engine_down_local": state.engine_down_local,
+        "last_heartbeat": utc_iso(state.last_heartbeat),
+        "duplicate_member": state.duplicate_member,
     }
 
 

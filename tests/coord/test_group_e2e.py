@@ -181,6 +181,9 @@ def test_two_daemons_with_one_member_name_both_report_it(tmp_path, redis_server)
             assert len(home.events("coordination.duplicate_member")) == 1
         assert sum(b"pmjobsd member name" in r["body"] for r in received.snapshot()) == 2
         assert homes[0].events("job.succeeded", job="vaultjob"), "vault jobs keep running"
+        status = json.loads(homes[0].cli("status", "--json").stdout)
+        assert "responding" not in status["daemon"], "status reaches the daemon in its per-member state folder"
+        assert status["coordination"]["duplicate_member"] and status["coordination"]["last_heartbeat"]
     finally:
         _stop_all(*daemons)
 
