@@ -29,6 +29,8 @@ def test_the_longest_mount_point_decides(tmp_path):
     assert network_filesystem(share / "jobs", table) == "nfs4"  # not made yet: its parent counts
     assert network_filesystem(share / "local" / "state", table) is None
     assert network_filesystem(tmp_path / "elsewhere", table) is None
+    (tmp_path / "shared").mkdir()  # a prefix of a mount point's name is not inside it
+    assert network_filesystem(tmp_path / "shared", table) is None
 
 
 @pytest.mark.parametrize("kind", ["nfs", "cifs", "smb3", "fuse.sshfs", "9p", "ceph"])

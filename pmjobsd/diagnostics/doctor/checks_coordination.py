@@ -8,39 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from urllib.parse import urlsplit
 
+from pmjobsd.app.paths import network_filesystem
 from pmjobsd.core.privacy import escape_control
 from pmjobsd.diagnostics.doctor.env import Check, DoctorEnv, fail, ok, shell_quote, warn
-
-# File systems whose locking and rename guarantees SQLite cannot rely on (sqlite.org/useovernet.html).
-NETWORK_FS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs", "ncpfs", "davfs"}
-)
-NETWORK_FUSE = ("sshfs", "rclone", "davfs", "s3fs", "gcsfuse", "smb", "nfs", "glusterfs", "ceph")
-
-
-def filesystem_type(path: Path, mountinfo: str) -> str | None:
-    """The type of the file system holding ``path``, from the text of /proc/self/mountinfo (None if unknown)."""
-    target = os.path.realpath(path)
-    best, kind = "", None
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if not sep or len(fields) < 5 or not right.split():
-            continue
-        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, kind = point, right.split()[0]
-    return kind
-
-
-def is_network_fs(kind: str) -> bool:
-    if kind in NETWORK_FS:
-        return True
-    return kind.startswith("fuse.") and any(word in kind for word in NETWORK_FUSE)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -128,15 +100,11 @@ def _member(env: DoctorEnv, group: str, member: str, fields: dict) -> Check:
 
 def _state_folder(env: DoctorEnv) -> Check:
     state = env.paths.state_dir
-    try:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        return ok("coordination.state_folder", f"{state}: the file system type cannot be read on this system")
-    kind = filesystem_type(state if state.exists() else state.parent, mountinfo)
-    if kind is not None and is_network_fs(kind):
+    kind = network_filesystem(state)  # the same rule that refuses such a folder at start-up
+    if kind is not None:
         return fail(
             "coordination.state_folder",
             f"{state} is on a network file system ({kind}): the run history (SQLite) and the lock need a local disk",
             "leave the state folder at its default ($XDG_STATE_HOME/pmjobsd/<member>/) on a local disk",
         )
-    return ok("coordination.state_folder", f"{state} is on a local file system ({kind or 'unknown'})")
+    return ok("coordination.state_folder", f"{state} is on a local file system")
