@@ -134,7 +134,10 @@ def test_a_vault_that_never_holds_still_gives_a_clear_error_after_the_timeout(va
 
 def test_a_vault_written_moments_ago_is_copied_again_later(vault: Path):
     """Without a -wal the copy counts only if the file's mtime is older than one clock tick."""
-    os.utime(vault)  # just written: a write in the same coarse tick would not change the mtime
+    # Just written: a write in the same coarse tick would not change the mtime.  The stamp is set
+    # 0.3 s ahead, so that the first attempt sees "moments ago" however late a loaded machine runs it.
+    ahead = time.time_ns() + 300_000_000
+    os.utime(vault, ns=(ahead, ahead))
     result = read_vault(vault, entry_stamps)
     assert result.attempts >= 2 and set(result.value) == {1, 2, 3}
 
