@@ -21,10 +21,10 @@ schedule.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +41,11 @@ from pmjobsd.observe.joblog import EventLogger
 
 
 def new_run_id() -> str:
-    return uuid.uuid4().hex
+    """A random run id: ``uuid.uuid4().hex``'s 32 hex digits, version and variant bits included, made directly."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 class RunRecorder(Protocol):
@@ -200,10 +204,12 @@ class Runner:
         self.wake = wake
         self.app_settings = app_settings
         self.log = log or EventLogger("runner")
+        self._job_log = EventLogger("job")  # bound to each attempt (a bind is cheaper than a logger lookup)
         self._queue = _WorkQueue(manual_limit(max_workers))
         self._lock = threading.Lock()
         self._active: dict[str, ActiveRun] = {}  # run_id -> running attempt
         self._queued: dict[str, int] = {}  # job -> requests in the pool queue
+        self._queued_total = 0  # their sum (idle() is asked at the end of every run)
         self._waiting: dict[str, deque[RunRequest]] = {}  # job -> runs waiting for the running one (overlap=queue)
         self._awaiting_retry: dict[str, RunRecord] = {}  # run_id -> its last, non-final attempt
         self._abandoned: dict[str, int] = {}  # job -> live abandoned threads
@@ -236,7 +242,7 @@ class Runner:
     def idle(self) -> bool:
         """No request is waiting for a worker (the main loop's deferred work may go now)."""
         with self._lock:
-            return not any(self._queued.values())
+            return not self._queued_total
 
     def busy(self, job: str) -> bool:
         with self._lock:
@@ -269,15 +275,19 @@ class Runner:
 
     def _enqueue(self, request: RunRequest) -> None:
         self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
+        self._queued_total += 1
         self._queue.put(request)
+
+    def _dequeued(self, job: str) -> None:
+        """A request of ``job`` left the pool queue (hold _lock)."""
+        self._queued[job] -= 1
+        self._queued_total -= 1
 
     # --- one attempt -----------------------------------------------------------
     def _execute(self, request: RunRequest, worker: _Worker) -> None:
         job = request.job
-        with self._lock:
-            self._queued[job.name] -= 1
         record = RunRecord(request.run_id, job.name, request.attempt, request.trigger, request.slot, time.time())
-        run_log = EventLogger("job", job=job.name, run_id=request.run_id, attempt=request.attempt)
+        run_log = self._job_log.bind(job=job.name, run_id=request.run_id, attempt=request.attempt)
         context = JobContext(
             job_name=job.name,
             run_id=request.run_id,
@@ -294,7 +304,10 @@ class Runner:
         context.progress_callback = lambda fraction, message: setattr(
             active, "progress", (fraction, scrub_text(message))
         )
+        # One step from the queue to the running attempts: no moment in which the job looks neither
+        # queued nor running (an overlap=skip offer then would start a second run).
         with self._lock:
+            self._dequeued(job.name)
             self._awaiting_retry.pop(request.run_id, None)
             self._active[request.run_id] = active
             if self._stopping:
@@ -431,12 +444,13 @@ class Runner:
                 self._awaiting_retry[record.run_id] = record
             self._start_waiting(record.job)
             self._completed.append(record)
+            idle = not self._queued_total
         request.record = record
         request.done.set()
         # The main loop has work from a run's end when a retry is due (not final), a held job
         # may be released (manual runs), or the queue ran dry (deferred rescheduling). In the
         # middle of a burst, waking it for every run would only take CPU from the runs.
-        if not record.final or request.trigger is Trigger.MANUAL or self.idle():
+        if not record.final or request.trigger is Trigger.MANUAL or idle:
             self.wake()
 
     def _start_waiting(self, job: str) -> None:
@@ -549,7 +563,7 @@ class Runner:
                 break
             if queued is not None:
                 with self._lock:
-                    self._queued[queued.job.name] -= 1
+                    self._dequeued(queued.job.name)
                 queued.done.set()
         end = time.monotonic() + grace
         while self.running() and time.monotonic() < end:
