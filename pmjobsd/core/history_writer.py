@@ -12,7 +12,11 @@ dropped and counted), and :meth:`health` says how it stands.
 
 Group commit: each round the thread takes every record waiting (up to
 ``max_batch``) and writes them in one transaction, then wakes every start
-that was in it.  So the starts of a burst of runs share one commit instead
+that was in it.  While the database takes writes, a start whose worker finds
+no write in progress writes that round itself, on its own thread: the hand-off
+to the writer thread and back costs more than the write on this path (the
+records waiting go with it, and a failed write leaves them to the writer
+thread's retries, as before).  So the starts of a burst of runs share one commit instead
 of queueing for one each, and a start still returns only once its row is
 committed (or ``durable_wait`` has passed, when the database does not take
 writes).  Nobody waits for the end of an attempt, so an end alone lingers up
@@ -122,7 +126,10 @@ class HistoryWriter:
         self.busy_timeout = busy_timeout
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self._mark_interrupted = mark_interrupted
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)  # the writer thread waits on it for work
+        self._drained = threading.Condition(lock)  # flush() waits on it: the backlog is written
+        self._write_lock = threading.Lock()  # one round of writing at a time: the writer thread's or a start's
         self._pending: OrderedDict[_Key, RunRecord] = OrderedDict()
         self._written: dict[_Key, threading.Event] = {}  # starts someone waits for, until their row is committed
         self._thread_events = threading.local()
@@ -134,12 +141,12 @@ class HistoryWriter:
         self.moved_aside: str | None = None
         self.damage: str | None = None
         self._conn: RunHistory | None = None
-        self._thread = threading.Thread(target=self._run, name="pmjobsd-history", daemon=True)
-        self._thread.start()
         # The checkpointer's own condition: the writer's is notified at every submission and commit.
         self._checkpoint_due = threading.Condition()
         self._dirty = False  # committed since the last checkpoint
-        self._checkpointer: threading.Thread | None = None  # started with the first commit
+        self._checkpointer: threading.Thread | None = None  # started with the connection
+        self._thread = threading.Thread(target=self._run, name="pmjobsd-history", daemon=True)
+        self._thread.start()
 
     # --- submitting (any thread; never raises, never blocks on SQLite) ------------------
     def record_start(self, record: RunRecord) -> None:
@@ -148,8 +155,12 @@ class HistoryWriter:
         The row is committed when this returns (unless the wait ran out): a run that
         starts afterwards is in the history even if the process is killed right then.
         """
-        written = self._submit(record, wait=True)
-        if written is not None and not written.wait(self.durable_wait):
+        written, lead = self._submit(record, wait=True)
+        if written is None:
+            return
+        if lead and self._lead() is False:
+            return  # written here and failed, after up to busy_timeout: the writer thread retries
+        if not written.wait(self.durable_wait):
             with self._cond:  # not written in time: this thread's event must not be set for it later
                 key = (record.run_id, record.attempt)
                 if self._written.get(key) is written:
@@ -162,7 +173,39 @@ class HistoryWriter:
         """No retry follows ``record`` after all: its outcome is the run's."""
         self._submit(dataclasses.replace(record, final=True))
 
-    def _submit(self, record: RunRecord, wait: bool = False) -> threading.Event | None:
+    def _lead(self) -> bool | None:
+        """Write the waiting records on this thread unless a write is in progress (None).
+
+        True when they were committed, False when the write failed (the writer thread
+        retries). Starts still waiting afterwards (the write in progress did not hold
+        them, or more than ``max_batch`` wait) are the writer thread's.
+        """
+        if not self._write_lock.acquire(blocking=False):
+            with self._cond:
+                self._urgent = True
+                self._cond.notify()
+            return None
+        try:
+            with self._cond:
+                batch = list(itertools.islice(self._pending.items(), self.max_batch))
+            try:
+                self._write(batch)
+            except (sqlite3.Error, OSError) as exc:
+                self._failed(exc)
+                with self._cond:
+                    self._cond.notify()
+                return False
+            self._committed(batch)
+        finally:
+            self._write_lock.release()
+        with self._cond:
+            if self._written:
+                self._urgent = True
+                self._cond.notify()
+        return True
+
+    def _submit(self, record: RunRecord, wait: bool = False) -> tuple[threading.Event | None, bool]:
+        """Queue ``record``; return the event its writing sets (``wait``), and whether to write it here."""
         key = (record.run_id, record.attempt)
         snapshot = _snapshot(record)
         with self._cond:
@@ -186,13 +229,15 @@ class HistoryWriter:
                     written = self._thread_events.event = threading.Event()
                 written.clear()
                 self._written[key] = written
+                if self._conn is not None and self._failing_since is None and not self._closing:
+                    return written, True  # the caller writes it (or wakes the writer thread)
                 self._urgent = True
             # Wake the writer for a start (someone waits), for the first record (it sleeps with
             # nothing to do; an end then lingers there), and between retries of a failing write
             # (a new record tries again at once).
             if wait or len(self._pending) == 1 or self._failing_since is not None:
-                self._cond.notify_all()
-        return written
+                self._cond.notify()
+        return written, False
 
     # --- reading what is not written yet ----------------------------------------------------
     def consecutive_failures(self, job: str) -> int:
@@ -262,12 +307,12 @@ class HistoryWriter:
         end = time.monotonic() + timeout
         with self._cond:
             self._urgent = True
-            self._cond.notify_all()
+            self._cond.notify()
             while self._pending:
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
-                self._cond.wait(min(left, 0.1))
+                self._drained.wait(min(left, 0.1))
             return True
 
     def close(self, timeout: float = 5.0) -> int:
@@ -301,34 +346,45 @@ class HistoryWriter:
                 if self._closing:
                     break
                 self._urgent = False
-                # Everything waiting now goes into one transaction (the group commit).
-                batch = list(itertools.islice(self._pending.items(), self.max_batch))
-            try:
-                self._write(batch)
-            except (sqlite3.Error, OSError) as exc:
-                self._failed(exc)
+            with self._write_lock:
+                with self._cond:
+                    # Everything waiting now goes into one transaction (the group commit).
+                    batch = list(itertools.islice(self._pending.items(), self.max_batch))
+                try:
+                    self._write(batch)
+                except (sqlite3.Error, OSError) as exc:
+                    failed: BaseException | None = exc
+                else:
+                    failed = None
+                    self._committed(batch)
+            if failed is not None:
+                self._failed(failed)
                 with self._cond:
                     if not self._closing:
                         self._cond.wait(delay)
                 delay = min(delay * 2, self.retry_max)
                 continue
             delay = self.retry_initial
-            if batch and not self._dirty:
-                self._checkpoint_soon()
-            with self._cond:
-                for key, record in batch:
-                    if self._pending.get(key) is record:  # not replaced by a newer version meanwhile
-                        del self._pending[key]
-                    # Its row is committed (in this version or an older one): a start waiting for it may go.
-                    waiting = self._written.pop(key, None)
-                    if waiting is not None:
-                        waiting.set()
-                self._cond.notify_all()
-                backlog_left = len(self._pending)
-            if self._failing_since is not None and not backlog_left:
-                self._recovered()
         if self._conn is not None:
             self._conn.close()
+
+    def _committed(self, batch: list[tuple[_Key, RunRecord]]) -> None:
+        """``batch`` is in the database: forget what was not replaced meanwhile, wake its starts (hold _write_lock)."""
+        if batch and not self._dirty:
+            self._checkpoint_soon()
+        with self._cond:
+            for key, record in batch:
+                if self._pending.get(key) is record:  # not replaced by a newer version meanwhile
+                    del self._pending[key]
+                # Its row is committed (in this version or an older one): a start waiting for it may go.
+                waiting = self._written.pop(key, None)
+                if waiting is not None:
+                    waiting.set()
+            backlog_left = len(self._pending)
+            if not backlog_left:
+                self._drained.notify_all()
+        if self._failing_since is not None and not backlog_left:
+            self._recovered()
 
     def _write(self, batch: list[tuple[_Key, RunRecord]]) -> None:
         if self._conn is None:
@@ -344,19 +400,19 @@ class HistoryWriter:
             self._mark_interrupted = False
             # Checkpoints are the checkpointer's (see the module docstring); this is the backstop.
             conn._execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+            if self._checkpointer is None:  # started here, not in the first commit a start waits for
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoints, name="pmjobsd-history-checkpoint", daemon=True
+                )
+                self._checkpointer.start()
             self._conn = conn
         if batch:
             self._conn.write_many(record for _, record in batch)
 
     def _checkpoint_soon(self) -> None:
-        """Tell the checkpointer that commits came in (starting it with the first)."""
+        """Tell the checkpointer that commits came in."""
         with self._checkpoint_due:
             self._dirty = True
-            if self._checkpointer is None:
-                self._checkpointer = threading.Thread(
-                    target=self._checkpoints, name="pmjobsd-history-checkpoint", daemon=True
-                )
-                self._checkpointer.start()
             self._checkpoint_due.notify()
 
     def _checkpoints(self) -> None:

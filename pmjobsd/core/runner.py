@@ -20,6 +20,7 @@ schedule.
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import os
 import queue
@@ -46,6 +47,42 @@ def new_run_id() -> str:
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
     return raw.hex()
+
+
+class _Flag(threading.Event):
+    """A ``threading.Event`` that is set once and never cleared, made of one lock.
+
+    A ``threading.Event`` builds a Condition (a lock, a deque, bound methods) and a
+    run request has two of them, made on the main loop for every due run; this is
+    one lock: held until :meth:`set`, and passed on by every waiter it lets through.
+    """
+
+    def __init__(self) -> None:  # no Event.__init__: no Condition
+        self._gate = _thread.allocate_lock()
+        self._gate.acquire()
+        self._setters = itertools.count()  # next() is atomic: exactly one set() opens the gate
+        self._is_set = False
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    isSet = is_set  # threading.Event's old name
+
+    def set(self) -> None:
+        if next(self._setters) == 0:
+            self._is_set = True
+            self._gate.release()
+
+    def clear(self) -> None:
+        raise RuntimeError("a run request's event is never cleared")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._is_set:
+            return True
+        if self._gate.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self._gate.release()  # let the next waiter through
+            return True
+        return self._is_set
 
 
 class RunRecorder(Protocol):
@@ -87,6 +124,13 @@ class _WorkQueue:
             # pool's, not a worker's), and waking all of them for each of a burst costs the burst.
             self._cond.notify()
 
+    def put_many(self, requests: Sequence[RunRequest]) -> None:
+        """Queue ``requests`` (none ``None``) in one step, waking a worker for each."""
+        with self._cond:
+            for request in requests:
+                (self._manual if request.trigger is Trigger.MANUAL else self._scheduled).append(request)
+            self._cond.notify(len(requests))
+
     def _take(self) -> RunRequest | None:
         if self._stops:
             self._stops -= 1
@@ -126,6 +170,9 @@ class _WorkQueue:
             self._cond.notify_all()
 
 
+_TO_POOL = "\0to the pool"  # Runner._admit: the request goes to the pool queue (never shown)
+
+
 def manual_limit(max_workers: int) -> int:
     """How many manual attempts may run at once: all but one worker (one with a single worker)."""
     return max(1, max_workers - 1)
@@ -140,8 +187,8 @@ class RunRequest:
     slot: datetime | None = None
     attempt: int = 1
     run_id: str = field(default_factory=new_run_id)
-    done: threading.Event = field(default_factory=threading.Event)
-    started: threading.Event = field(default_factory=threading.Event)  # a worker took it (a wait counts from here)
+    done: threading.Event = field(default_factory=_Flag)
+    started: threading.Event = field(default_factory=_Flag)  # a worker took it (a wait counts from here)
     record: RunRecord | None = None  # the final record, once done
 
     def __post_init__(self) -> None:
@@ -254,24 +301,48 @@ class Runner:
 
     def offer(self, request: RunRequest, overlap: Overlap) -> str | None:
         """Start or queue ``request`` under the overlap policy; return None, or why it was skipped."""
-        job = request.job.name
-        overlap = Overlap(overlap)  # the word itself ("skip") will do
+        return self.offer_many([(request, overlap)])[0]
+
+    def offer_many(self, offers: Sequence[tuple[RunRequest, Overlap]]) -> list[str | None]:
+        """:meth:`offer` each request, in order, in one step: one lock, one hand-over to the pool.
+
+        The main loop offers a burst of due runs at once; offered one by one, each would
+        wake a worker that then competes with the loop for the interpreter while the
+        loop still offers the rest.
+        """
+        reasons: list[str | None] = []
+        admitted: list[RunRequest] = []
         with self._lock:
-            if self._stopping:
-                return "pmjobsd is stopping"
-            if self._abandoned.get(job):
-                return "a timed-out run of this job is still running"
-            if self._busy(job):
-                if overlap is Overlap.SKIP:
-                    return f"the previous run is still running (overlap={overlap})"
-                if overlap is Overlap.QUEUE:
-                    waiting = self._waiting.setdefault(job, deque())
-                    if waiting:
-                        return f"one run is already queued (overlap={overlap})"
-                    waiting.append(request)
-                    return None
-            self._enqueue(request)
-            return None
+            for request, overlap in offers:
+                reason = self._admit(request, Overlap(overlap))  # the word itself ("skip") will do
+                if reason is _TO_POOL:
+                    # Counted as queued at once: a later offer of the same job in this batch sees it busy.
+                    self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
+                    self._queued_total += 1
+                    admitted.append(request)
+                    reason = None
+                reasons.append(reason)
+            if admitted:
+                self._queue.put_many(admitted)
+        return reasons
+
+    def _admit(self, request: RunRequest, overlap: Overlap) -> str | None:
+        """Why ``request`` may not start now; :data:`_TO_POOL`; or None: it waits for the run before (hold _lock)."""
+        job = request.job.name
+        if self._stopping:
+            return "pmjobsd is stopping"
+        if self._abandoned.get(job):
+            return "a timed-out run of this job is still running"
+        if self._busy(job):
+            if overlap is Overlap.SKIP:
+                return f"the previous run is still running (overlap={overlap})"
+            if overlap is Overlap.QUEUE:
+                waiting = self._waiting.setdefault(job, deque())
+                if waiting:
+                    return f"one run is already queued (overlap={overlap})"
+                waiting.append(request)
+                return None
+        return _TO_POOL
 
     def _enqueue(self, request: RunRequest) -> None:
         self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
