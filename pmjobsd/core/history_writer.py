@@ -12,11 +12,9 @@ dropped and counted), and :meth:`health` says how it stands.
 
 Group commit: each round the thread takes every record waiting (up to
 ``max_batch``) and writes them in one transaction, then wakes every start
-that was in it.  While the database takes writes, a start whose worker finds
-no write in progress writes that round itself, on its own thread: the hand-off
-to the writer thread and back costs more than the write on this path (the
-records waiting go with it, and a failed write leaves them to the writer
-thread's retries, as before).  So the starts of a burst of runs share one commit instead
+that was in it.  (A start writing its round itself on its worker, when no write
+is in progress, was tried: starts waited less, but the rounds held fewer
+records, and the extra commits cost more CPU than the hand-off saved.)  So the starts of a burst of runs share one commit instead
 of queueing for one each, and a start still returns only once its row is
 committed (or ``durable_wait`` has passed, when the database does not take
 writes).  Nobody waits for the end of an attempt, so an end alone lingers up
@@ -129,7 +127,6 @@ class HistoryWriter:
         lock = threading.RLock()
         self._cond = threading.Condition(lock)  # the writer thread waits on it for work
         self._drained = threading.Condition(lock)  # flush() waits on it: the backlog is written
-        self._write_lock = threading.Lock()  # one round of writing at a time: the writer thread's or a start's
         self._pending: OrderedDict[_Key, RunRecord] = OrderedDict()
         self._written: dict[_Key, threading.Event] = {}  # starts someone waits for, until their row is committed
         self._thread_events = threading.local()
@@ -155,12 +152,8 @@ class HistoryWriter:
         The row is committed when this returns (unless the wait ran out): a run that
         starts afterwards is in the history even if the process is killed right then.
         """
-        written, lead = self._submit(record, wait=True)
-        if written is None:
-            return
-        if lead and self._lead() is False:
-            return  # written here and failed, after up to busy_timeout: the writer thread retries
-        if not written.wait(self.durable_wait):
+        written = self._submit(record, wait=True)
+        if written is not None and not written.wait(self.durable_wait):
             with self._cond:  # not written in time: this thread's event must not be set for it later
                 key = (record.run_id, record.attempt)
                 if self._written.get(key) is written:
@@ -173,39 +166,8 @@ class HistoryWriter:
         """No retry follows ``record`` after all: its outcome is the run's."""
         self._submit(dataclasses.replace(record, final=True))
 
-    def _lead(self) -> bool | None:
-        """Write the waiting records on this thread unless a write is in progress (None).
-
-        True when they were committed, False when the write failed (the writer thread
-        retries). Starts still waiting afterwards (the write in progress did not hold
-        them, or more than ``max_batch`` wait) are the writer thread's.
-        """
-        if not self._write_lock.acquire(blocking=False):
-            with self._cond:
-                self._urgent = True
-                self._cond.notify()
-            return None
-        try:
-            with self._cond:
-                batch = list(itertools.islice(self._pending.items(), self.max_batch))
-            try:
-                self._write(batch)
-            except (sqlite3.Error, OSError) as exc:
-                self._failed(exc)
-                with self._cond:
-                    self._cond.notify()
-                return False
-            self._committed(batch)
-        finally:
-            self._write_lock.release()
-        with self._cond:
-            if self._written:
-                self._urgent = True
-                self._cond.notify()
-        return True
-
-    def _submit(self, record: RunRecord, wait: bool = False) -> tuple[threading.Event | None, bool]:
-        """Queue ``record``; return the event its writing sets (``wait``), and whether to write it here."""
+    def _submit(self, record: RunRecord, wait: bool = False) -> threading.Event | None:
+        """Queue ``record``; with ``wait``, return the event set once its row is committed."""
         key = (record.run_id, record.attempt)
         snapshot = _snapshot(record)
         with self._cond:
@@ -229,15 +191,13 @@ class HistoryWriter:
                     written = self._thread_events.event = threading.Event()
                 written.clear()
                 self._written[key] = written
-                if self._conn is not None and self._failing_since is None and not self._closing:
-                    return written, True  # the caller writes it (or wakes the writer thread)
                 self._urgent = True
             # Wake the writer for a start (someone waits), for the first record (it sleeps with
             # nothing to do; an end then lingers there), and between retries of a failing write
             # (a new record tries again at once).
             if wait or len(self._pending) == 1 or self._failing_since is not None:
                 self._cond.notify()
-        return written, False
+        return written
 
     # --- reading what is not written yet ----------------------------------------------------
     def consecutive_failures(self, job: str) -> int:
@@ -346,30 +306,24 @@ class HistoryWriter:
                 if self._closing:
                     break
                 self._urgent = False
-            with self._write_lock:
-                with self._cond:
-                    # Everything waiting now goes into one transaction (the group commit).
-                    batch = list(itertools.islice(self._pending.items(), self.max_batch))
-                try:
-                    self._write(batch)
-                except (sqlite3.Error, OSError) as exc:
-                    failed: BaseException | None = exc
-                else:
-                    failed = None
-                    self._committed(batch)
-            if failed is not None:
-                self._failed(failed)
+                # Everything waiting now goes into one transaction (the group commit).
+                batch = list(itertools.islice(self._pending.items(), self.max_batch))
+            try:
+                self._write(batch)
+            except (sqlite3.Error, OSError) as exc:
+                self._failed(exc)
                 with self._cond:
                     if not self._closing:
                         self._cond.wait(delay)
                 delay = min(delay * 2, self.retry_max)
                 continue
             delay = self.retry_initial
+            self._committed(batch)
         if self._conn is not None:
             self._conn.close()
 
     def _committed(self, batch: list[tuple[_Key, RunRecord]]) -> None:
-        """``batch`` is in the database: forget what was not replaced meanwhile, wake its starts (hold _write_lock)."""
+        """``batch`` is in the database: forget what was not replaced meanwhile, wake its starts."""
         if batch and not self._dirty:
             self._checkpoint_soon()
         with self._cond:
