@@ -382,7 +382,8 @@ class RunHistory:
         chunks = [params[index : index + _UPSERT_ROWS] for index in range(0, len(params), _UPSERT_ROWS)]
         with self._lock:
             conn = self._conn
-            if len(chunks) == 1:  # one statement: its own transaction, the write lock taken at its start
+            if len(chunks) == 1 and conn.isolation_level is None:
+                # One statement in autocommit mode: its own transaction, the write lock taken at its start.
                 conn.execute(_upsert_sql(len(params)), [value for row in params for value in row])
                 return
             # IMMEDIATE: take the write lock now (busy_timeout waits for another writer here),

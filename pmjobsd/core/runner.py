@@ -76,6 +76,9 @@ class _Flag(threading.Event):
     def clear(self) -> None:
         raise RuntimeError("a run request's event is never cleared")
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {'set' if self._is_set else 'unset'}>"
+
     def wait(self, timeout: float | None = None) -> bool:
         if self._is_set:
             return True
@@ -312,9 +315,10 @@ class Runner:
         """
         reasons: list[str | None] = []
         admitted: list[RunRequest] = []
+        policies = [(request, Overlap(overlap)) for request, overlap in offers]  # the word itself ("skip") will do
         with self._lock:
-            for request, overlap in offers:
-                reason = self._admit(request, Overlap(overlap))  # the word itself ("skip") will do
+            for request, overlap in policies:
+                reason = self._admit(request, overlap)
                 if reason is _TO_POOL:
                     # Counted as queued at once: a later offer of the same job in this batch sees it busy.
                     self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
@@ -357,19 +361,24 @@ class Runner:
     # --- one attempt -----------------------------------------------------------
     def _execute(self, request: RunRequest, worker: _Worker) -> None:
         job = request.job
-        record = RunRecord(request.run_id, job.name, request.attempt, request.trigger, request.slot, time.time())
-        run_log = self._job_log.bind(job=job.name, run_id=request.run_id, attempt=request.attempt)
-        context = JobContext(
-            job_name=job.name,
-            run_id=request.run_id,
-            attempt=request.attempt,
-            options=job.options,
-            paths=self.paths,
-            log=run_log,
-            deadline=time.monotonic() + job.definition.timeout,
-            app_settings=self.app_settings(),
-            hash_entry_id=self.hash_entry_id,
-        )
+        try:
+            record = RunRecord(request.run_id, job.name, request.attempt, request.trigger, request.slot, time.time())
+            run_log = self._job_log.bind(job=job.name, run_id=request.run_id, attempt=request.attempt)
+            context = JobContext(
+                job_name=job.name,
+                run_id=request.run_id,
+                attempt=request.attempt,
+                options=job.options,
+                paths=self.paths,
+                log=run_log,
+                deadline=time.monotonic() + job.definition.timeout,
+                app_settings=self.app_settings(),
+                hash_entry_id=self.hash_entry_id,
+            )
+        except BaseException:
+            with self._lock:  # never started: it leaves the queue all the same
+                self._dequeued(job.name)
+            raise
         active = ActiveRun(request, record, context, worker)
         context.notifier = lambda notice: self._notice(job.name, request.run_id, notice)
         context.progress_callback = lambda fraction, message: setattr(
