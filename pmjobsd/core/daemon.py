@@ -664,34 +664,43 @@ class Daemon:
                 self.scheduler.reschedule()
 
     def _offer_due(self, due: list[DueItem]) -> None:
+        """Offer the due runs to the runner in one step (its lock once, the workers woken together)."""
+        offers: list[tuple[RunRequest, Overlap]] = []
+        offered: list[DueItem] = []
+        skipped: list[tuple[DueItem, str]] = []
         for item in due:
             job = self.jobs.get(item.job)
             if job is None or not job.definition.enabled:
                 continue
-            request = RunRequest(job, item.trigger, item.slot, item.attempt)
-            if item.run_id:
-                request.run_id = item.run_id
-            reason = None
             hold = self.held.holding(item.job)
             if hold is not None:
-                reason = f"{hold.reason}; not before {utc_iso(hold.until)}"
+                skipped.append((item, f"{hold.reason}; not before {utc_iso(hold.until)}"))
             elif (
                 item.trigger is not Trigger.RETRY
                 and job.definition.overlap is Overlap.SKIP
                 and self.scheduler.pending_retries(item.job)
             ):
-                reason = f"a retry of the previous run is pending (overlap={Overlap.SKIP})"
-            reason = reason or self.runner.offer(request, job.definition.overlap)
-            if reason:
-                self.log.info(
-                    "job.skipped",
-                    job=item.job,
-                    trigger=item.trigger,
-                    reason=reason,
-                    slot=item.slot.isoformat() if item.slot else None,
-                )
-                if item.trigger is Trigger.RETRY and item.run_id is not None:
-                    self.runner.give_up(item.run_id, f"retry not started: {reason}")
+                skipped.append((item, f"a retry of the previous run is pending (overlap={Overlap.SKIP})"))
+            else:
+                request = RunRequest(job, item.trigger, item.slot, item.attempt)
+                if item.run_id:
+                    request.run_id = item.run_id
+                offers.append((request, job.definition.overlap))
+                offered.append(item)
+        if offers:
+            for item, reason in zip(offered, self.runner.offer_many(offers), strict=True):
+                if reason:
+                    skipped.append((item, reason))
+        for item, reason in skipped:
+            self.log.info(
+                "job.skipped",
+                job=item.job,
+                trigger=item.trigger,
+                reason=reason,
+                slot=item.slot.isoformat() if item.slot else None,
+            )
+            if item.trigger is Trigger.RETRY and item.run_id is not None:
+                self.runner.give_up(item.run_id, f"retry not started: {reason}")
 
     # --- control requests (from the control socket's threads) ----------------------------
     def status_snapshot(self) -> StatusSnapshot:

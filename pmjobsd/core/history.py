@@ -347,21 +347,8 @@ class RunHistory:
 
     # --- writing ----------------------------------------------------------
     def record_start(self, record: RunRecord) -> None:
-        self._execute(
-            "INSERT OR REPLACE INTO runs (run_id, attempt, job, trigger, slot, started_at, status, pid, pid_started)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.run_id,
-                record.attempt,
-                record.job,
-                record.trigger.value,
-                record.slot.isoformat() if record.slot else None,
-                record.started_at,
-                Status.RUNNING.value,
-                os.getpid(),
-                _own_start_time(),
-            ),
-        )
+        """Write ``record``'s row as it starts: RUNNING, with this process's pid (whatever ``record`` says)."""
+        self._execute(_UPSERT, _upsert_params(record, os.getpid(), _own_start_time(), starting=True))
 
     def record_finish(self, record: RunRecord) -> None:
         self._execute(
@@ -389,16 +376,28 @@ class RunHistory:
         """Write ``records`` as :meth:`write` does, all in one transaction: all of them land, or none.
 
         This is the history writer's group commit: the starts and ends of every run
-        that came in while the last transaction was written share one commit.
+        that came in while the last transaction was written share one commit.  The rows
+        go in as multi-row statements (``_UPSERT_ROWS`` to each), not one statement per
+        row: each statement lets go of the GIL and takes it back, and a writer that
+        queues for the GIL once per row is what every waiting start waits for.
         """
         pid, pid_started = os.getpid(), _own_start_time()
+        params = [_upsert_params(record, pid, pid_started) for record in records]
+        if not params:
+            return
+        chunks = [params[index : index + _UPSERT_ROWS] for index in range(0, len(params), _UPSERT_ROWS)]
         with self._lock:
             conn = self._conn
+            if len(chunks) == 1 and conn.isolation_level is None:
+                # One statement in autocommit mode: its own transaction, the write lock taken at its start.
+                conn.execute(_upsert_sql(len(params)), [value for row in params for value in row])
+                return
             # IMMEDIATE: take the write lock now (busy_timeout waits for another writer here),
             # not halfway through the batch.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_UPSERT, [_upsert_params(record, pid, pid_started) for record in records])
+                for chunk in chunks:
+                    conn.execute(_upsert_sql(len(chunk)), [value for row in chunk for value in row])
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # SQLite may have rolled back already (disk full)
@@ -563,33 +562,59 @@ class RunHistory:
         return int(row[0]) if row else 0
 
 
-_UPSERT = (
-    "INSERT INTO runs (run_id, attempt, job, trigger, slot, started_at, finished_at, status, summary, error,"
-    " duration_ms, details, metrics, final, pid, pid_started, member, token)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS = (
+    "run_id, attempt, job, trigger, slot, started_at, finished_at, status, summary, error,"
+    " duration_ms, details, metrics, final, pid, pid_started, member, token"
+)
+_ROW = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
+_UPSERT_HEAD = f"INSERT INTO runs ({_COLUMNS})"
+_UPSERT_TAIL = (
     " ON CONFLICT (run_id, attempt) DO UPDATE SET finished_at=excluded.finished_at, status=excluded.status,"
     " summary=excluded.summary, error=excluded.error, duration_ms=excluded.duration_ms,"
     " details=excluded.details, metrics=excluded.metrics, final=excluded.final"
 )
+_UPSERT = f"{_UPSERT_HEAD} VALUES {_ROW}{_UPSERT_TAIL}"
+
+# Rows per multi-row upsert: their parameters stay under the 999 of SQLite before 3.32.
+_UPSERT_ROWS = 999 // len(_COLUMNS.split(","))
+_UPSERT_BY_ROWS: dict[int, str] = {}
+
+
+def _upsert_sql(rows: int) -> str:
+    """:data:`_UPSERT` for ``rows`` rows in one statement (made once per count)."""
+    sql = _UPSERT_BY_ROWS.get(rows)
+    if sql is None:
+        values = ", ".join([_ROW] * rows)
+        sql = _UPSERT_BY_ROWS[rows] = f"{_UPSERT_HEAD} VALUES {values}{_UPSERT_TAIL}"
+    return sql
 
 
 def _json_column(value: dict[str, Any]) -> str:
     return json.dumps(value, default=str) if value else "{}"  # most runs have neither details nor metrics
 
 
-def _upsert_params(record: RunRecord, pid: int, pid_started: float | None) -> tuple:
+_RUNNING = Status.RUNNING.value
+
+
+def _upsert_params(record: RunRecord, pid: int, pid_started: float | None, *, starting: bool = False) -> tuple:
+    """The row of :data:`_UPSERT` for ``record``; ``starting``: its start (RUNNING, nothing of an end yet)."""
+    slot = record.slot.isoformat() if record.slot else None
+    if starting:
+        return (record.run_id, record.attempt, record.job, record.trigger.value, slot, record.started_at,
+                None, _RUNNING, "", None, None, "{}", "{}", 1, pid, pid_started, record.member, record.token)  # fmt: skip
+    finished_at = record.finished_at
     return (
         record.run_id,
         record.attempt,
         record.job,
         record.trigger.value,
-        record.slot.isoformat() if record.slot else None,
+        slot,
         record.started_at,
-        record.finished_at,
+        finished_at,
         record.status.value,
         record.summary,
         record.error,
-        record.duration_ms,
+        None if finished_at is None else int(round((finished_at - record.started_at) * 1000)),  # duration_ms
         _json_column(record.details),
         _json_column(record.metrics),
         int(record.final),

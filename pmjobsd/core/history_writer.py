@@ -12,13 +12,23 @@ dropped and counted), and :meth:`health` says how it stands.
 
 Group commit: each round the thread takes every record waiting (up to
 ``max_batch``) and writes them in one transaction, then wakes every start
-that was in it.  So the starts of a burst of runs share one commit instead
+that was in it.  (A start writing its round itself on its worker, when no write
+is in progress, was tried: starts waited less, but the rounds held fewer
+records, and the extra commits cost more CPU than the hand-off saved.)  So the starts of a burst of runs share one commit instead
 of queueing for one each, and a start still returns only once its row is
 committed (or ``durable_wait`` has passed, when the database does not take
 writes).  Nobody waits for the end of an attempt, so an end alone lingers up
 to ``linger`` seconds for company (the next start, usually, on the same
 worker): a crash in that window shows the attempt INTERRUPTED, as a crash
 during the attempt would.
+
+Checkpoints (copying the WAL into the database file, with an fsync of each)
+are a second thread's work, on its own connection, a moment after writes
+came in: SQLite would otherwise run one inside every ~1,000th commit, and
+the starts in that commit would wait for the fsyncs.  A checkpoint never
+blocks a commit; should the WAL still grow past ``CHECKPOINT_PAGES`` (writes
+never pausing long enough for a checkpoint to catch up), the writer's own
+commit checkpoints, as SQLite does by default.
 """
 
 from __future__ import annotations
@@ -36,12 +46,14 @@ from typing import TYPE_CHECKING
 
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import RunRecord
-from pmjobsd.core.outcomes import Status
 
 if TYPE_CHECKING:  # the writer's logger; status reads HistoryHealth without a jobs.log formatter
     from pmjobsd.observe.joblog import EventLogger
 
 _Key = tuple[str, int]  # (run_id, attempt)
+
+CHECKPOINT_PAGES = 4000  # the writer's own checkpoint once the WAL holds this many pages (16 MB at 4 KiB)
+CHECKPOINT_DELAY = 0.5  # seconds from a commit to the background checkpoint (commits within it share it)
 
 
 def _snapshot(record: RunRecord) -> RunRecord:
@@ -112,9 +124,12 @@ class HistoryWriter:
         self.busy_timeout = busy_timeout
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self._mark_interrupted = mark_interrupted
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)  # the writer thread waits on it for work
+        self._drained = threading.Condition(lock)  # flush() waits on it: the backlog is written
         self._pending: OrderedDict[_Key, RunRecord] = OrderedDict()
         self._written: dict[_Key, threading.Event] = {}  # starts someone waits for, until their row is committed
+        self._thread_events = threading.local()
         self._closing = False
         self._urgent = False  # someone waits for a write: no lingering
         self._dropped = 0
@@ -123,6 +138,10 @@ class HistoryWriter:
         self.moved_aside: str | None = None
         self.damage: str | None = None
         self._conn: RunHistory | None = None
+        # The checkpointer's own condition: the writer's is notified at every submission and commit.
+        self._checkpoint_due = threading.Condition()
+        self._dirty = False  # committed since the last checkpoint
+        self._checkpointer: threading.Thread | None = None  # started with the connection
         self._thread = threading.Thread(target=self._run, name="pmjobsd-history", daemon=True)
         self._thread.start()
 
@@ -134,8 +153,11 @@ class HistoryWriter:
         starts afterwards is in the history even if the process is killed right then.
         """
         written = self._submit(record, wait=True)
-        if written is not None:
-            written.wait(self.durable_wait)
+        if written is not None and not written.wait(self.durable_wait):
+            with self._cond:  # not written in time: this thread's event must not be set for it later
+                key = (record.run_id, record.attempt)
+                if self._written.get(key) is written:
+                    del self._written[key]
 
     def record_finish(self, record: RunRecord) -> None:
         self._submit(record)
@@ -145,6 +167,7 @@ class HistoryWriter:
         self._submit(dataclasses.replace(record, final=True))
 
     def _submit(self, record: RunRecord, wait: bool = False) -> threading.Event | None:
+        """Queue ``record``; with ``wait``, return the event set once its row is committed."""
         key = (record.run_id, record.attempt)
         snapshot = _snapshot(record)
         with self._cond:
@@ -161,42 +184,61 @@ class HistoryWriter:
                 self._pending[key] = snapshot
             written = None
             if wait:
-                written = self._written.setdefault(key, threading.Event())
+                # One event per thread, reused: a thread waits for one start at a time, and an
+                # event costs more to make than the rest of the submission.
+                written = self._thread_events.__dict__.get("event")
+                if written is None:
+                    written = self._thread_events.event = threading.Event()
                 written.clear()
+                self._written[key] = written
                 self._urgent = True
             # Wake the writer for a start (someone waits), for the first record (it sleeps with
             # nothing to do; an end then lingers there), and between retries of a failing write
             # (a new record tries again at once).
             if wait or len(self._pending) == 1 or self._failing_since is not None:
-                self._cond.notify_all()
+                self._cond.notify()
         return written
 
     # --- reading what is not written yet ----------------------------------------------------
-    def consecutive_failures(self, job: str, limit: int = 1000) -> int:
-        """The job's failure streak over the history and the records still waiting here (as the history counts it)."""
-        # Waiting records first, then the database: a record written in between is in both, and the
-        # key (run_id, attempt) makes it one; read the other way round it could be in neither.
+    def consecutive_failures(self, job: str) -> int:
+        """The job's failure streak: the history's summary, with the records still waiting here on top.
+
+        O(1) in the history: the summary row, and the rows of the job's waiting final records
+        (one, usually: the attempt that just ended), read in one statement, so a record written
+        between the two reads is seen as written and not counted twice.
+        """
         with self._cond:
-            attempts: dict[_Key, tuple[float, int, bool, bool, bool]] = {
-                key: (r.started_at, r.attempt, r.final, r.status.failed, r.status.succeeded)
-                for key, r in self._pending.items()
-                if r.job == job
-            }
-        try:
-            rows = self.reader.recent(job, limit=limit) if self.reader is not None else []
-        except sqlite3.Error:
-            rows = []
-        for row in rows:
-            status = Status(row["status"])
-            fact = (row["started_at"], row["attempt"], row["final"], status.failed, status.succeeded)
-            attempts.setdefault((row["run_id"], row["attempt"]), fact)
-        streak = 0
-        for _, _, final, failed, succeeded in sorted(attempts.values(), reverse=True):
-            if not final:
+            waiting = sorted(
+                (r for r in self._pending.values() if r.job == job and r.final),
+                key=lambda r: (r.started_at, r.attempt),
+            )
+        streak, counted = 0, set()
+        if self.reader is not None:
+            keys = [(r.run_id, r.attempt) for r in waiting]
+            rows = ", ".join("(?, ?)" for _ in keys)
+            sql = "SELECT NULL, NULL, NULL, streak FROM job_summary WHERE job = ?"
+            if keys:  # the waiting records already in the history as they are here (the summary has them)
+                sql += (
+                    " UNION ALL SELECT run_id, attempt, status, NULL FROM runs WHERE final = 1"
+                    f" AND (run_id, attempt) IN (VALUES {rows})"
+                )
+            try:
+                for run_id, attempt, status, summary_streak in self.reader._execute(
+                    sql, (job, *(part for key in keys for part in key))
+                ).fetchall():
+                    if run_id is None:
+                        streak = int(summary_streak)
+                    else:
+                        counted.add((run_id, attempt, status))
+            except sqlite3.Error:
+                pass
+        for record in waiting:
+            if (record.run_id, record.attempt, record.status.value) in counted:
                 continue
-            if succeeded:
-                break
-            streak += failed
+            if record.status.succeeded:
+                streak = 0
+            elif record.status.failed:
+                streak += 1
         return streak
 
     def unwritten(self) -> dict[str, RunRecord]:
@@ -225,12 +267,12 @@ class HistoryWriter:
         end = time.monotonic() + timeout
         with self._cond:
             self._urgent = True
-            self._cond.notify_all()
+            self._cond.notify()
             while self._pending:
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
-                self._cond.wait(min(left, 0.1))
+                self._drained.wait(min(left, 0.1))
             return True
 
     def close(self, timeout: float = 5.0) -> int:
@@ -239,7 +281,11 @@ class HistoryWriter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+        with self._checkpoint_due:
+            self._checkpoint_due.notify_all()
         self._thread.join(max(1.0, self.busy_timeout + 1.0))
+        if self._checkpointer is not None:
+            self._checkpointer.join(max(1.0, self.busy_timeout + 1.0))
         with self._cond:
             lost = len(self._pending)
         if lost:
@@ -272,20 +318,27 @@ class HistoryWriter:
                 delay = min(delay * 2, self.retry_max)
                 continue
             delay = self.retry_initial
-            with self._cond:
-                for key, record in batch:
-                    if self._pending.get(key) is record:  # not replaced by a newer version meanwhile
-                        del self._pending[key]
-                    # Its row is committed (in this version or an older one): a start waiting for it may go.
-                    waiting = self._written.pop(key, None)
-                    if waiting is not None:
-                        waiting.set()
-                self._cond.notify_all()
-                backlog_left = len(self._pending)
-            if self._failing_since is not None and not backlog_left:
-                self._recovered()
+            self._committed(batch)
         if self._conn is not None:
             self._conn.close()
+
+    def _committed(self, batch: list[tuple[_Key, RunRecord]]) -> None:
+        """``batch`` is in the database: forget what was not replaced meanwhile, wake its starts."""
+        if batch and not self._dirty:
+            self._checkpoint_soon()
+        with self._cond:
+            for key, record in batch:
+                if self._pending.get(key) is record:  # not replaced by a newer version meanwhile
+                    del self._pending[key]
+                # Its row is committed (in this version or an older one): a start waiting for it may go.
+                waiting = self._written.pop(key, None)
+                if waiting is not None:
+                    waiting.set()
+            backlog_left = len(self._pending)
+            if not backlog_left:
+                self._drained.notify_all()
+        if self._failing_since is not None and not backlog_left:
+            self._recovered()
 
     def _write(self, batch: list[tuple[_Key, RunRecord]]) -> None:
         if self._conn is None:
@@ -299,9 +352,50 @@ class HistoryWriter:
                 conn.close()
                 raise
             self._mark_interrupted = False
+            # Checkpoints are the checkpointer's (see the module docstring); this is the backstop.
+            conn._execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+            if self._checkpointer is None:  # started here, not in the first commit a start waits for
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoints, name="pmjobsd-history-checkpoint", daemon=True
+                )
+                self._checkpointer.start()
             self._conn = conn
         if batch:
             self._conn.write_many(record for _, record in batch)
+
+    def _checkpoint_soon(self) -> None:
+        """Tell the checkpointer that commits came in."""
+        with self._checkpoint_due:
+            self._dirty = True
+            self._checkpoint_due.notify()
+
+    def _checkpoints(self) -> None:
+        """The checkpointer thread: a PASSIVE checkpoint ``CHECKPOINT_DELAY`` s after writes came in.
+
+        PASSIVE: it copies what no reader still needs and never waits for, nor blocks, the
+        writer. It wakes only after commits, so an idle daemon has no wake-ups from it.
+        """
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                with self._checkpoint_due:
+                    while not self._dirty and not self._closing:
+                        self._checkpoint_due.wait()
+                    if self._closing:
+                        return
+                    self._checkpoint_due.wait(CHECKPOINT_DELAY)  # let the commits of a burst share it
+                    if self._closing:
+                        return
+                    self._dirty = False
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass  # the writer's own checkpoint remains; the next commit tries again
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _failed(self, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"

@@ -20,11 +20,12 @@ schedule.
 
 from __future__ import annotations
 
+import _thread
 import itertools
+import os
 import queue
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,43 @@ if TYPE_CHECKING:
 
 
 def new_run_id() -> str:
-    return uuid.uuid4().hex
+    """A random run id: ``uuid.uuid4().hex``'s 32 hex digits, version and variant bits included, made directly."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
+
+
+class OnceFlag:
+    """Set once, never cleared, waited on by any number of threads: a run request's ``started``/``done``.
+
+    One lock held until :meth:`set` and passed on by every waiter it lets
+    through; a ``threading.Event`` builds a Condition (a lock, a deque, bound
+    methods), and the main loop makes two flags for every due run.
+    """
+
+    def __init__(self) -> None:
+        self._gate = _thread.allocate_lock()
+        self._gate.acquire()
+        self._setters = itertools.count()  # next() is atomic: exactly one set() opens the gate
+        self._is_set = False
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        if next(self._setters) == 0:
+            self._is_set = True
+            self._gate.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once set; False after ``timeout`` seconds without it (None: wait for ever)."""
+        if self._is_set:
+            return True
+        if self._gate.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self._gate.release()  # let the next waiter through
+            return True
+        return self._is_set
 
 
 class RunRecorder(Protocol):
@@ -87,6 +124,13 @@ class _WorkQueue:
             # pool's, not a worker's), and waking all of them for each of a burst costs the burst.
             self._cond.notify()
 
+    def put_many(self, requests: Sequence[RunRequest]) -> None:
+        """Queue ``requests`` (none ``None``) in one step, waking a worker for each."""
+        with self._cond:
+            for request in requests:
+                (self._manual if request.trigger is Trigger.MANUAL else self._scheduled).append(request)
+            self._cond.notify(len(requests))
+
     def _take(self) -> RunRequest | None:
         if self._stops:
             self._stops -= 1
@@ -126,6 +170,9 @@ class _WorkQueue:
             self._cond.notify_all()
 
 
+_TO_POOL = "\0to the pool"  # Runner._admit: the request goes to the pool queue (never shown)
+
+
 def manual_limit(max_workers: int) -> int:
     """How many manual attempts may run at once: all but one worker (one with a single worker)."""
     return max(1, max_workers - 1)
@@ -140,8 +187,8 @@ class RunRequest:
     slot: datetime | None = None
     attempt: int = 1
     run_id: str = field(default_factory=new_run_id)
-    done: threading.Event = field(default_factory=threading.Event)
-    started: threading.Event = field(default_factory=threading.Event)  # a worker took it (a wait counts from here)
+    done: OnceFlag = field(default_factory=OnceFlag)
+    started: OnceFlag = field(default_factory=OnceFlag)  # a worker took it (a wait counts from here)
     record: RunRecord | None = None  # the final record, once done
 
     def __post_init__(self) -> None:
@@ -206,10 +253,12 @@ class Runner:
         self.wake = wake
         self.app_settings = app_settings
         self.log = log or EventLogger("runner")
+        self._job_log = EventLogger("job")  # bound to each attempt (a bind is cheaper than a logger lookup)
         self._queue = _WorkQueue(manual_limit(max_workers))
         self._lock = threading.Lock()
         self._active: dict[str, ActiveRun] = {}  # run_id -> running attempt
         self._queued: dict[str, int] = {}  # job -> requests in the pool queue
+        self._queued_total = 0  # their sum (idle() is asked at the end of every run)
         self._waiting: dict[str, deque[RunRequest]] = {}  # job -> runs waiting for the running one (overlap=queue)
         self._awaiting_retry: dict[str, RunRecord] = {}  # run_id -> its last, non-final attempt
         self._abandoned: dict[str, int] = {}  # job -> live abandoned threads
@@ -242,7 +291,7 @@ class Runner:
     def idle(self) -> bool:
         """No request is waiting for a worker (the main loop's deferred work may go now)."""
         with self._lock:
-            return not any(self._queued.values())
+            return not self._queued_total
 
     def busy(self, job: str) -> bool:
         with self._lock:
@@ -254,48 +303,82 @@ class Runner:
 
     def offer(self, request: RunRequest, overlap: Overlap) -> str | None:
         """Start or queue ``request`` under the overlap policy; return None, or why it was skipped."""
-        job = request.job.name
-        overlap = Overlap(overlap)  # the word itself ("skip") will do
+        return self.offer_many([(request, overlap)])[0]
+
+    def offer_many(self, offers: Sequence[tuple[RunRequest, Overlap]]) -> list[str | None]:
+        """:meth:`offer` each request, in order, in one step: one lock, one hand-over to the pool.
+
+        The main loop offers a burst of due runs at once; offered one by one, each would
+        wake a worker that then competes with the loop for the interpreter while the
+        loop still offers the rest.
+        """
+        reasons: list[str | None] = []
+        admitted: list[RunRequest] = []
+        policies = [(request, Overlap(overlap)) for request, overlap in offers]  # the word itself ("skip") will do
         with self._lock:
-            if self._stopping:
-                return "pmjobsd is stopping"
-            if self._abandoned.get(job):
-                return "a timed-out run of this job is still running"
-            if self._busy(job):
-                if overlap is Overlap.SKIP:
-                    return f"the previous run is still running (overlap={overlap})"
-                if overlap is Overlap.QUEUE:
-                    waiting = self._waiting.setdefault(job, deque())
-                    if waiting:
-                        return f"one run is already queued (overlap={overlap})"
-                    waiting.append(request)
-                    return None
-            self._enqueue(request)
-            return None
+            for request, overlap in policies:
+                reason = self._admit(request, overlap)
+                if reason is _TO_POOL:
+                    # Counted as queued at once: a later offer of the same job in this batch sees it busy.
+                    self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
+                    self._queued_total += 1
+                    admitted.append(request)
+                    reason = None
+                reasons.append(reason)
+            if admitted:
+                self._queue.put_many(admitted)
+        return reasons
+
+    def _admit(self, request: RunRequest, overlap: Overlap) -> str | None:
+        """Why ``request`` may not start now; :data:`_TO_POOL`; or None: it waits for the run before (hold _lock)."""
+        job = request.job.name
+        if self._stopping:
+            return "pmjobsd is stopping"
+        if self._abandoned.get(job):
+            return "a timed-out run of this job is still running"
+        if self._busy(job):
+            if overlap is Overlap.SKIP:
+                return f"the previous run is still running (overlap={overlap})"
+            if overlap is Overlap.QUEUE:
+                waiting = self._waiting.setdefault(job, deque())
+                if waiting:
+                    return f"one run is already queued (overlap={overlap})"
+                waiting.append(request)
+                return None
+        return _TO_POOL
 
     def _enqueue(self, request: RunRequest) -> None:
         self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
+        self._queued_total += 1
         self._queue.put(request)
+
+    def _dequeued(self, job: str) -> None:
+        """A request of ``job`` left the pool queue (hold _lock)."""
+        self._queued[job] -= 1
+        self._queued_total -= 1
 
     # --- one attempt -----------------------------------------------------------
     def _execute(self, request: RunRequest, worker: _Worker) -> None:
         job = request.job
-        with self._lock:
-            self._queued[job.name] -= 1
-        record = RunRecord(request.run_id, job.name, request.attempt, request.trigger, request.slot, time.time())
-        run_log = EventLogger("job", job=job.name, run_id=request.run_id, attempt=request.attempt)
-        context = JobContext(
-            job_name=job.name,
-            run_id=request.run_id,
-            attempt=request.attempt,
-            options=job.options,
-            paths=self.paths,
-            log=run_log,
-            deadline=time.monotonic() + job.definition.timeout,
-            app_settings=self.app_settings(),
-            hash_entry_id=self.hash_entry_id,
-            slot=utc_iso(request.slot.timestamp()) if request.slot else None,
-        )
+        try:
+            record = RunRecord(request.run_id, job.name, request.attempt, request.trigger, request.slot, time.time())
+            run_log = self._job_log.bind(job=job.name, run_id=request.run_id, attempt=request.attempt)
+            context = JobContext(
+                job_name=job.name,
+                run_id=request.run_id,
+                attempt=request.attempt,
+                options=job.options,
+                paths=self.paths,
+                log=run_log,
+                deadline=time.monotonic() + job.definition.timeout,
+                app_settings=self.app_settings(),
+                hash_entry_id=self.hash_entry_id,
+                slot=utc_iso(request.slot.timestamp()) if request.slot else None,
+            )
+        except BaseException:
+            with self._lock:  # never started: it leaves the queue all the same
+                self._dequeued(job.name)
+            raise
         active = ActiveRun(request, record, context, worker)
         claim = self.coordinator.begin(request, context.cancel_event) if self.coordinator else None
         if claim is not None:
@@ -308,7 +391,10 @@ class Runner:
         context.progress_callback = lambda fraction, message: setattr(
             active, "progress", (fraction, scrub_text(message))
         )
+        # One step from the queue to the running attempts: no moment in which the job looks neither
+        # queued nor running (an overlap=skip offer then would start a second run).
         with self._lock:
+            self._dequeued(job.name)
             self._awaiting_retry.pop(request.run_id, None)
             self._active[request.run_id] = active
             if self._stopping:
@@ -453,12 +539,13 @@ class Runner:
                 self._awaiting_retry[record.run_id] = record
             self._start_waiting(record.job)
             self._completed.append(record)
+            idle = not self._queued_total
         request.record = record
         request.done.set()
         # The main loop has work from a run's end when a retry is due (not final), a held job
         # may be released (manual runs), or the queue ran dry (deferred rescheduling). In the
         # middle of a burst, waking it for every run would only take CPU from the runs.
-        if not record.final or request.trigger is Trigger.MANUAL or self.idle():
+        if not record.final or request.trigger is Trigger.MANUAL or idle:
             self.wake()
 
     def record_outcome(
@@ -590,7 +677,7 @@ class Runner:
                 break
             if queued is not None:
                 with self._lock:
-                    self._queued[queued.job.name] -= 1
+                    self._dequeued(queued.job.name)
                 queued.done.set()
         end = time.monotonic() + grace
         while self.running() and time.monotonic() < end:

@@ -5,16 +5,22 @@ Every line carries ``ts`` (:func:`~pmjobsd.core.timestamps.utc_iso`), ``level``,
 ``event``; free-text fields pass through :func:`scrub_text`.
 
 Every run writes two lines, so this path is kept short: an event becomes a
-``LogRecord`` without the caller lookup of ``Logger.log`` (nothing here prints
-a source line), its fields are scrubbed once per record whatever the number of
-handlers, and the JSON line is encoded once by a prepared encoder.
+``LogRecord`` without ``LogRecord.__init__``'s per-line lookups or the caller
+lookup of ``Logger.log`` (nothing here prints a source line), its fields are
+scrubbed once per record whatever the number of handlers, the JSON line is
+encoded once by a prepared encoder with the timestamp's whole second reused
+while it lasts, and jobs.log's handler formats outside its lock: the lock
+covers only the ``stat`` and the ``write``, so four workers logging at once do
+not queue behind each other's formatting.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -37,6 +43,68 @@ _FIELDS_CACHE = "_pmjobsd_fields"
 # python-json-logger's encoder (datetimes ISO, enums by value, anything else str()), made once:
 # the same bytes as JsonFormatter's json.dumps(cls=JsonEncoder) without building one per line.
 _ENCODER = JsonEncoder(ensure_ascii=True)
+# The LogRecord attributes EventLogger.log sets without LogRecord.__init__ (which looks up the
+# thread, the process and the source file's name for every line); the same names and kinds of
+# values, so every handler and formatter sees an ordinary record.
+_RECORD_DEFAULTS = {
+    "args": (),
+    "pathname": __file__,
+    "filename": os.path.basename(__file__),
+    "module": os.path.splitext(os.path.basename(__file__))[0],
+    "exc_text": None,
+    "stack_info": None,
+    "lineno": 0,
+    "funcName": "log",
+    "processName": "MainProcess",
+}
+if "taskName" in logging.makeLogRecord({}).__dict__:  # Python 3.12+
+    _RECORD_DEFAULTS["taskName"] = None
+
+
+def _new_record(name: str, level: int, event: str, exc_info: Any, extra: dict[str, Any]) -> logging.LogRecord:
+    """A LogRecord as ``Logger.makeRecord`` makes it, built from its attributes directly."""
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attributes = record.__dict__
+    attributes.update(_RECORD_DEFAULTS)
+    attributes.update(extra)
+    created = time.time()
+    thread = threading.current_thread()
+    attributes.update(
+        name=name,
+        msg=event,
+        levelno=level,
+        levelname=logging.getLevelName(level),
+        exc_info=exc_info,
+        created=created,
+        msecs=int((created - int(created)) * 1000) + 0.0,
+        relativeCreated=(created - logging._startTime) * 1000,  # type: ignore[attr-defined]
+        thread=thread.ident,
+        threadName=thread.name,
+        process=os.getpid(),
+    )
+    return record
+
+
+class _SecondCache(threading.local):
+    second: float | None = None
+    prefix: str = ""
+
+
+_second_cache = _SecondCache()
+
+
+def _utc_iso(epoch: float) -> str:
+    """:func:`utc_iso` of ``epoch``, the same characters, with the part up to the second reused within it."""
+    # datetime.fromtimestamp rounds to the microsecond (half to even), then isoformat cuts to the ms.
+    fraction, whole = math.modf(epoch)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000 or micro < 0:
+        return utc_iso(epoch)  # a carry into the next second (or a time before 1970): the slow way
+    cache = _second_cache
+    if cache.second != whole:
+        cache.prefix = utc_iso(whole)[:-10]  # "2026-11-28T09:00:00" of "...:00.000+00:00"
+        cache.second = whole
+    return f"{cache.prefix}.{micro // 1000:03d}+00:00"
 
 
 class EventLogger:
@@ -72,8 +140,7 @@ class EventLogger:
         extra[_FIELDS_CACHE] = shown
         # Logger.log would also look up the calling frame (findCaller), a cost on every line
         # that no output of ours shows: the caller is always this method.
-        record = logger.makeRecord(logger.name, level, __file__, 0, event, (), exc_info or None, "log", extra)
-        logger.handle(record)
+        logger.handle(_new_record(logger.name, level, event, exc_info or None, extra))
 
     def debug(self, event: str, **fields: Any) -> None:
         self.log(logging.DEBUG, event, **fields)
@@ -121,7 +188,7 @@ class JobsJsonFormatter(JsonFormatter):
         return _ENCODER.encode(log_record)
 
     def add_fields(self, log_record: dict, record: logging.LogRecord, message_dict: dict) -> None:
-        log_record["ts"] = utc_iso(record.created)
+        log_record["ts"] = _utc_iso(record.created)
         log_record["level"] = record.levelname
         log_record["component"] = getattr(record, "component", record.name)
         log_record["event"] = record.getMessage()
@@ -218,21 +285,34 @@ class JobLogHandler(logging.Handler):
                 os.ftruncate(fd, os.fstat(fd).st_size - written)
             raise
 
+    def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:  # type: ignore[override]
+        """As ``Handler.handle``, but :meth:`emit` takes the lock itself, for the write alone."""
+        accepted = self.filter(record)
+        if isinstance(accepted, logging.LogRecord):  # Python 3.12+: a filter may return a new record
+            record = accepted
+        if accepted:
+            self.emit(record)
+        return accepted
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + "\n"
+            data = line.encode(self.encoding, errors="backslashreplace")
         except Exception:
             self.handleError(record)  # a formatting bug, not a write failure
             return
-        try:
+        # Formatted above outside the lock; the lock keeps the file's identity, the descriptor and
+        # the lost-line count consistent, and each line one whole write in the order of the writes.
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                if self._lost:
+                    self._append(self._lost_line(record))
+                self._append(data)
+            except OSError as exc:
+                self._failed(exc, line)
+                return
             if self._lost:
-                self._append(self._lost_line(record))
-            self._append(line.encode(self.encoding, errors="backslashreplace"))
-        except OSError as exc:
-            self._failed(exc, line)
-            return
-        if self._lost:
-            self._recovered()
+                self._recovered()
 
     def _lost_line(self, record: logging.LogRecord) -> bytes:
         note = logging.makeLogRecord(

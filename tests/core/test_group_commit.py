@@ -19,11 +19,19 @@ BURST_JOBS = 40
 
 def test_starts_waiting_together_share_one_commit_and_each_returns_with_its_row_written(tmp_path):
     path = tmp_path / "history.db"
-    commits = []
+    commits: list[int] = []
     writer = HistoryWriter(path)
     wait_for(lambda: writer._conn is not None, message="the writer's connection")
     assert writer._conn is not None
-    writer._conn._conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    # Each write_many is one transaction (BEGIN ... COMMIT, or one multi-row statement on its own).
+    write_many = writer._conn.write_many
+
+    def counted(records):
+        records = list(records)
+        commits.append(len(records))
+        write_many(records)
+
+    writer._conn.write_many = counted  # type: ignore[method-assign]
     records = [RunRecord(new_run_id(), f"job{i}", 1, "schedule", None, time.time()) for i in range(20)]
     seen: dict[str, bool] = {}
 
@@ -105,3 +113,44 @@ def test_kill_9_in_a_burst_of_starts_keeps_every_started_run_and_every_log_line_
     lines = [json.loads(line) for line in raw.decode().splitlines()]
     started = {line["run_id"] for line in lines if line["event"] == "job.started"}
     assert ran <= started
+
+
+def test_the_failure_streak_reads_the_summary_and_counts_each_waiting_record_once(tmp_path):
+    path = tmp_path / "history.db"
+    reader = RunHistory(path)
+    writer = HistoryWriter(path, reader=reader)
+    statements: list[str] = []
+    reader._conn.set_trace_callback(statements.append)
+
+    def ended(status: Status, started: float) -> RunRecord:
+        record = RunRecord(new_run_id(), "job", 1, "schedule", None, started)
+        writer.record_start(record)
+        record.status, record.finished_at = status, started + 0.5
+        writer.record_finish(record)
+        return record
+
+    ended(Status.FAIL, 1000.0)
+    second = ended(Status.TIMEOUT, 1001.0)
+    assert writer.flush(5.0)
+    assert writer.consecutive_failures("job") == 2
+    # Written and still waiting (the writer commits, then forgets): counted once, not twice.
+    with writer._cond:
+        writer._pending[(second.run_id, 1)] = second
+    assert writer.consecutive_failures("job") == 2
+    with writer._cond:
+        del writer._pending[(second.run_id, 1)]
+    # Not written yet (the writer is held at the database): the history's streak, then the waiting ones.
+    assert writer._conn is not None
+    with writer._conn._lock:
+        ended(Status.FAIL, 1002.0)  # its start waits up to durable_wait (1 s), then stays waiting
+        assert writer.consecutive_failures("job") == 3
+        ended(Status.INTERRUPTED, 1003.0)  # neither counts nor ends the streak
+        assert writer.consecutive_failures("job") == 3
+        ended(Status.OK, 1004.0)
+        assert writer.consecutive_failures("job") == 0
+    writer.close()
+    assert reader.consecutive_failures("job") == 0
+    # The summary row and the waiting records' own rows: never a walk over the job's attempts.
+    reads = [sql for sql in statements if sql.startswith("SELECT")]
+    assert reads and all("job_summary" in sql and "ORDER BY" not in sql for sql in reads)
+    reader.close()

@@ -327,3 +327,41 @@ def test_a_jobs_own_summary_is_scrubbed_before_it_is_recorded(runner_setup):
         assert "https://hooks.example.org/<redacted>" in summary
         for secret in ("T0KEN", "APIKEY-CANARY-5", "BEARER-CANARY", "ops@example.org"):
             assert secret not in summary, summary
+
+
+def test_a_burst_offered_at_once_keeps_the_overlap_rules_between_its_own_requests(runner_setup):
+    runner, history, recorder = runner_setup
+    gate = threading.Event()
+
+    def held(ctx):
+        gate.wait(10)
+
+    first, second, third = (RunRequest(job("burst", held), "schedule") for _ in range(3))
+    queued, extra = RunRequest(job("queued", held), "schedule"), RunRequest(job("queued", held), "schedule")
+    reasons = runner.offer_many(
+        [(first, "skip"), (second, "skip"), (queued, "queue"), (extra, "queue"), (third, "allow")]
+    )
+    # The second of a job in the same burst finds the first queued: skipped; queue waits for it once.
+    assert reasons[0] is None and "overlap=skip" in reasons[1]
+    assert reasons[2] is None and reasons[3] is None  # the first to the pool, the second waits behind it
+    assert reasons[4] is None  # allow: alongside
+    gate.set()
+    for request in (first, queued, extra, third):
+        assert request.done.wait(10) and request.record.status is Status.OK
+    assert not second.started.is_set() and not second.done.is_set()
+
+
+def test_a_run_requests_events_let_every_waiter_through_once_set():
+    request = RunRequest(job("flag", sample_jobs.ok), "schedule")
+    assert not request.done.is_set() and request.done.wait(0.01) is False
+    woken = []
+    waiters = [threading.Thread(target=lambda: woken.append(request.done.wait(10))) for _ in range(5)]
+    for waiter in waiters:
+        waiter.start()
+    setters = [threading.Thread(target=request.done.set) for _ in range(3)]  # set more than once: harmless
+    for setter in setters:
+        setter.start()
+    for thread in waiters + setters:
+        thread.join(10)
+    assert woken == [True] * 5 and request.done.is_set() and request.done.wait(0) is True
+    assert not hasattr(request.done, "clear"), "a run's flags are never cleared"

@@ -13,6 +13,8 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -152,3 +154,40 @@ def test_write_failures_are_reported_once_a_minute_with_a_count(tmpfs, capsys):
     assert reported == 203 - len(written) and len(written) < 50
     assert lines[-1]["event"] == "after"
     handler.close()
+
+
+def test_the_line_timestamp_is_utc_iso_to_the_character_across_second_boundaries():
+    import random
+
+    from pmjobsd.core.timestamps import utc_iso
+    from pmjobsd.observe.joblog import _utc_iso
+
+    base = 1_796_000_000
+    epochs = [base + i + frac for i in range(3) for frac in (0.0, 0.0004, 0.0005, 0.9994999, 0.9995, 0.9999996)]
+    epochs += [base + random.random() * 100_000 for _ in range(20_000)]
+    for epoch in sorted(epochs) + epochs:  # in order (the cached second reused) and shuffled
+        assert _utc_iso(epoch) == utc_iso(epoch), epoch
+
+
+def test_event_records_carry_what_logging_makes_for_every_handler():
+    from pmjobsd.observe.joblog import EventLogger
+
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    logger = logging.getLogger("pmjobsd.test_records")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    EventLogger("runner", logger).info("job.started", job="j", name="shadowed", run_id="r")
+    (record,) = seen
+    made = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "job.started", (), None, "log")
+    assert set(made.__dict__) <= set(record.__dict__)
+    assert record.getMessage() == "job.started" and record.levelname == "INFO" and record.name == logger.name
+    assert (
+        record.job == "j" and record.field_name == "shadowed" and record.threadName == threading.current_thread().name
+    )
+    assert abs(record.created - time.time()) < 5 and record.process == os.getpid()
