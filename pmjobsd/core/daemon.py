@@ -44,7 +44,7 @@ from pmjobsd.core.settings_watch import SettingsWatch, open_watch
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
-from pmjobsd.observe.status import DaemonState, StatusDocument, StatusSnapshot, build_status
+from pmjobsd.observe.status import DaemonState, StatusCache, StatusDocument, StatusSnapshot
 from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
 from pmjobsd.system.files import check_not_root_on_user_home, describe_error, ensure_private_dir
 from pmjobsd.system.lock import AlreadyRunning, InstanceLock
@@ -112,6 +112,7 @@ class Daemon:
         self._signals: deque[int] = deque()
         self._sched_lock = threading.RLock()
         self.web: StatusServer | None = None
+        self._status_cache = StatusCache()  # status_snapshot(): job entries once per change of state
         self.exit_code = EXIT_OK
         self.on_ready: Callable[[], None] | None = None  # called once after daemon.ready (the --detach starter)
         self._last_watchdog = self._last_status = float("-inf")
@@ -223,7 +224,7 @@ class Daemon:
         self.scheduler = Scheduler(self.clock)
         self.jobs = dict(self.loaded.jobs)
         with self._sched_lock:
-            caught_up = self.scheduler.load(self.jobs, self.history.last_slots())
+            caught_up = self.scheduler.load(self.jobs, self.history.last_slots(self.jobs))
         for item in caught_up:
             self.log.info(
                 "job.caught_up",
@@ -674,11 +675,12 @@ class Daemon:
         with self._sched_lock:
             next_runs = {name: self.scheduler.next_run(name) for name in jobs}
         live = _LiveState(next_runs, self.runner, self.held.all(), self.recorder.unwritten())
-        return build_status(loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now())
+        # The job entries are built again only when something in them changed (StatusCache).
+        return self._status_cache.build(loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now())
 
     def status_document(self) -> StatusDocument:
         """The status document (``status --json``)."""
-        return self.status_snapshot().to_json()
+        return self._status_cache.document(self.status_snapshot())
 
     def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         job: ResolvedJob | None = self.jobs.get(name)

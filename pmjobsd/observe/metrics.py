@@ -76,12 +76,18 @@ def job_status_code(job: JobStatus) -> Severity | None:
 
 
 class StatusCollector(Collector):
-    """Gauges computed from the status at each scrape (always true, never cached)."""
+    """Gauges computed from the status at each scrape (always true).
+
+    The per-job families are made again only when the status hands out new job entries
+    (a live daemon builds them once per change of state): a scrape between two changes
+    formats the same families, O(jobs) without work per job.
+    """
 
     def __init__(self, status_source: Callable[[], StatusSnapshot], log: EventLogger):
         self.status_source = status_source
         self.log = log
         self._failing = False
+        self._job_families: tuple[tuple[JobStatus, ...], tuple[Metric, ...]] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return []  # describing must not call the daemon before it is up
@@ -95,7 +101,10 @@ class StatusCollector(Collector):
             self._failing = True
             return
         self._failing = False
-        yield from self._job_gauges(status)
+        kept = self._job_families
+        if kept is None or kept[0] is not status.jobs:
+            kept = self._job_families = (status.jobs, tuple(self._job_gauges(status)))
+        yield from kept[1]
         yield from self._daemon_gauges(status)
 
     @staticmethod

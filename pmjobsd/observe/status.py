@@ -10,7 +10,9 @@ attempts) or, when no daemon runs, by the CLI from the settings and the run hist
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from pmjobsd import __version__
 from pmjobsd.core.held import Hold
-from pmjobsd.core.history import JobSummary, RunHistory, check_history, is_damage
+from pmjobsd.core.history import JobSummary, RunHistory, check_file, check_history, is_damage
 from pmjobsd.core.history_writer import HistoryHealth
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status, Trigger
@@ -392,12 +394,13 @@ class StatusSnapshot:
             else Severity.OK,
         )
 
-    def to_json(self) -> StatusDocument:
+    def to_json(self, jobs: list[JobDocument] | None = None) -> StatusDocument:
+        """The document; ``jobs``: the jobs' entries already formatted (see :meth:`StatusCache.document`)."""
         return {
             "generated_at": utc_iso(self.generated_at),
             "daemon": self.daemon.to_json(),
             "settings": self.settings.to_json(),
-            "jobs": [job.to_json() for job in self.jobs],
+            "jobs": [job.to_json() for job in self.jobs] if jobs is None else jobs,
             "status": self.severity.name,
         }
 
@@ -558,6 +561,118 @@ def build_status(
     )
 
 
+class StatusCache:
+    """:func:`build_status` for a live daemon, its job entries built once per change of state.
+
+    The entries (the history's newest attempts and summaries, the live next runs, running
+    attempts and their progress, holds, abandoned threads, unwritten records, the settings)
+    are reused while none of them changed: the key is the history's version (bumped by every
+    commit, the history writer's or another process's) and the live values, all O(jobs) to
+    read.  Only ``generated_at`` and the daemon's own state are new at each call.  A RUNNING
+    row of another process is never reused (its writer may die without a commit).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[Any, ...] | None = None
+        self._kept: tuple[Any, ...] = ()  # what the key names by id(), kept alive
+        self._jobs: tuple[JobStatus, ...] = ()
+        self._settings: SettingsState | None = None
+        self._names: tuple[tuple[int, int], list[str]] | None = None
+        self._documents: tuple[tuple[JobStatus, ...], list[JobDocument]] | None = None
+
+    def document(self, snapshot: StatusSnapshot) -> StatusDocument:
+        """``snapshot.to_json()``, the jobs' entries formatted once per set of them (treat as read-only)."""
+        kept = self._documents
+        if kept is None or kept[0] is not snapshot.jobs:
+            kept = self._documents = (snapshot.jobs, [job.to_json() for job in snapshot.jobs])
+        return snapshot.to_json(kept[1])
+
+    def build(
+        self,
+        loaded: LoadedSettings,
+        history: RunHistory,
+        *,
+        daemon: DaemonState,
+        live: LiveState,
+        jobs: Mapping[str, ResolvedJob],
+        now: datetime,
+    ) -> StatusSnapshot:
+        names = self._names
+        if names is None or names[0] != (id(loaded), id(jobs)):
+            names = ((id(loaded), id(jobs)), sorted(set(jobs) | set(loaded.job_errors)))
+        running = tuple(
+            (attempt.record.job, attempt.record.run_id, attempt.record.attempt, attempt.progress)
+            for attempt in live.running()
+        )
+        unwritten = tuple(
+            (name, record.run_id, record.attempt, record.status, record.finished_at, record.final)
+            for name, record in live.unwritten().items()
+        )
+        key = (
+            history.version(),
+            id(loaded),
+            id(jobs),
+            tuple(live.next_run(name) for name in names[1]),
+            tuple(live.held(name) for name in names[1]),
+            tuple(live.abandoned_count(name) for name in names[1]),
+            running,
+            unwritten,
+        )
+        with self._lock:
+            if key == self._key and self._settings is not None:
+                return StatusSnapshot(now.timestamp(), daemon, self._settings, self._jobs)
+        snapshot = build_status(loaded, history, daemon=daemon, live=live, jobs=jobs, now=now)
+        # A RUNNING row of a job this daemon does not run now: another process's (or one of ours
+        # whose end is on its way); read again next time.
+        ours = {entry[0] for entry in running}
+        foreign = any(
+            attempt.status is Status.RUNNING and job.name not in ours for job in snapshot.jobs for attempt in job.recent
+        )
+        with self._lock:
+            self._names = names
+            if not foreign:
+                self._key, self._kept = key, (loaded, jobs)
+                self._jobs, self._settings = snapshot.jobs, snapshot.settings
+            else:
+                self._key = None
+        return snapshot
+
+
+def document_text(snapshot: StatusSnapshot, jobs_text: str | None = None) -> str:
+    """``json.dumps(snapshot.to_json(), indent=2)``, the same text, with the jobs' part given.
+
+    ``jobs_text`` is :func:`jobs_text` of ``snapshot.jobs`` (kept while they are the same); the
+    rest (generated_at, the daemon, the settings, the status) is formatted here.
+    """
+    document = snapshot.to_json() if jobs_text is None else None
+    if document is not None:
+        return json.dumps(document, indent=2)
+    parts = {
+        "generated_at": utc_iso(snapshot.generated_at),
+        "daemon": snapshot.daemon.to_json(),
+        "settings": snapshot.settings.to_json(),
+        "jobs": None,
+        "status": snapshot.severity.name,
+    }
+    # What json.dumps(indent=2) writes for a top-level object, member by member (a member's own
+    # lines one level deeper): so the jobs' part can be formatted once and put in as it is.
+    members = ",\n  ".join(
+        f"{json.dumps(name)}: {jobs_text if name == 'jobs' else _nested(value)}" for name, value in parts.items()
+    )
+    return "{\n  " + members + "\n}"
+
+
+def _nested(value: Any) -> str:
+    """``value`` as json.dumps(indent=2) writes it one level down (JSON strings hold no raw newline)."""
+    return json.dumps(value, indent=2).replace("\n", "\n  ")
+
+
+def jobs_text(jobs: Sequence[JobStatus]) -> str:
+    """The ``jobs`` member of the document as :func:`document_text` puts it in."""
+    return _nested([job.to_json() for job in jobs])
+
+
 def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) -> StatusDocument:
     """The status document when no daemon answers, from the run history.
 
@@ -569,8 +684,9 @@ def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) 
     else:
         daemon = DaemonState(running=True, pid=pid, version=__version__, started_at=None, responding=False)
     try:
+        check_file(history_path)  # before our connection opens it (see check_file)
         with RunHistory(history_path, create=False) as history:
-            check_history(history, thorough=False)  # O(1): status costs the same with any history
+            check_history(history)  # O(1): status costs the same with any history
             return build_status(loaded, history, daemon=daemon).to_json()
     except sqlite3.DatabaseError as exc:
         if not is_damage(exc):

@@ -58,25 +58,41 @@ tr.disabled { opacity: .55; }
 """
 
 
-def _when(moment: datetime | float | None, now: datetime) -> str:
-    """A moment (a datetime, or epoch seconds) as a short relative phrase, with the exact time in a tooltip."""
+class _Moment:
+    """A time on the page whose phrase ("5 s ago") depends on when the page is served."""
+
+    __slots__ = ("moment", "opening")
+
+    def __init__(self, moment: datetime):
+        self.moment = moment
+        exact = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        self.opening = f'<span class="when" title="{escape(exact)}">'
+
+    def at(self, now: datetime) -> str:
+        seconds = (self.moment - now).total_seconds()
+        span = abs(seconds)
+        if span < 90:
+            phrase = f"{span:.0f} s"
+        elif span < 90 * 60:
+            phrase = f"{span / 60:.0f} min"
+        elif span < 36 * 3600:
+            phrase = f"{span / 3600:.1f} h"
+        else:
+            phrase = f"{span / 86400:.1f} d"
+        text = f"in {phrase}" if seconds > 0 else f"{phrase} ago"
+        return f"{self.opening}{escape(text)}</span>"
+
+
+def _moment(moment: datetime | float | None) -> _Moment | str:
     if moment is None:
         return "&ndash;"
-    if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(moment, timezone.utc)
-    seconds = (moment - now).total_seconds()
-    span = abs(seconds)
-    if span < 90:
-        phrase = f"{span:.0f} s"
-    elif span < 90 * 60:
-        phrase = f"{span / 60:.0f} min"
-    elif span < 36 * 3600:
-        phrase = f"{span / 3600:.1f} h"
-    else:
-        phrase = f"{span / 86400:.1f} d"
-    text = f"in {phrase}" if seconds > 0 else f"{phrase} ago"
-    exact = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f'<span class="when" title="{escape(exact)}">{escape(text)}</span>'
+    return _Moment(moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, timezone.utc))
+
+
+def _when(moment: datetime | float | None, now: datetime) -> str:
+    """A moment (a datetime, or epoch seconds) as a short relative phrase, with the exact time in a tooltip."""
+    part = _moment(moment)
+    return part if isinstance(part, str) else part.at(now)
 
 
 def _duration(milliseconds: int | None) -> str:
@@ -104,7 +120,8 @@ def _marks(recent: tuple[RecentAttempt, ...]) -> str:
     return f'<div class="marks">{"".join(marks)}</div>' if marks else '<span class="sub">no runs yet</span>'
 
 
-def _row(job: JobStatus, now: datetime) -> str:
+def _row(job: JobStatus) -> list[str | _Moment]:
+    """A job's row: text, and the moments whose phrases are filled in when the page is served."""
     last = job.last_run
     if job.config_errors:
         summary = f'<span class="errors">{escape("; ".join(job.config_errors))}</span>'
@@ -118,27 +135,53 @@ def _row(job: JobStatus, now: datetime) -> str:
     cron = f'<div class="sub">{escape(job.cron)}</div>' if job.cron else ""
     dimmed = ' class="disabled"' if job.status is JobState.DISABLED else ""
     badge = escape(job.status.value.replace("_", " "))
-    return (
+    return [
         f'<tr data-job="{escape(job.name)}"{dimmed}>'
         f"<td><strong>{escape(job.name)}</strong>{cron}</td>"
         f'<td><span class="badge {_badge_class(job.status)}">{badge}</span></td>'
-        f"<td>{_when(last.started_at if last else None, now)}</td>"
-        f'<td class="num">{_duration(last.duration_ms if last else None)}</td>'
-        f"<td>{_when(job.next_run, now)}</td>"
-        f'<td class="summary">{summary}</td>'
-        f"<td>{_marks(job.recent)}</td>"
-        "</tr>"
-    )
+        "<td>",
+        _moment(last.started_at if last else None),
+        f'</td><td class="num">{_duration(last.duration_ms if last else None)}</td><td>',
+        _moment(job.next_run),
+        f'</td><td class="summary">{summary}</td><td>{_marks(job.recent)}</td></tr>',
+    ]
 
 
-def render_page(status: StatusSnapshot, now: datetime | None = None) -> str:
-    """The status page for ``status`` (what ``pmjobsd status --json`` shows)."""
+class RowsTemplate:
+    """The page's job rows for one tuple of job entries; :meth:`at` fills in the relative times."""
+
+    def __init__(self, jobs: tuple[JobStatus, ...]):
+        self.jobs = jobs
+        # Enabled jobs first (in the status's order), switched-off ones after them.
+        ordered = sorted(jobs, key=lambda job: job.status is JobState.DISABLED)
+        parts: list[str | _Moment] = []
+        for index, job in enumerate(ordered):
+            if index:
+                parts.append("\n")
+            parts += _row(job)
+        self.parts: list[str | _Moment] = []
+        for part in parts:  # neighbouring text joined once, here
+            if isinstance(part, str) and self.parts and isinstance(self.parts[-1], str):
+                self.parts[-1] += part
+            else:
+                self.parts.append(part)
+
+    def at(self, now: datetime) -> str:
+        return "".join(part if isinstance(part, str) else part.at(now) for part in self.parts)
+
+
+def render_page(status: StatusSnapshot, now: datetime | None = None, rows: RowsTemplate | None = None) -> str:
+    """The status page for ``status`` (what ``pmjobsd status --json`` shows).
+
+    ``rows``: the :class:`RowsTemplate` of ``status.jobs``, kept while they are the same
+    (the page is then the same as without it, and costs no row of rendering).
+    """
     now = now or datetime.now(timezone.utc)
     daemon = status.daemon
     overall = status.severity
-    # Enabled jobs first (in the status's order), switched-off ones after them.
-    jobs = sorted(status.jobs, key=lambda job: job.status is JobState.DISABLED)
-    rows = "\n".join(_row(job, now) for job in jobs)
+    if rows is None or rows.jobs is not status.jobs:
+        rows = RowsTemplate(status.jobs)
+    rows_html = rows.at(now)
     notes = []
     if daemon.abandoned_threads:
         notes.append(f"{daemon.abandoned_threads} timed-out job thread(s) still running")
@@ -162,7 +205,7 @@ def render_page(status: StatusSnapshot, now: datetime | None = None) -> str:
 <table>
 <thead><tr><th>Job</th><th>Status</th><th>Last run</th><th>Duration</th><th>Next run</th><th>Summary</th><th>Recent runs</th></tr></thead>
 <tbody>
-{rows}
+{rows_html}
 </tbody>
 </table>
 </body>

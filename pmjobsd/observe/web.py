@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pmjobsd.observe.joblog import EventLogger
-from pmjobsd.observe.status import StatusSnapshot
-from pmjobsd.observe.statuspage import render_page
+from pmjobsd.observe.status import JobStatus, StatusSnapshot, document_text, jobs_text
+from pmjobsd.observe.statuspage import RowsTemplate, render_page
 
 ALLOWED_METHODS = "GET, HEAD"
 # The classic text format: every pmjobsd name is a legacy-valid one, and every Prometheus reads 0.0.4.
@@ -154,10 +154,10 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.dumps(health.as_dict()).encode() + b"\n"
                 self._reply(200 if health.healthy else 503, body, "application/json", {}, send_body)
             elif path == "/v1/jobs":
-                body = json.dumps(app.status_source().to_json(), indent=2).encode() + b"\n"
+                body = app.document(app.status_source())
                 self._reply(200, body, "application/json", app.cors_headers(self.headers.get("Origin")), send_body)
             elif path in ("/", "/index.html"):
-                page = render_page(app.status_source()).encode()
+                page = app.page(app.status_source())
                 self._reply(200, page, "text/html; charset=utf-8", {"Content-Security-Policy": _PAGE_POLICY}, send_body)
             else:
                 self._reply(
@@ -213,6 +213,10 @@ class StatusServer:
         self.cors_origins = cors_origins
         self.log = log or EventLogger("http")
         self._loopback_only = False
+        # The jobs' part of the document and of the page, kept while the status hands out the
+        # same job entries (it builds them once per change of state): (entries, formatted).
+        self._jobs_text: tuple[tuple[JobStatus, ...], str] | None = None
+        self._rows: RowsTemplate | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -238,6 +242,20 @@ class StatusServer:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="pmjobsd-http", daemon=True
         )
         self._thread.start()
+
+    def document(self, snapshot: StatusSnapshot) -> bytes:
+        """``/v1/jobs``: the status document, the same bytes as ``json.dumps(indent=2)`` and a newline."""
+        kept = self._jobs_text
+        if kept is None or kept[0] is not snapshot.jobs:
+            kept = self._jobs_text = (snapshot.jobs, jobs_text(snapshot.jobs))
+        return document_text(snapshot, kept[1]).encode() + b"\n"
+
+    def page(self, snapshot: StatusSnapshot) -> bytes:
+        """``/``: the status page (:func:`render_page`), its rows rendered once per set of job entries."""
+        rows = self._rows
+        if rows is None or rows.jobs is not snapshot.jobs:
+            rows = self._rows = RowsTemplate(snapshot.jobs)
+        return render_page(snapshot, rows=rows).encode()
 
     def host_allowed(self, host_header: str) -> bool:
         """On a loopback address, only loopback ``Host`` names (DNS-rebinding guard)."""
