@@ -53,6 +53,7 @@ PURGE_BATCH = 100  # rows purge() deletes in its first transaction; later ones a
 PURGE_HOLD = 0.002  # seconds a purge transaction aims to hold the write lock
 PURGE_PAUSE = 0.002  # seconds between two batches: a writer's busy handler retries after 1 and 3 ms
 PURGE_MAX_BATCH = 5000
+PURGE_CHECKPOINT_ROWS = 400  # rows purge() deletes between two checkpoints of its own (about as many pages)
 
 
 def _sql_list(words: Iterable[Status | Trigger]) -> str:
@@ -463,28 +464,43 @@ class RunHistory:
         asked before each batch: when it says so the purge ends there, every batch so far
         committed, and a later purge goes on from where this one stopped (see :meth:`purgeable`).
         """
-        total, size, per_row = 0, max(1, batch), None
-        while stop is None or not stop():
-            began = time.perf_counter()
+        total, size, per_row, unchecked = 0, max(1, batch), None, 0
+        with self._lock:
+            # A run id is random: each row deleted dirties a page of the key index, and the WAL
+            # fills fast.  The checkpoints are this thread's, every PURGE_CHECKPOINT_ROWS rows
+            # (PASSIVE: never waiting for a writer), which keeps the WAL under the 1000 pages at
+            # which the automatic one would run inside whichever commit crosses them, often the
+            # history writer's, holding up a run that waits for its row.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            while stop is None or not stop():
+                began = time.perf_counter()
+                with self._lock:
+                    cursor = self._conn.execute(
+                        "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs"
+                        f" WHERE started_at < ? AND {_FINISHED} ORDER BY started_at LIMIT ?)",
+                        (older_than, size),
+                    )
+                elapsed = time.perf_counter() - began
+                removed = max(cursor.rowcount, 0)
+                total += removed
+                unchecked += removed
+                if unchecked >= PURGE_CHECKPOINT_ROWS or (removed < size and unchecked):
+                    with self._lock:
+                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    unchecked = 0
+                if removed < size:
+                    return total
+                cost = elapsed / removed
+                # A smoothed cost per row, an outlier (the disk busy) counted at 2x at most.
+                per_row = cost if per_row is None else 0.7 * per_row + 0.3 * min(cost, 2 * per_row)
+                size = max(10, min(PURGE_MAX_BATCH, 2 * size, int(hold / per_row)))
+                if pause:
+                    time.sleep(pause)
+            return total
+        finally:
             with self._lock:
-                cursor = self._conn.execute(
-                    "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs"
-                    f" WHERE started_at < ? AND {_FINISHED} ORDER BY started_at LIMIT ?)",
-                    (older_than, size),
-                )
-            elapsed = time.perf_counter() - began
-            removed = max(cursor.rowcount, 0)
-            total += removed
-            if removed < size:
-                return total
-            cost = elapsed / removed
-            # A smoothed cost per row; a batch whose commit ran a WAL checkpoint (tens of ms, after
-            # the write lock is released) would shrink the next ones for nothing: counted at 2x.
-            per_row = cost if per_row is None else 0.7 * per_row + 0.3 * min(cost, 2 * per_row)
-            size = max(10, min(PURGE_MAX_BATCH, 2 * size, int(hold / per_row)))
-            if pause:
-                time.sleep(pause)
-        return total
+                self._conn.execute("PRAGMA wal_autocheckpoint = 1000")
 
     def purgeable(self, older_than: float) -> bool:
         """Are there finished runs that started before ``older_than`` (what :meth:`purge` would delete)?"""

@@ -382,7 +382,7 @@ class StatusSnapshot:
     def severity(self) -> Severity:
         """The exit code of ``pmjobsd status`` (see :func:`overall_severity`)."""
         return overall_severity(
-            (job.status.severity for job in self.jobs),
+            (_worst(self.jobs),),
             running=self.daemon.running,
             responding=self.daemon.responding,
             abandoned_threads=self.daemon.abandoned_threads or 0,
@@ -403,6 +403,18 @@ class StatusSnapshot:
             "jobs": [job.to_json() for job in self.jobs] if jobs is None else jobs,
             "status": self.severity.name,
         }
+
+
+_worst_kept: tuple[tuple[JobStatus, ...], Severity] | None = None
+
+
+def _worst(jobs: tuple[JobStatus, ...]) -> Severity:
+    """The worst of the jobs' severities, kept for the last tuple of entries (a live daemon reuses it)."""
+    global _worst_kept
+    kept = _worst_kept
+    if kept is None or kept[0] is not jobs:
+        kept = _worst_kept = (jobs, max((job.status.severity for job in jobs), default=Severity.OK))
+    return kept[1]
 
 
 def overall_severity(
@@ -663,9 +675,27 @@ def document_text(snapshot: StatusSnapshot, jobs_text: str | None = None) -> str
     return "{\n  " + members + "\n}"
 
 
-def _nested(value: Any) -> str:
-    """``value`` as json.dumps(indent=2) writes it one level down (JSON strings hold no raw newline)."""
-    return json.dumps(value, indent=2).replace("\n", "\n  ")
+def _nested(value: Any, level: int = 1) -> str:
+    """``value`` as ``json.dumps(indent=2)`` writes it ``level`` levels down, byte for byte.
+
+    The containers are laid out here and every scalar and key goes through the C encoder
+    (``json.dumps`` with ``indent`` set takes the pure-Python one, several times slower).
+    """
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        inner = "\n" + "  " * (level + 1)
+        members = ("," + inner).join(f"{_compact(key)}: {_nested(item, level + 1)}" for key, item in value.items())
+        return "{" + inner + members + "\n" + "  " * level + "}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        inner = "\n" + "  " * (level + 1)
+        return "[" + inner + ("," + inner).join(_nested(item, level + 1) for item in value) + "\n" + "  " * level + "]"
+    return _compact(value)
+
+
+_compact = json.JSONEncoder().encode  # the C encoder, json.dumps's defaults
 
 
 def jobs_text(jobs: Sequence[JobStatus]) -> str:

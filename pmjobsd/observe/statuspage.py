@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from html import escape
+from typing import Any
 
 from pmjobsd.core.outcomes import JobState, Severity, Status
 from pmjobsd.core.timestamps import utc_iso
@@ -61,15 +62,16 @@ tr.disabled { opacity: .55; }
 class _Moment:
     """A time on the page whose phrase ("5 s ago") depends on when the page is served."""
 
-    __slots__ = ("moment", "opening")
+    __slots__ = ("at_seconds", "opening")
 
     def __init__(self, moment: datetime):
-        self.moment = moment
+        self.at_seconds = moment.timestamp()
         exact = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         self.opening = f'<span class="when" title="{escape(exact)}">'
 
-    def at(self, now: datetime) -> str:
-        seconds = (self.moment - now).total_seconds()
+    def at(self, now: float) -> str:
+        """The span at ``now`` (epoch seconds); its text is digits and words: nothing to escape."""
+        seconds = self.at_seconds - now
         span = abs(seconds)
         if span < 90:
             phrase = f"{span:.0f} s"
@@ -79,8 +81,7 @@ class _Moment:
             phrase = f"{span / 3600:.1f} h"
         else:
             phrase = f"{span / 86400:.1f} d"
-        text = f"in {phrase}" if seconds > 0 else f"{phrase} ago"
-        return f"{self.opening}{escape(text)}</span>"
+        return f"{self.opening}in {phrase}</span>" if seconds > 0 else f"{self.opening}{phrase} ago</span>"
 
 
 def _moment(moment: datetime | float | None) -> _Moment | str:
@@ -92,7 +93,7 @@ def _moment(moment: datetime | float | None) -> _Moment | str:
 def _when(moment: datetime | float | None, now: datetime) -> str:
     """A moment (a datetime, or epoch seconds) as a short relative phrase, with the exact time in a tooltip."""
     part = _moment(moment)
-    return part if isinstance(part, str) else part.at(now)
+    return part if isinstance(part, str) else part.at(now.timestamp())
 
 
 def _duration(milliseconds: int | None) -> str:
@@ -147,47 +148,31 @@ def _row(job: JobStatus) -> list[str | _Moment]:
     ]
 
 
-class RowsTemplate:
-    """The page's job rows for one tuple of job entries; :meth:`at` fills in the relative times."""
-
-    def __init__(self, jobs: tuple[JobStatus, ...]):
-        self.jobs = jobs
-        # Enabled jobs first (in the status's order), switched-off ones after them.
-        ordered = sorted(jobs, key=lambda job: job.status is JobState.DISABLED)
-        parts: list[str | _Moment] = []
-        for index, job in enumerate(ordered):
-            if index:
-                parts.append("\n")
-            parts += _row(job)
-        self.parts: list[str | _Moment] = []
-        for part in parts:  # neighbouring text joined once, here
-            if isinstance(part, str) and self.parts and isinstance(self.parts[-1], str):
-                self.parts[-1] += part
-            else:
-                self.parts.append(part)
-
-    def at(self, now: datetime) -> str:
-        return "".join(part if isinstance(part, str) else part.at(now) for part in self.parts)
+_UPDATED = object()  # in a template: when this status was made, at each render
 
 
-def render_page(status: StatusSnapshot, now: datetime | None = None, rows: RowsTemplate | None = None) -> str:
-    """The status page for ``status`` (what ``pmjobsd status --json`` shows).
+class PageTemplate:
+    """The page for one status, but for its relative times (filled in by :meth:`at`).
 
-    ``rows``: the :class:`RowsTemplate` of ``status.jobs``, kept while they are the same
-    (the page is then the same as without it, and costs no row of rendering).
+    It serves every later status with the same :meth:`key`: the same job entries (a live
+    daemon hands out the same tuple until something in it changed), settings and daemon
+    fields the page shows.
     """
-    now = now or datetime.now(timezone.utc)
-    daemon = status.daemon
-    overall = status.severity
-    if rows is None or rows.jobs is not status.jobs:
-        rows = RowsTemplate(status.jobs)
-    rows_html = rows.at(now)
-    notes = []
-    if daemon.abandoned_threads:
-        notes.append(f"{daemon.abandoned_threads} timed-out job thread(s) still running")
-    notes += [f"settings: {issue}" for issue in status.settings.issues]
-    notes_html = "".join(f'<p class="errors">{escape(note)}</p>' for note in notes)
-    return f"""<!DOCTYPE html>
+
+    def __init__(self, status: StatusSnapshot):
+        self.jobs = status.jobs  # kept alive: the key names it by id()
+        self.key = self.key_of(status)
+        daemon = status.daemon
+        overall = status.severity
+        # Enabled jobs first (in the status's order), switched-off ones after them.
+        ordered = sorted(status.jobs, key=lambda job: job.status is JobState.DISABLED)
+        notes = []
+        if daemon.abandoned_threads:
+            notes.append(f"{daemon.abandoned_threads} timed-out job thread(s) still running")
+        notes += [f"settings: {issue}" for issue in status.settings.issues]
+        notes_html = "".join(f'<p class="errors">{escape(note)}</p>' for note in notes)
+        parts: list[str | _Moment | object] = [
+            f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -199,15 +184,59 @@ def render_page(status: StatusSnapshot, now: datetime | None = None, rows: RowsT
 <body>
 <h1>pmjobsd <span class="badge {_severity_class(overall)}" id="overall">{escape(overall.name)}</span></h1>
 <p class="meta">version {escape(daemon.version)} &middot; pid {escape(str(daemon.pid))}
-&middot; started {_when(daemon.started_at, now)} &middot; updated {_when(status.generated_at, now)}
+&middot; started """,
+            _moment(daemon.started_at),
+            " &middot; updated ",
+            _UPDATED,
+            f"""
 &middot; refreshes every {REFRESH_SECONDS} s</p>
 {notes_html}
 <table>
 <thead><tr><th>Job</th><th>Status</th><th>Last run</th><th>Duration</th><th>Next run</th><th>Summary</th><th>Recent runs</th></tr></thead>
 <tbody>
-{rows_html}
+""",
+        ]
+        for index, job in enumerate(ordered):
+            if index:
+                parts.append("\n")
+            parts += _row(job)
+        parts.append("""
 </tbody>
 </table>
 </body>
 </html>
-"""
+""")
+        self.parts: list[str | _Moment | object] = []
+        for part in parts:  # neighbouring text joined once, here
+            if isinstance(part, str) and self.parts and isinstance(self.parts[-1], str):
+                self.parts[-1] += part
+            else:
+                self.parts.append(part)
+
+    @staticmethod
+    def key_of(status: StatusSnapshot) -> tuple[Any, ...]:
+        daemon = status.daemon
+        return (id(status.jobs), status.settings, daemon.version, daemon.pid, daemon.started_at,
+                daemon.abandoned_threads, status.severity)  # fmt: skip
+
+    def at(self, status: StatusSnapshot, now: datetime) -> str:
+        moment = now.timestamp()
+        updated = _when(status.generated_at, now)
+        return "".join(
+            [
+                part if part.__class__ is str else updated if part is _UPDATED else part.at(moment)  # type: ignore[union-attr]
+                for part in self.parts
+            ]
+        )
+
+
+def render_page(status: StatusSnapshot, now: datetime | None = None, template: PageTemplate | None = None) -> str:
+    """The status page for ``status`` (what ``pmjobsd status --json`` shows).
+
+    ``template``: a :class:`PageTemplate` of an earlier status, used when its key is this
+    one's (the page is then the same as a new template's, without rendering the rows again).
+    """
+    now = now or datetime.now(timezone.utc)
+    if template is None or template.key != PageTemplate.key_of(status):
+        template = PageTemplate(status)
+    return template.at(status, now)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pmjobsd.observe.joblog import EventLogger
 from pmjobsd.observe.status import JobStatus, StatusSnapshot, document_text, jobs_text
-from pmjobsd.observe.statuspage import RowsTemplate, render_page
+from pmjobsd.observe.statuspage import PageTemplate, render_page
 
 ALLOWED_METHODS = "GET, HEAD"
 # The classic text format: every pmjobsd name is a legacy-valid one, and every Prometheus reads 0.0.4.
@@ -216,7 +216,7 @@ class StatusServer:
         # The jobs' part of the document and of the page, kept while the status hands out the
         # same job entries (it builds them once per change of state): (entries, formatted).
         self._jobs_text: tuple[tuple[JobStatus, ...], str] | None = None
-        self._rows: RowsTemplate | None = None
+        self._page: PageTemplate | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -251,11 +251,11 @@ class StatusServer:
         return document_text(snapshot, kept[1]).encode() + b"\n"
 
     def page(self, snapshot: StatusSnapshot) -> bytes:
-        """``/``: the status page (:func:`render_page`), its rows rendered once per set of job entries."""
-        rows = self._rows
-        if rows is None or rows.jobs is not snapshot.jobs:
-            rows = self._rows = RowsTemplate(snapshot.jobs)
-        return render_page(snapshot, rows=rows).encode()
+        """``/``: the status page (:func:`render_page`), rendered once per change of what it shows."""
+        template = self._page
+        if template is None or template.key != PageTemplate.key_of(snapshot):
+            template = self._page = PageTemplate(snapshot)
+        return render_page(snapshot, template=template).encode()
 
     def host_allowed(self, host_header: str) -> bool:
         """On a loopback address, only loopback ``Host`` names (DNS-rebinding guard)."""

@@ -20,7 +20,7 @@ from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import Status, Trigger
 from pmjobsd.core.settings import load_settings
 from pmjobsd.observe.status import DaemonState, StatusCache, document_text, jobs_text
-from pmjobsd.observe.statuspage import RowsTemplate, render_page
+from pmjobsd.observe.statuspage import PageTemplate, render_page
 from pmjobsd.observe.web import Health, StatusServer
 from tests.support.daemon import all_builtins_disabled
 
@@ -153,9 +153,13 @@ def test_the_document_and_the_page_from_kept_parts_are_the_same_bytes_as_a_fresh
     snapshot = cache.build(loaded, history, daemon=_daemon(1.25), live=live, jobs=jobs, now=NOW)
     assert document_text(snapshot, jobs_text(snapshot.jobs)) == json.dumps(snapshot.to_json(), indent=2)
     assert cache.document(snapshot) == snapshot.to_json()
-    rows = RowsTemplate(snapshot.jobs)
+    template = PageTemplate(snapshot)
     for later in (NOW, NOW + timedelta(seconds=41), NOW + timedelta(hours=5)):
-        assert render_page(snapshot, later, rows=rows) == render_page(snapshot, later)
+        assert render_page(snapshot, later, template=template) == render_page(snapshot, later)
+    # A later status with the same entries and a new heartbeat: the same template serves it.
+    beat = cache.build(loaded, history, daemon=_daemon(9.0), live=live, jobs=jobs, now=NOW + timedelta(seconds=7))
+    assert PageTemplate.key_of(beat) == template.key
+    assert render_page(beat, NOW, template=template) == render_page(beat, NOW)
 
     server = StatusServer(
         "127.0.0.1",
@@ -183,3 +187,18 @@ def test_the_document_and_the_page_from_kept_parts_are_the_same_bytes_as_a_fresh
         conn.close()
     finally:
         server.close()
+
+
+def test_the_jobs_part_is_formatted_as_json_dumps_with_indent_would_whatever_the_values():
+    from pmjobsd.observe.status import _nested
+
+    values = [
+        {},
+        [],
+        {"a": [], "b": {}, "c": [{}], "d": [[1, 2], {"x": None}]},
+        {'quote"s': "line\nbreak\ttab \x1b[31m \u00e9\u4e2d \ud83d\ude00", "n": -0.0, "f": 1e-7, "big": 10**20},
+        [True, False, None, 3.5, float("inf"), float("-inf"), "é"],
+    ]
+    for value in values:
+        assert "{\n  " + f'"v": {_nested(value)}' + "\n}" == json.dumps({"v": value}, indent=2), value
+        assert _nested(value, 0) == json.dumps(value, indent=2)
