@@ -657,22 +657,33 @@ def document_text(snapshot: StatusSnapshot, jobs_text: str | None = None) -> str
     ``jobs_text`` is :func:`jobs_text` of ``snapshot.jobs`` (kept while they are the same); the
     rest (generated_at, the daemon, the settings, the status) is formatted here.
     """
-    document = snapshot.to_json() if jobs_text is None else None
-    if document is not None:
-        return json.dumps(document, indent=2)
-    parts = {
-        "generated_at": utc_iso(snapshot.generated_at),
-        "daemon": snapshot.daemon.to_json(),
-        "settings": snapshot.settings.to_json(),
-        "jobs": None,
-        "status": snapshot.severity.name,
-    }
-    # What json.dumps(indent=2) writes for a top-level object, member by member (a member's own
-    # lines one level deeper): so the jobs' part can be formatted once and put in as it is.
-    members = ",\n  ".join(
-        f"{json.dumps(name)}: {jobs_text if name == 'jobs' else _nested(value)}" for name, value in parts.items()
+    if jobs_text is None:
+        return json.dumps(snapshot.to_json(), indent=2)
+    head, tail = _around_jobs(snapshot)
+    return head + jobs_text + tail
+
+
+def document_bytes(snapshot: StatusSnapshot, jobs: bytes) -> bytes:
+    """:func:`document_text` and a newline, UTF-8, around ``jobs`` (:func:`jobs_text`, encoded once)."""
+    head, tail = _around_jobs(snapshot)
+    return b"".join((head.encode(), jobs, tail.encode(), b"\n"))
+
+
+_settings_kept: tuple[SettingsState, str] | None = None
+
+
+def _around_jobs(snapshot: StatusSnapshot) -> tuple[str, str]:
+    """The document's text before and after the jobs' part, as json.dumps(indent=2) writes it:
+    a top-level object, member by member, each member's own lines one level deeper."""
+    global _settings_kept
+    kept = _settings_kept
+    if kept is None or kept[0] is not snapshot.settings:  # a live daemon hands out the same one
+        kept = _settings_kept = (snapshot.settings, _nested(snapshot.settings.to_json()))
+    head = (
+        f'{{\n  "generated_at": {_compact(utc_iso(snapshot.generated_at))},\n  "daemon": '
+        f'{_nested(snapshot.daemon.to_json())},\n  "settings": {kept[1]},\n  "jobs": '
     )
-    return "{\n  " + members + "\n}"
+    return head, f',\n  "status": {_compact(snapshot.severity.name)}\n}}'
 
 
 def _nested(value: Any, level: int = 1) -> str:

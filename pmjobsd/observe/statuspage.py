@@ -206,6 +206,7 @@ class PageTemplate:
 </body>
 </html>
 """)
+        self._encoded: list[bytes | _Moment | object] | None = None
         self.parts: list[str | _Moment | object] = []
         for part in parts:  # neighbouring text joined once, here
             if isinstance(part, str) and self.parts and isinstance(self.parts[-1], str):
@@ -218,6 +219,19 @@ class PageTemplate:
         daemon = status.daemon
         return (id(status.jobs), status.settings, daemon.version, daemon.pid, daemon.started_at,
                 daemon.abandoned_threads, status.severity)  # fmt: skip
+
+    def encoded(self, status: StatusSnapshot, now: datetime) -> bytes:
+        """:meth:`at` in UTF-8: the text between the times encoded once, with the template."""
+        if self._encoded is None:
+            self._encoded = [part.encode() if part.__class__ is str else part for part in self.parts]
+        moment = now.timestamp()
+        updated = _when(status.generated_at, now).encode()
+        return b"".join(
+            [
+                part if part.__class__ is bytes else updated if part is _UPDATED else part.at(moment).encode()  # type: ignore[union-attr]
+                for part in self._encoded
+            ]
+        )
 
     def at(self, status: StatusSnapshot, now: datetime) -> str:
         moment = now.timestamp()

@@ -18,12 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pmjobsd.observe.joblog import EventLogger
-from pmjobsd.observe.status import JobStatus, StatusSnapshot, document_text, jobs_text
-from pmjobsd.observe.statuspage import PageTemplate, render_page
+from pmjobsd.observe.status import JobStatus, StatusSnapshot, document_bytes, jobs_text
+from pmjobsd.observe.statuspage import PageTemplate
 
 ALLOWED_METHODS = "GET, HEAD"
 # The classic text format: every pmjobsd name is a legacy-valid one, and every Prometheus reads 0.0.4.
@@ -215,7 +216,7 @@ class StatusServer:
         self._loopback_only = False
         # The jobs' part of the document and of the page, kept while the status hands out the
         # same job entries (it builds them once per change of state): (entries, formatted).
-        self._jobs_text: tuple[tuple[JobStatus, ...], str] | None = None
+        self._jobs_text: tuple[tuple[JobStatus, ...], bytes] | None = None
         self._page: PageTemplate | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -247,15 +248,15 @@ class StatusServer:
         """``/v1/jobs``: the status document, the same bytes as ``json.dumps(indent=2)`` and a newline."""
         kept = self._jobs_text
         if kept is None or kept[0] is not snapshot.jobs:
-            kept = self._jobs_text = (snapshot.jobs, jobs_text(snapshot.jobs))
-        return document_text(snapshot, kept[1]).encode() + b"\n"
+            kept = self._jobs_text = (snapshot.jobs, jobs_text(snapshot.jobs).encode())
+        return document_bytes(snapshot, kept[1])
 
     def page(self, snapshot: StatusSnapshot) -> bytes:
         """``/``: the status page (:func:`render_page`), rendered once per change of what it shows."""
         template = self._page
         if template is None or template.key != PageTemplate.key_of(snapshot):
             template = self._page = PageTemplate(snapshot)
-        return render_page(snapshot, template=template).encode()
+        return template.encoded(snapshot, datetime.now(timezone.utc))
 
     def host_allowed(self, host_header: str) -> bool:
         """On a loopback address, only loopback ``Host`` names (DNS-rebinding guard)."""
