@@ -59,19 +59,22 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _time_gets(port: int, path: str, rounds: int) -> float:
-    """Median milliseconds of ``rounds`` GETs on one keep-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    timings = []
-    for _ in range(rounds):
+def _time_in_turns(port: int, other: int, path: str, rounds: int) -> tuple[float, float]:
+    """Median milliseconds of ``rounds`` GETs of ``path`` on each port, one on each in turn (keep-alive)."""
+    conns = [http.client.HTTPConnection("127.0.0.1", each, timeout=30) for each in (port, other)]
+    timings: list[list[float]] = [[], []]
+    for index in range(2 * rounds + 2):
+        side = index % 2
         started = time.perf_counter()
-        conn.request("GET", path)
-        response = conn.getresponse()
+        conns[side].request("GET", path)
+        response = conns[side].getresponse()
         response.read()
-        timings.append((time.perf_counter() - started) * 1000)
+        if index >= 2:  # the first of each opens its connection
+            timings[side].append((time.perf_counter() - started) * 1000)
         assert response.status == 200, (path, response.status)
-    conn.close()
-    return statistics.median(timings)
+    for conn in conns:
+        conn.close()
+    return statistics.median(timings[0]), statistics.median(timings[1])
 
 
 def _time_calls(call, rounds: int) -> float:
@@ -224,11 +227,6 @@ def _run_once(attempts: int, rounds: int) -> dict:
         )
         server.start()
         port = server.address[1]
-        result["metrics"] = _time_gets(port, "/metrics", rounds)
-        result["page"] = _time_gets(port, "/", rounds)
-        result["jobs"] = _time_gets(port, "/v1/jobs", rounds)
-        result["health"] = _time_gets(port, "/healthz", rounds)
-        server.close()
         result["offline"] = _time_calls(lambda: json.dumps(offline_status(history_path, loaded, None)), rounds)
         result["daemon"] = _time_calls(daemon_status, rounds)
         result["daemon_bytes"] = len(daemon_status())
@@ -244,8 +242,6 @@ def _run_once(attempts: int, rounds: int) -> dict:
         registry.register(cached)
         baseline_port = _free_port()
         baseline_server, _ = start_http_server(baseline_port, addr="127.0.0.1", registry=registry)
-        result["base_metrics"] = _time_gets(baseline_port, "/metrics", rounds)
-        baseline_server.shutdown()
         plain = _plain_server(
             {
                 "/": (page, "text/html; charset=utf-8"),
@@ -254,9 +250,16 @@ def _run_once(attempts: int, rounds: int) -> dict:
             }
         )
         plain_port = plain.server_address[1]
-        result["base_page"] = _time_gets(plain_port, "/", rounds)
-        result["base_jobs"] = _time_gets(plain_port, "/v1/jobs", rounds)
-        result["base_health"] = _time_gets(plain_port, "/healthz", rounds)
+        # Each GET of pmjobsd right after one of its baseline, in turns: the machine's load falls on both.
+        for key, path, other in (
+            ("metrics", "/metrics", baseline_port),
+            ("page", "/", plain_port),
+            ("jobs", "/v1/jobs", plain_port),
+            ("health", "/healthz", plain_port),
+        ):
+            result[key], result[f"base_{key}"] = _time_in_turns(port, other, path, rounds)
+        server.close()
+        baseline_server.shutdown()
         plain.shutdown()
         history.close()
     return result

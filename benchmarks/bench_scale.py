@@ -265,39 +265,41 @@ def _record_while(path: Path, busy, minimum: int) -> list[float]:
     return stalls
 
 
-def _ready_seconds(history: Path | None, root: Path, starts: int) -> list[float]:
-    """exec to READY=1 of ``pmjobsd run`` on a fresh HOME (its history a copy of ``history``), ``starts`` times."""
+def _start_home(history: Path | None, home: Path) -> Path:
+    """A HOME with the built-in jobs and the history's job, its history a copy of ``history``."""
     import shutil
 
-    from benchmarks.bench_idle import Program
     from pmjobsd.core import registry
 
-    times = []
-    for index in range(starts):
-        home = root / f"start-{index}"
-        definitions = {name: {"enabled": True, "catch_up": False} for name in registry.BUILTIN_JOBS}
-        definitions["every_second"] = {"cron": "0 0 1 1 *", "callable": "tests.support.web_jobs:counted"}
-        write_settings(
-            home, {"timezone": "UTC", "alerts": {"desktop": False, "targets": []}, "definitions": definitions}
-        )
-        if history is not None:
-            target = home / ".local/share/secure-password-manager/jobs/history.db"
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            shutil.copyfile(history, target)
-            target.chmod(0o600)
-        program = Program("pmjobsd", pmjobsd_command(), home)
-        times.append(program.wait_ready())
+    definitions = {name: {"enabled": True, "catch_up": False} for name in registry.BUILTIN_JOBS}
+    definitions["every_second"] = {"cron": "0 0 1 1 *", "catch_up": False, "callable": "tests.support.web_jobs:counted"}
+    write_settings(home, {"timezone": "UTC", "alerts": {"desktop": False, "targets": []}, "definitions": definitions})
+    if history is not None:
+        target = home / ".local/share/secure-password-manager/jobs/history.db"
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(history, target)
+        target.chmod(0o600)
+    return home
+
+
+def _ready_seconds(home: Path) -> float:
+    """exec to READY=1 of ``pmjobsd run`` on ``home``."""
+    from benchmarks.bench_idle import Program
+
+    program = Program("pmjobsd", pmjobsd_command(), home)
+    try:
+        return program.wait_ready()
+    finally:
         program.stop()
-        shutil.rmtree(home, ignore_errors=True)
-    return times
 
 
 def _startup_rows(big: Path, count: int, folder: Path, quick: bool) -> list[dict]:
     starts = 3 if quick else 7
+    empty_home, big_home = _start_home(None, folder / "start-empty"), _start_home(big, folder / "start-big")
     empty, full = [], []
     for _ in range(starts):  # in turns, so that load on the machine falls on both
-        empty += _ready_seconds(None, folder, 1)
-        full += _ready_seconds(big, folder, 1)
+        empty.append(_ready_seconds(empty_home))
+        full.append(_ready_seconds(big_home))
     return [
         row(
             f"start-up: exec to READY=1, {count:,} attempts in the history",
@@ -306,7 +308,7 @@ def _startup_rows(big: Path, count: int, folder: Path, quick: bool) -> list[dict
             "the same with an empty history",
             "ms",
             f"median of {starts} starts each, in turns (min {min(full) * 1000:.0f} vs {min(empty) * 1000:.0f} ms); "
-            "the built-in jobs and the history's job; the file copied in before each start (page cache warm)",
+            "the built-in jobs and the history's job, the same HOME for every start (page cache warm)",
         )
     ]
 
