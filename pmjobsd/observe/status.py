@@ -625,9 +625,9 @@ class StatusCache:
             history.version(),
             id(loaded),
             id(jobs),
-            tuple(live.next_run(name) for name in names[1]),
-            tuple(live.held(name) for name in names[1]),
-            tuple(live.abandoned_count(name) for name in names[1]),
+            tuple(map(live.next_run, names[1])),
+            tuple(map(live.held, names[1])),
+            tuple(map(live.abandoned_count, names[1])),
             running,
             unwritten,
         )

@@ -59,29 +59,63 @@ tr.disabled { opacity: .55; }
 """
 
 
-class _Moment:
-    """A time on the page whose phrase ("5 s ago") depends on when the page is served."""
+# The phrase's regimes: below the limit (seconds of span), the unit and its rounding step.
+_REGIMES = ((90.0, 1.0), (90 * 60.0, 60.0), (36 * 3600.0, 360.0), (float("inf"), 8640.0))
+_MARGIN = 1e-6  # seconds kept clear of a rounding boundary (float error in the arithmetic)
 
-    __slots__ = ("at_seconds", "opening")
+
+class _Moment:
+    """A time on the page whose phrase ("5 s ago") depends on when the page is served.
+
+    The phrase is kept with the span of serving times over which it cannot change (clear
+    of every rounding boundary), so a page served again soon computes only the ones that do.
+    """
+
+    __slots__ = ("at_seconds", "opening", "opening_bytes", "_kept")
 
     def __init__(self, moment: datetime):
         self.at_seconds = moment.timestamp()
-        exact = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        utc = moment.astimezone(timezone.utc)
+        # What strftime("%Y-%m-%d %H:%M:%S UTC") writes, without its cost (tens of us a call).
+        exact = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} {utc.hour:02d}:{utc.minute:02d}:{utc.second:02d} UTC"
         self.opening = f'<span class="when" title="{escape(exact)}">'
+        self.opening_bytes = self.opening.encode()
+        self._kept: tuple[float, float, bytes] = (1.0, 0.0, b"")  # (from, to, span html): empty
 
     def at(self, now: float) -> str:
         """The span at ``now`` (epoch seconds); its text is digits and words: nothing to escape."""
+        return self.at_bytes(now).decode()
+
+    def at_bytes(self, now: float) -> bytes:
+        kept = self._kept
+        if kept[0] < now < kept[1]:
+            return kept[2]
+        html, margin = self._html(now)
+        if margin > 2 * _MARGIN:
+            self._kept = (now - margin + _MARGIN, now + margin - _MARGIN, html)
+        return html
+
+    def _html(self, now: float) -> tuple[bytes, float]:
+        """The span at ``now`` and how far ``now`` may move either way without changing it."""
         seconds = self.at_seconds - now
-        span = abs(seconds)
-        if span < 90:
-            phrase = f"{span:.0f} s"
-        elif span < 90 * 60:
-            phrase = f"{span / 60:.0f} min"
-        elif span < 36 * 3600:
-            phrase = f"{span / 3600:.1f} h"
+        span = -seconds if seconds < 0 else seconds
+        index = next(index for index, (limit, _) in enumerate(_REGIMES) if span < limit)
+        limit, step = _REGIMES[index]
+        lower = _REGIMES[index - 1][0] if index else 0.0
+        # %-formatting of bytes rounds as str.format does (half to even): the same text either way.
+        if step == 1.0:
+            phrase = b"%.0f s" % span
+        elif step == 60.0:
+            phrase = b"%.0f min" % (span / 60)
+        elif step == 360.0:
+            phrase = b"%.1f h" % (span / 3600)
         else:
-            phrase = f"{span / 86400:.1f} d"
-        return f"{self.opening}in {phrase}</span>" if seconds > 0 else f"{self.opening}{phrase} ago</span>"
+            phrase = b"%.1f d" % (span / 86400)
+        below = span - (span // step) * step  # the boundaries are at (k + 0.5) * step
+        to_boundary = abs(below - step / 2)
+        margin = min(to_boundary, span - lower, limit - span, span)  # a boundary, the regime's edges, the sign
+        text = b"in " + phrase if seconds > 0 else phrase + b" ago"
+        return self.opening_bytes + text + b"</span>", margin
 
 
 def _moment(moment: datetime | float | None) -> _Moment | str:
@@ -228,7 +262,7 @@ class PageTemplate:
         updated = _when(status.generated_at, now).encode()
         return b"".join(
             [
-                part if part.__class__ is bytes else updated if part is _UPDATED else part.at(moment).encode()  # type: ignore[union-attr]
+                part if part.__class__ is bytes else updated if part is _UPDATED else part.at_bytes(moment)  # type: ignore[union-attr]
                 for part in self._encoded
             ]
         )

@@ -202,3 +202,17 @@ def test_the_jobs_part_is_formatted_as_json_dumps_with_indent_would_whatever_the
     for value in values:
         assert "{\n  " + f'"v": {_nested(value)}' + "\n}" == json.dumps({"v": value}, indent=2), value
         assert _nested(value, 0) == json.dumps(value, indent=2)
+
+
+def test_a_kept_phrase_is_the_one_a_fresh_render_gives_at_every_moment_around_its_boundaries():
+    from pmjobsd.observe.statuspage import _Moment, _when
+
+    base = datetime(2026, 11, 28, 9, 30, tzinfo=timezone.utc)
+    for offset in (0.0, 12.4, 89.6, 1799.0, 5399.9, 7000.0, 129_599.0, 400_000.0):
+        for sign in (1, -1):
+            moment = _Moment(base + timedelta(seconds=sign * offset))
+            # Serving times sweeping across the rounding boundaries, the regime edges and zero.
+            for step in range(-400, 400):
+                now = base + timedelta(seconds=step * 0.37 + (step % 7) * 0.011)
+                fresh = _when(base + timedelta(seconds=sign * offset), now)
+                assert moment.at(now.timestamp()) == fresh, (offset, sign, step)
