@@ -51,7 +51,11 @@ CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_a
 
 PURGE_BATCH = 100  # rows purge() deletes in its first transaction; later ones are sized to PURGE_HOLD
 PURGE_HOLD = 0.002  # seconds a purge transaction aims to hold the write lock
-PURGE_PAUSE = 0.002  # seconds between two batches: a writer's busy handler retries after 1 and 3 ms
+# Seconds between two batches.  SQLite's busy handler retries a waiting writer 1, 3, 8, 18, 33 ms
+# after it found the lock taken: a pause longer than a hold plus 3 ms lets every writer that came
+# during a hold in at its first or second retry.  Shorter ones let the holds fall on its later,
+# longer sleeps, and a run's start then waits hundreds of milliseconds (bench_scale measured it).
+PURGE_PAUSE = 0.005
 PURGE_MAX_BATCH = 5000
 PURGE_CHECKPOINT_ROWS = 400  # rows purge() deletes between two checkpoints of its own (about as many pages)
 
