@@ -286,7 +286,7 @@ class Daemon:
     # --- the run history ---------------------------------------------------------------------
     def _open_history(self) -> None:
         """The reader (status, catch-up) and the writer thread; a damaged file is moved aside (WARN)."""
-        self.history, moved, damage = open_history(self.paths.history_path)
+        self.history, moved, damage = open_history(self.paths.history_path, on_long_step=self._upgrading_history)
         if moved is not None:
             self.log.warning("history.moved_aside", path=str(moved), error=damage)
         # Marking the previous daemon's RUNNING rows INTERRUPTED is a write: the writer thread does it.
@@ -306,6 +306,13 @@ class Daemon:
         if health.recording:
             return []
         return [f"runs are not being recorded: {health.error or 'backlog full'} ({health.backlog} waiting in memory)"]
+
+    def _upgrading_history(self) -> None:
+        """A migration reads every row of a big history (once after an upgrade): keep systemd waiting."""
+        if not getattr(self, "_upgrade_logged", False):
+            self._upgrade_logged = True
+            self.log.info("history.upgrading", path=str(self.paths.history_path))
+        self.notifier.notify(EXTEND_TIMEOUT_USEC=30_000_000, STATUS="upgrading the run history")
 
     def _history_changed(self, health: HistoryHealth) -> None:
         """Runs stopped (or started again) reaching the history: alert, like a failing job (writer thread)."""

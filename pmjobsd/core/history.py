@@ -8,12 +8,13 @@ pid is gone and reports it as INTERRUPTED.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -272,9 +273,20 @@ class RunHistory:
     wait for another writer (the history writer keeps it short and retries).
     """
 
-    def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 10.0, empty: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = True,
+        busy_timeout: float = 10.0,
+        empty: bool = False,
+        on_long_step: Callable[[], None] | None = None,
+    ):
         self.path = Path(path)
         self._lock = threading.RLock()
+        # Called when a migration step that reads every row starts, and about every second while
+        # it runs (the daemon extends systemd's start timeout with it).
+        self._on_long_step = on_long_step
         # (key, rows, the assembled answer when no row is RUNNING): see newest()
         self._newest_cache: tuple[tuple[Any, ...], list[dict[str, Any]], dict[str, list[dict[str, Any]]] | None] | None
         self._newest_cache = None
@@ -329,7 +341,33 @@ class RunHistory:
             self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
 
     def _add_slot_index(self) -> None:
-        self._conn.execute(SLOT_INDEX)
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'runs_job_slot'"
+        if self._conn.execute(exists).fetchone():
+            return
+        with self._long_step():
+            self._conn.execute(SLOT_INDEX)  # once, on the first open after the upgrade: reads every row
+
+    @contextlib.contextmanager
+    def _long_step(self) -> Iterator[None]:
+        """Around a statement that reads every row: ``on_long_step`` now and about every second."""
+        report = self._on_long_step
+        if report is None:
+            yield
+            return
+        report()
+        last = [time.monotonic()]
+
+        def progress() -> int:
+            if time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                report()
+            return 0  # go on
+
+        self._conn.set_progress_handler(progress, 100_000)
+        try:
+            yield
+        finally:
+            self._conn.set_progress_handler(None, 0)
 
     def _add_summary(self) -> None:
         """The job_summary table and its triggers; filled from the rows already there when it is new."""
@@ -732,7 +770,9 @@ def _check_header(path: Path) -> None:
         )
 
 
-def open_history(path: Path) -> tuple[RunHistory, Path | None, str | None]:
+def open_history(
+    path: Path, on_long_step: Callable[[], None] | None = None
+) -> tuple[RunHistory, Path | None, str | None]:
     """Open the daemon's history; a damaged file is moved aside and a fresh one started.
 
     Returns the history, where the damaged file went (``history.db.corrupt-<ts>``,
@@ -742,7 +782,7 @@ def open_history(path: Path) -> tuple[RunHistory, Path | None, str | None]:
     history: RunHistory | None = None
     try:
         check_file(path)  # before any connection of ours to it (see check_file)
-        history = RunHistory(path)
+        history = RunHistory(path, on_long_step=on_long_step)
         check_history(history)
         return history, None, None
     except sqlite3.DatabaseError as exc:

@@ -242,3 +242,19 @@ def test_last_slots_are_the_newest_moment_per_job_by_index_also_across_a_dst_cha
             )
         )
         assert "runs_job_slot" in plan and "SCAN" not in plan, plan
+
+
+def test_the_slot_index_is_added_once_after_an_upgrade_and_the_long_step_is_reported(tmp_path):
+    path = tmp_path / "history.db"
+    with RunHistory(path) as history:
+        _seed(history, 200, seed=5)
+    with sqlite3.connect(path) as conn:  # as a history from before the index
+        conn.execute("DROP INDEX runs_job_slot")
+    calls = []
+    with RunHistory(path, on_long_step=lambda: calls.append(1)) as history:
+        assert history._execute("SELECT 1 FROM sqlite_master WHERE name = 'runs_job_slot'").fetchone()
+    assert calls  # reported before it started (and every second while it ran)
+    calls.clear()
+    with RunHistory(path, on_long_step=lambda: calls.append(1)):
+        pass
+    assert calls == []  # done: opening is O(1) again
