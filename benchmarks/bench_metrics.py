@@ -1,11 +1,13 @@
 """What a scrape costs, with 1,000 and with 1,000,000 attempts in the run history.
 
 pmjobsd: ``GET /metrics``, ``/``, ``/v1/jobs`` and ``/healthz`` on
-:class:`pmjobsd.observe.web.StatusServer`, whose sources build the status (settings + a
-real run history, 12 jobs) at each request, and ``status --json`` without a daemon
-(:func:`pmjobsd.observe.status.offline_status`, in process).  The status reads the
-``job_summary`` table and 20 attempts per job along an index, so every row should cost
-the same at both sizes.  Baselines, like for like, in the same run:
+:class:`pmjobsd.observe.web.StatusServer`, whose status source is the daemon's: a
+:class:`~pmjobsd.observe.status.StatusCache` over a real run history (12 jobs) and an idle
+live state (next runs, nothing running), so the job entries are built once per change of
+state and each request formats the rest; ``status --json`` from the daemon (its control
+handler in process: the snapshot, the document, the compact JSON the socket sends) and
+without a daemon (:func:`pmjobsd.observe.status.offline_status`, in process).  Every row
+should cost the same at both sizes.  Baselines, like for like, in the same run:
 
 * ``/metrics``: ``prometheus_client.start_http_server`` serving a registry that yields the
   same families and samples as pmjobsd's exposition, parsed ahead of time (cached gauges);
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,7 +44,7 @@ from benchmarks.common import fill_history
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.settings import load_settings
 from pmjobsd.observe.metrics import MetricsObserver
-from pmjobsd.observe.status import DaemonState, build_status, offline_status
+from pmjobsd.observe.status import DaemonState, StatusCache, offline_status
 from pmjobsd.observe.statuspage import render_page
 from pmjobsd.observe.web import Health, StatusServer
 
@@ -56,19 +59,22 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _time_gets(port: int, path: str, rounds: int) -> float:
-    """Median milliseconds of ``rounds`` GETs on one keep-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    timings = []
-    for _ in range(rounds):
+def _time_in_turns(port: int, other: int, path: str, rounds: int) -> tuple[float, float]:
+    """Median milliseconds of ``rounds`` GETs of ``path`` on each port, one on each in turn (keep-alive)."""
+    conns = [http.client.HTTPConnection("127.0.0.1", each, timeout=30) for each in (port, other)]
+    timings: list[list[float]] = [[], []]
+    for index in range(2 * rounds + 2):
+        side = index % 2
         started = time.perf_counter()
-        conn.request("GET", path)
-        response = conn.getresponse()
+        conns[side].request("GET", path)
+        response = conns[side].getresponse()
         response.read()
-        timings.append((time.perf_counter() - started) * 1000)
+        if index >= 2:  # the first of each opens its connection
+            timings[side].append((time.perf_counter() - started) * 1000)
         assert response.status == 200, (path, response.status)
-    conn.close()
-    return statistics.median(timings)
+    for conn in conns:
+        conn.close()
+    return statistics.median(timings[0]), statistics.median(timings[1])
 
 
 def _time_calls(call, rounds: int) -> float:
@@ -83,6 +89,29 @@ def _time_calls(call, rounds: int) -> float:
 def _fill_history(path: Path, names: list[str], attempts: int) -> None:
     """``attempts`` finished attempts, one a second up to now, every outcome; then the summary rebuilt."""
     fill_history(path, names, attempts, time.time() - attempts, 0.5, payload=lambda index: {"items": index})
+
+
+class _IdleLive:
+    """A running daemon's live state with nothing in flight: next runs from the cron, taken once."""
+
+    def __init__(self, loaded):
+        now = datetime.now(timezone.utc)
+        self.next_runs = {name: job.schedule.next_after(now) for name, job in loaded.jobs.items()}
+
+    def next_run(self, job):
+        return self.next_runs.get(job)
+
+    def running(self):
+        return []
+
+    def abandoned_count(self, job=None):
+        return 0
+
+    def held(self, job):
+        return None
+
+    def unwritten(self):
+        return {}
 
 
 class _Cached:
@@ -137,6 +166,10 @@ def run(quick: bool = False) -> list[dict]:
                  "http.server, the same document pre-rendered", "ms", note + f"; {result['jobs_bytes']:,} bytes"),
             _row(f"GET /healthz ({attempts:,} attempts)", result["health"], result["base_health"],
                  "http.server, static 200", "ms", "reads the heartbeat only, no lock"),
+            _row(f"status --json, daemon running ({attempts:,} attempts)", result["daemon"],
+                 measured[small]["daemon"], f"the same with {small:,} attempts", "ms",
+                 f"the daemon's control handler in process: snapshot, document, compact JSON "
+                 f"({result['daemon_bytes']:,} bytes); median of {rounds}"),
             _row(f"status --json without daemon ({attempts:,} attempts)", result["offline"],
                  measured[small]["offline"], f"the same with {small:,} attempts", "ms",
                  "offline_status in process: open the history, header check, build, JSON; median of "
@@ -172,8 +205,15 @@ def _run_once(attempts: int, rounds: int) -> dict:
         history = RunHistory(history_path)
         daemon = DaemonState(running=True, pid=1, version="bench", started_at=None, abandoned_threads=0)
 
+        cache, live = StatusCache(), _IdleLive(loaded)
+
         def status():
-            return build_status(loaded, history, daemon=daemon)
+            return cache.build(
+                loaded, history, daemon=daemon, live=live, jobs=loaded.jobs, now=datetime.now(timezone.utc)
+            )
+
+        def daemon_status() -> bytes:  # what the control socket sends for {"cmd": "status"}
+            return json.dumps({"ok": True, "status": cache.document(status())}, default=str).encode() + b"\n"
 
         metrics = MetricsObserver(status, history=history)
         metrics.set_jobs(names)
@@ -187,12 +227,9 @@ def _run_once(attempts: int, rounds: int) -> dict:
         )
         server.start()
         port = server.address[1]
-        result["metrics"] = _time_gets(port, "/metrics", rounds)
-        result["page"] = _time_gets(port, "/", rounds)
-        result["jobs"] = _time_gets(port, "/v1/jobs", rounds)
-        result["health"] = _time_gets(port, "/healthz", rounds)
-        server.close()
         result["offline"] = _time_calls(lambda: json.dumps(offline_status(history_path, loaded, None)), rounds)
+        result["daemon"] = _time_calls(daemon_status, rounds)
+        result["daemon_bytes"] = len(daemon_status())
 
         # The baselines: the same bytes, computed ahead of time.
         exposition = metrics.exposition()
@@ -205,8 +242,6 @@ def _run_once(attempts: int, rounds: int) -> dict:
         registry.register(cached)
         baseline_port = _free_port()
         baseline_server, _ = start_http_server(baseline_port, addr="127.0.0.1", registry=registry)
-        result["base_metrics"] = _time_gets(baseline_port, "/metrics", rounds)
-        baseline_server.shutdown()
         plain = _plain_server(
             {
                 "/": (page, "text/html; charset=utf-8"),
@@ -215,9 +250,16 @@ def _run_once(attempts: int, rounds: int) -> dict:
             }
         )
         plain_port = plain.server_address[1]
-        result["base_page"] = _time_gets(plain_port, "/", rounds)
-        result["base_jobs"] = _time_gets(plain_port, "/v1/jobs", rounds)
-        result["base_health"] = _time_gets(plain_port, "/healthz", rounds)
+        # Each GET of pmjobsd right after one of its baseline, in turns: the machine's load falls on both.
+        for key, path, other in (
+            ("metrics", "/metrics", baseline_port),
+            ("page", "/", plain_port),
+            ("jobs", "/v1/jobs", plain_port),
+            ("health", "/healthz", plain_port),
+        ):
+            result[key], result[f"base_{key}"] = _time_in_turns(port, other, path, rounds)
+        server.close()
+        baseline_server.shutdown()
         plain.shutdown()
         history.close()
     return result

@@ -193,23 +193,30 @@ class NotifySocket:
 def fill_history(path: Path, jobs: list[str], attempts: int, start: float, duration: float, payload=None) -> None:
     """``attempts`` finished attempts of ``jobs`` in turn, one a second from ``start``, every outcome.
 
-    Bulk-inserted without the summary triggers (a million rows in seconds), then the history is
-    opened once more, which fills its ``job_summary`` as on an upgrade.
+    As the runner writes them: random 32-hex run ids (``uuid4().hex``, seeded here) and, the
+    runs being scheduled, each its slot.  Bulk-inserted without the summary triggers (a
+    million rows in seconds), then the history is opened once more, which fills its
+    ``job_summary`` as on an upgrade.
     """
+    import random
     import sqlite3
+    from datetime import datetime, timezone
 
     from pmjobsd.core.history import RunHistory
 
     RunHistory(path).close()  # the schema, the summary and its triggers
     statuses = ["OK", "OK", "WARN", "FAIL"]
+    ids = random.Random(attempts)
     rows = (
-        (f"run-{index:09d}", 1, jobs[index % len(jobs)], "schedule", None, start + index, start + index + duration,
-         statuses[index % 4], "bench", None, int(duration * 1000), "{}",
+        (f"{ids.getrandbits(128):032x}", 1, jobs[index % len(jobs)], "schedule",
+         datetime.fromtimestamp(int(start + index), timezone.utc).isoformat(), start + index,
+         start + index + duration, statuses[index % 4], "bench", None, int(duration * 1000), "{}",
          json.dumps(payload(index)) if payload else "{}", 1, 1, None)
         for index in range(attempts)
     )  # fmt: skip
     conn = sqlite3.connect(path, isolation_level=None)
     try:
+        conn.execute("PRAGMA cache_size = -262144")  # random run ids: the key index in memory while filling
         for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP TABLE job_summary")

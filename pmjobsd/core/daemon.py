@@ -46,7 +46,7 @@ from pmjobsd.core.settings_watch import SettingsWatch, open_watch
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
-from pmjobsd.observe.status import DaemonState, StatusDocument, StatusSnapshot, build_status
+from pmjobsd.observe.status import DaemonState, StatusCache, StatusDocument, StatusSnapshot
 from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
 from pmjobsd.system.files import check_not_root_on_user_home, describe_error, ensure_private_dir
 from pmjobsd.system.lock import AlreadyRunning, InstanceLock
@@ -120,6 +120,7 @@ class Daemon:
         self.web: StatusServer | None = None
         self.coordinator: Coordinator | None = None  # with jobs.coordination (started in _start)
         self.coordination: CoordinationState | None = None  # shared by the claim side and the group side
+        self._status_cache = StatusCache()  # status_snapshot(): job entries once per change of state
         self.exit_code = EXIT_OK
         self.on_ready: Callable[[], None] | None = None  # called once after daemon.ready (the --detach starter)
         self._last_watchdog = self._last_status = float("-inf")
@@ -235,7 +236,7 @@ class Daemon:
         self.scheduler = Scheduler(self.clock)
         self.jobs = dict(self.loaded.jobs)
         with self._sched_lock:
-            caught_up = self.scheduler.load(self.jobs, self.history.last_slots())
+            caught_up = self.scheduler.load(self.jobs, self.history.last_slots(self.jobs))
         for item in caught_up:
             self.log.info(
                 "job.caught_up",
@@ -298,7 +299,7 @@ class Daemon:
     # --- the run history ---------------------------------------------------------------------
     def _open_history(self) -> None:
         """The reader (status, catch-up) and the writer thread; a damaged file is moved aside (WARN)."""
-        self.history, moved, damage = open_history(self.paths.history_path)
+        self.history, moved, damage = open_history(self.paths.history_path, on_long_step=self._upgrading_history)
         if moved is not None:
             self.log.warning("history.moved_aside", path=str(moved), error=damage)
         # Marking the previous daemon's RUNNING rows INTERRUPTED is a write: the writer thread does it.
@@ -318,6 +319,13 @@ class Daemon:
         if health.recording:
             return []
         return [f"runs are not being recorded: {health.error or 'backlog full'} ({health.backlog} waiting in memory)"]
+
+    def _upgrading_history(self) -> None:
+        """A migration reads every row of a big history (once after an upgrade): keep systemd waiting."""
+        if not getattr(self, "_upgrade_logged", False):
+            self._upgrade_logged = True
+            self.log.info("history.upgrading", path=str(self.paths.history_path))
+        self.notifier.notify(EXTEND_TIMEOUT_USEC=30_000_000, STATUS="upgrading the run history")
 
     def _history_changed(self, health: HistoryHealth) -> None:
         """Runs stopped (or started again) reaching the history: alert, like a failing job (writer thread)."""
@@ -722,13 +730,14 @@ class Daemon:
             next_runs = {name: self.scheduler.next_run(name) for name in jobs}
         live = _LiveState(next_runs, self.runner, self.held.all(), self.recorder.unwritten())
         coordinated = self.coordinator.state.snapshot() if self.coordinator else None
-        return build_status(
+        # The job entries are built again only when something in them changed (StatusCache).
+        return self._status_cache.build(
             loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now(), coordination=coordinated
         )
 
     def status_document(self) -> StatusDocument:
         """The status document (``status --json``)."""
-        return self.status_snapshot().to_json()
+        return self._status_cache.document(self.status_snapshot())
 
     def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         job: ResolvedJob | None = self.jobs.get(name)

@@ -8,12 +8,13 @@ pid is gone and reports it as INTERRUPTED.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,8 +52,15 @@ CREATE INDEX IF NOT EXISTS runs_job_final ON runs (job, final, status, started_a
 """
 
 
-PURGE_BATCH = 100  # rows deleted per transaction by purge(): about a millisecond of holding the write lock
-PURGE_PAUSE = 0.005  # seconds between two batches: the writer of new attempts gets the lock in between
+PURGE_BATCH = 100  # rows purge() deletes in its first transaction; later ones are sized to PURGE_HOLD
+PURGE_HOLD = 0.002  # seconds a purge transaction aims to hold the write lock
+# Seconds between two batches.  SQLite's busy handler retries a waiting writer 1, 3, 8, 18, 33 ms
+# after it found the lock taken: a pause longer than a hold plus 3 ms lets every writer that came
+# during a hold in at its first or second retry.  Shorter ones let the holds fall on its later,
+# longer sleeps, and a run's start then waits hundreds of milliseconds (bench_scale measured it).
+PURGE_PAUSE = 0.005
+PURGE_MAX_BATCH = 5000
+PURGE_CHECKPOINT_ROWS = 400  # rows purge() deletes between two checkpoints of its own (about as many pages)
 
 
 def _sql_list(words: Iterable[Status | Trigger]) -> str:
@@ -64,6 +72,10 @@ _FINISHED = f"status != '{Status.RUNNING.value}'"
 _FAILED = _sql_list(status for status in Status if status.failed)
 _SUCCEEDED = _sql_list(status for status in Status if status.succeeded)
 _SLOT_TRIGGERS = _sql_list(trigger for trigger in Trigger if trigger.for_slot)
+# last_slots() seeks each job's newest slot here instead of reading every row.  By the slot's
+# moment, not its text: an ISO time with an offset does not sort as text across a DST change.
+_SLOT_ROWS = f"slot IS NOT NULL AND trigger IN {_SLOT_TRIGGERS}"
+SLOT_INDEX = f"CREATE INDEX IF NOT EXISTS runs_job_slot ON runs (job, julianday(slot)) WHERE {_SLOT_ROWS}"
 
 
 def _newest_final_success(job: str) -> str:
@@ -263,9 +275,20 @@ class RunHistory:
     wait for another writer (the history writer keeps it short and retries).
     """
 
-    def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 10.0, empty: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = True,
+        busy_timeout: float = 10.0,
+        empty: bool = False,
+        on_long_step: Callable[[], None] | None = None,
+    ):
         self.path = Path(path)
         self._lock = threading.RLock()
+        # Called when a migration step that reads every row starts, and about every second while
+        # it runs (the daemon extends systemd's start timeout with it).
+        self._on_long_step = on_long_step
         # (key, rows, the assembled answer when no row is RUNNING): see newest()
         self._newest_cache: tuple[tuple[Any, ...], list[dict[str, Any]], dict[str, list[dict[str, Any]]] | None] | None
         self._newest_cache = None
@@ -277,8 +300,7 @@ class RunHistory:
         elif empty or not self.path.exists():
             self._conn = sqlite3.connect(":memory:", check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
-            self._conn.executescript(SCHEMA)
-            self._add_summary()
+            self._migrate()
             return
         # Several processes may write (the daemon, a `run-now` without daemon):
         # WAL lets readers go on while one writes; busy_timeout waits for the writer.
@@ -294,26 +316,70 @@ class RunHistory:
         # never started, while the database stays sound. FULL would put an fsync in every
         # group commit, which is what every start of a run waits for.
         self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.executescript(SCHEMA)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
-        if "pid_started" not in columns:  # a history written by pmjobsd 0.1.0 before this column
-            self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
-        # Who ran a vault job's slot, with which fencing token (jobs.coordination); NULL otherwise.
-        for column, kind in (("member", "TEXT"), ("token", "INTEGER")):
-            if column not in columns:
-                self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
-        self._add_summary()
+        self._migrate()
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{self.path}{suffix}")
             if sidecar.exists() and sidecar.stat().st_uid == os.getuid():
                 sidecar.chmod(PRIVATE_FILE_MODE)
 
-    def _add_summary(self) -> None:
-        """The job_summary table and its triggers; filled from the rows already there when it is new."""
+    def _migrate(self) -> None:
+        """The schema, then each of :data:`MIGRATIONS` in turn (each finds out itself whether it is done).
+
+        Every step costs a lookup of the schema when it is done: opening stays O(1) whatever the
+        history holds.  A step that must rewrite rows (an index over them) runs once, on the
+        first open after an upgrade.
+        """
         # The summary's triggers see a REPLACE as the delete it is only with recursive triggers on.
         self._conn.execute("PRAGMA recursive_triggers = ON")
         # A statement that fires a trigger keeps a statement journal: in memory, not a temporary file.
         self._conn.execute("PRAGMA temp_store = MEMORY")
+        self._conn.executescript(SCHEMA)
+        for step in MIGRATIONS:
+            step(self)
+
+    def _add_pid_started(self) -> None:
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        if "pid_started" not in columns:  # a history written by pmjobsd 0.1.0 before this column
+            self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
+
+    def _add_member_token(self) -> None:
+        # Who ran a vault job's slot, with which fencing token (jobs.coordination); NULL otherwise.
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        for column, kind in (("member", "TEXT"), ("token", "INTEGER")):
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+
+    def _add_slot_index(self) -> None:
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'runs_job_slot'"
+        if self._conn.execute(exists).fetchone():
+            return
+        with self._long_step():
+            self._conn.execute(SLOT_INDEX)  # once, on the first open after the upgrade: reads every row
+
+    @contextlib.contextmanager
+    def _long_step(self) -> Iterator[None]:
+        """Around a statement that reads every row: ``on_long_step`` now and about every second."""
+        report = self._on_long_step
+        if report is None:
+            yield
+            return
+        report()
+        last = [time.monotonic()]
+
+        def progress() -> int:
+            if time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                report()
+            return 0  # go on
+
+        self._conn.set_progress_handler(progress, 100_000)
+        try:
+            yield
+        finally:
+            self._conn.set_progress_handler(None, 0)
+
+    def _add_summary(self) -> None:
+        """The job_summary table and its triggers; filled from the rows already there when it is new."""
         if self._conn.execute(_SUMMARY_READY).fetchone():
             return
         in_transaction = self._conn.in_transaction
@@ -431,25 +497,65 @@ class RunHistory:
                 )
             return len(dead)
 
-    def purge(self, older_than: float, *, batch: int = PURGE_BATCH, pause: float = PURGE_PAUSE) -> int:
+    def purge(
+        self,
+        older_than: float,
+        *,
+        batch: int = PURGE_BATCH,
+        pause: float = PURGE_PAUSE,
+        hold: float = PURGE_HOLD,
+        stop: Callable[[], bool] | None = None,
+    ) -> int:
         """Delete finished runs that started before ``older_than`` (epoch seconds); return how many.
 
-        Oldest first, ``batch`` rows per transaction with ``pause`` seconds between them,
-        so the writer of new attempts waits at most one batch for the database (a year of a
-        1-second job is purged without holding up the runner; benchmarks/bench_scale.py).
+        Oldest first, in transactions sized to hold the write lock about ``hold`` seconds (the
+        first one ``batch`` rows) with ``pause`` seconds between them, so the writer of new
+        attempts waits at most one batch (benchmarks/bench_scale.py measures it).  ``stop()`` is
+        asked before each batch: when it says so the purge ends there, every batch so far
+        committed, and a later purge goes on from where this one stopped (see :meth:`purgeable`).
         """
-        total = 0
-        while True:
+        total, size, per_row, unchecked = 0, max(1, batch), None, 0
+        with self._lock:
+            # A run id is random: each row deleted dirties a page of the key index, and the WAL
+            # fills fast.  The checkpoints are this thread's, every PURGE_CHECKPOINT_ROWS rows
+            # (PASSIVE: never waiting for a writer), which keeps the WAL under the 1000 pages at
+            # which the automatic one would run inside whichever commit crosses them, often the
+            # history writer's, holding up a run that waits for its row.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            while stop is None or not stop():
+                began = time.perf_counter()
+                with self._lock:
+                    cursor = self._conn.execute(
+                        "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs"
+                        f" WHERE started_at < ? AND {_FINISHED} ORDER BY started_at LIMIT ?)",
+                        (older_than, size),
+                    )
+                elapsed = time.perf_counter() - began
+                removed = max(cursor.rowcount, 0)
+                total += removed
+                unchecked += removed
+                if unchecked >= PURGE_CHECKPOINT_ROWS or (removed < size and unchecked):
+                    with self._lock:
+                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    unchecked = 0
+                if removed < size:
+                    return total
+                cost = elapsed / removed
+                # A smoothed cost per row, an outlier (the disk busy) counted at 2x at most.
+                per_row = cost if per_row is None else 0.7 * per_row + 0.3 * min(cost, 2 * per_row)
+                size = max(10, min(PURGE_MAX_BATCH, 2 * size, int(hold / per_row)))
+                if pause:
+                    time.sleep(pause)
+            return total
+        finally:
             with self._lock:
-                cursor = self._conn.execute(
-                    "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs"
-                    f" WHERE started_at < ? AND {_FINISHED} ORDER BY started_at LIMIT ?)",
-                    (older_than, batch),
-                )
-            total += max(cursor.rowcount, 0)
-            if cursor.rowcount < batch:
-                return total
-            time.sleep(pause)
+                self._conn.execute("PRAGMA wal_autocheckpoint = 1000")
+
+    def purgeable(self, older_than: float) -> bool:
+        """Are there finished runs that started before ``older_than`` (what :meth:`purge` would delete)?"""
+        row = self._execute(f"SELECT 1 FROM runs WHERE started_at < ? AND {_FINISHED} LIMIT 1", (older_than,))
+        return row.fetchone() is not None
 
     # --- reading ------------------------------------------------------------
     def _row_to_dict(self, row: sqlite3.Row) -> dict[str, Any]:
@@ -500,6 +606,12 @@ class RunHistory:
         ).fetchall()
         return {row["job"]: JobSummary(row["success_finished"], int(row["streak"])) for row in rows}
 
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the database does: a commit of another connection or process
+        (``PRAGMA data_version``) or of this one (``total_changes``).  Two equal versions, no change."""
+        with self._lock:
+            return self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes
+
     def newest(self, jobs: Iterable[str], limit: int) -> dict[str, list[dict[str, Any]]]:
         """The ``limit`` newest attempts of each named job, newest first, without details and metrics.
 
@@ -540,16 +652,22 @@ class RunHistory:
             self._newest_cache = ((version, names, limit), rows, None if running else newest)
         return newest
 
-    def last_slots(self) -> dict[str, datetime]:
-        """The newest scheduled slot each job ran for (catch-up compares against it)."""
-        rows = self._execute(
-            f"SELECT job, slot FROM runs WHERE slot IS NOT NULL AND trigger IN {_SLOT_TRIGGERS}"
-        ).fetchall()
+    def last_slots(self, jobs: Iterable[str]) -> dict[str, datetime]:
+        """The newest scheduled slot each named job ran for (catch-up compares against it).
+
+        One seek per job along ``runs_job_slot``: the cost does not grow with the history.
+        """
         slots: dict[str, datetime] = {}
-        for row in rows:
-            slot = datetime.fromisoformat(row["slot"])
-            if row["job"] not in slots or slot > slots[row["job"]]:
-                slots[row["job"]] = slot
+        with self._lock:
+            for job in jobs:
+                # A few by julianday (a double), the newest of them by the exact moment.
+                rows = self._conn.execute(
+                    f"SELECT slot FROM runs INDEXED BY runs_job_slot WHERE job = ? AND {_SLOT_ROWS}"
+                    " ORDER BY julianday(slot) DESC LIMIT 3",
+                    (job,),
+                ).fetchall()
+                if rows:
+                    slots[job] = max(datetime.fromisoformat(row[0]) for row in rows)
         return slots
 
     def consecutive_failures(self, job: str) -> int:
@@ -560,6 +678,16 @@ class RunHistory:
         """
         row = self._execute("SELECT streak FROM job_summary WHERE job = ?", (job,)).fetchone()
         return int(row[0]) if row else 0
+
+
+# The steps that bring a history written by an older pmjobsd up to date, run in this order at each
+# open; a new one goes at the end and must be cheap to find done (see RunHistory._migrate).
+MIGRATIONS: tuple[Callable[[RunHistory], None], ...] = (
+    RunHistory._add_pid_started,
+    RunHistory._add_member_token,
+    RunHistory._add_summary,
+    RunHistory._add_slot_index,
+)
 
 
 _COLUMNS = (
@@ -632,22 +760,30 @@ def is_damage(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
-def check_history(history: RunHistory, *, thorough: bool = True) -> None:
-    """Raise ``sqlite3.DatabaseError`` when the file is damaged.
+def check_file(path: Path) -> None:
+    """Raise ``sqlite3.DatabaseError`` when ``path`` is not an SQLite file or shorter than its header says.
 
-    ``thorough``: ``PRAGMA quick_check`` and a read of every index, O(history) (the daemon's
-    start).  Otherwise O(1), for ``status`` without a daemon: the header must be SQLite's and
-    the file as long as the header says (a truncated copy, garbage), and the summary readable;
-    damage deeper in the file is found by the daemon when it starts.
+    O(1), reading the header.  Call it *before* opening a connection to ``path`` in this process:
+    closing any descriptor of the file drops every POSIX lock the process holds on it, SQLite's
+    too, and another process then believes it is the last one and resets the WAL under ours.
     """
-    if not thorough:
-        _check_header(history.path)
-        history.summaries(["-"])
-        return
-    problems = [row[0] for row in history._execute("PRAGMA quick_check(3)").fetchall()]
-    if problems != ["ok"]:
-        raise sqlite3.DatabaseError("; ".join(problems)[:200])
-    history.last_runs()
+    _check_header(path)
+
+
+def check_history(history: RunHistory) -> None:
+    """Raise ``sqlite3.DatabaseError`` when the open ``history`` is damaged; O(1), not O(history).
+
+    After :func:`check_file` (the header and the length: a truncated copy, garbage): the schema
+    and the summary table pass ``quick_check`` and the summary is read.  Damage deeper in the
+    runs is found when those rows are read or written (an error of the history writer, of a
+    purge); a full ``quick_check`` of a year of runs would take tens of seconds at every
+    daemon start and every ``status``.
+    """
+    for table in ("sqlite_master", "job_summary"):
+        problems = [row[0] for row in history._execute(f"PRAGMA quick_check({table})").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems)[:200])
+    history.summaries(["-"])
 
 
 def _check_header(path: Path) -> None:
@@ -672,7 +808,9 @@ def _check_header(path: Path) -> None:
         )
 
 
-def open_history(path: Path) -> tuple[RunHistory, Path | None, str | None]:
+def open_history(
+    path: Path, on_long_step: Callable[[], None] | None = None
+) -> tuple[RunHistory, Path | None, str | None]:
     """Open the daemon's history; a damaged file is moved aside and a fresh one started.
 
     Returns the history, where the damaged file went (``history.db.corrupt-<ts>``,
@@ -681,7 +819,8 @@ def open_history(path: Path) -> tuple[RunHistory, Path | None, str | None]:
     """
     history: RunHistory | None = None
     try:
-        history = RunHistory(path)
+        check_file(path)  # before any connection of ours to it (see check_file)
+        history = RunHistory(path, on_long_step=on_long_step)
         check_history(history)
         return history, None, None
     except sqlite3.DatabaseError as exc:

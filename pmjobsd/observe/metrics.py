@@ -79,13 +79,32 @@ def job_status_code(job: JobStatus) -> Severity | None:
     return None
 
 
+class _Group:
+    """Collectors (or metric families) as one thing ``generate_latest`` can format."""
+
+    def __init__(self, parts: Sequence[Any]):
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            if isinstance(part, Metric):
+                yield part
+            else:
+                yield from part.collect()
+
+
 class StatusCollector(Collector):
-    """Gauges computed from the status at each scrape (always true, never cached)."""
+    """Gauges computed from the status at each scrape (always true).
+
+    :meth:`text` formats the per-job families again only when the status hands out new job
+    entries (a live daemon builds them once per change of state).
+    """
 
     def __init__(self, status_source: Callable[[], StatusSnapshot], log: EventLogger):
         self.status_source = status_source
         self.log = log
         self._failing = False
+        self._job_families: tuple[tuple[JobStatus, ...], bytes] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return []  # describing must not call the daemon before it is up
@@ -101,6 +120,18 @@ class StatusCollector(Collector):
         self._failing = False
         yield from self._job_gauges(status)
         yield from self._daemon_gauges(status)
+
+    def text(self) -> bytes:
+        """What ``generate_latest`` writes for :meth:`collect`; the jobs' part once per set of entries."""
+        try:
+            status = self.status_source()
+        except Exception:
+            return generate_latest(self)  # logs it once, exposes nothing of the status
+        self._failing = False
+        kept = self._job_families
+        if kept is None or kept[0] is not status.jobs:
+            kept = self._job_families = (status.jobs, generate_latest(_Group(tuple(self._job_gauges(status)))))
+        return kept[1] + generate_latest(_Group(tuple(self._daemon_gauges(status))))
 
     @staticmethod
     def _job_gauges(status: StatusSnapshot) -> Iterator[Metric]:
@@ -322,10 +353,17 @@ class MetricsObserver(NullObserver):
         self.alerts = Counter(
             "pmjobsd_alerts", "Alert deliveries, by sink kind and result", ["sink", "result"], registry=self.registry
         )
-        Info("pmjobsd_build", "pmjobsd version", registry=self.registry).info({"version": version})
-        self.registry.register(StatusCollector(status_source, self.log))
+        build = Info("pmjobsd_build", "pmjobsd version", registry=self.registry)
+        build.info({"version": version})
+        self.status_collector = StatusCollector(status_source, self.log)
+        self.registry.register(self.status_collector)
         self.results = JobResults(self._seed(history) if history is not None else None)
         self.registry.register(self.results)
+        # What changes only through this observer (counters, the jobs' numbers) is formatted once
+        # per change: every method below that changes it bumps the generation, after the change.
+        self._generation = 0
+        self._counted = _Group((self.runs, self.retries, self.duration, self.alerts, build))
+        self._formatted: tuple[int, bytes, bytes] | None = None
         self._textfile: TextfileWriter | None = None
         self._coordination: CoordinationCollector | None = None
         self.set_textfile(textfile)
@@ -343,10 +381,12 @@ class MetricsObserver(NullObserver):
                     self.runs.labels(name, status.value)
             self.retries.labels(name)
             self.duration.labels(name)
+        self._changed()
 
     def declare_metrics(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
         """The named metrics each job exports (job name -> its ``JobSpec.metrics``)."""
         self.results.declare(declared)
+        self._changed()
 
     def set_coordination(self, source: Callable[[], CoordinationSnapshot] | None) -> None:
         """Export the coordination state (``source`` returns its snapshot), or stop exporting it (None)."""
@@ -374,13 +414,26 @@ class MetricsObserver(NullObserver):
             self._textfile.request()
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of everything in the registry."""
-        return generate_latest(self.registry)
+        """The Prometheus text format of everything in the registry (what ``generate_latest`` gives).
+
+        The counters and the jobs' numbers are formatted again only after they changed, the
+        per-job gauges only when the status has new job entries; the daemon's gauges each time.
+        """
+        generation = self._generation
+        formatted = self._formatted
+        if formatted is None or formatted[0] != generation:
+            formatted = (generation, generate_latest(self._counted), generate_latest(self.results))
+            self._formatted = formatted
+        return formatted[1] + self.status_collector.text() + formatted[2]
+
+    def _changed(self) -> None:
+        self._generation += 1
 
     # --- fed by the runner and the alert manager -------------------------------------------
     def run_started(self, record: RunRecord) -> None:
         if record.attempt > 1:
             self.retries.labels(record.job).inc()
+            self._changed()
 
     def run_finished(self, record: RunRecord) -> None:
         if record.given_up:
@@ -389,11 +442,13 @@ class MetricsObserver(NullObserver):
         if record.finished_at is not None:
             self.duration.labels(record.job).observe(max(0.0, record.finished_at - record.started_at))
         self.results.add(record.job, numeric_results(record.metrics))
+        self._changed()
         self.update_textfile()
 
     def alert_delivered(self, sink: str, result: str) -> None:
         """AlertManager's ``on_delivery`` hook: ``result`` is "sent" or "failed"."""
         self.alerts.labels(sink, result).inc()
+        self._changed()
 
     def close(self) -> None:
         if self._textfile is not None:

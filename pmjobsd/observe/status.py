@@ -10,7 +10,9 @@ attempts) or, when no daemon runs, by the CLI from the settings and the run hist
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from pmjobsd import __version__
 from pmjobsd.core.held import Hold
-from pmjobsd.core.history import JobSummary, RunHistory, check_history, is_damage
+from pmjobsd.core.history import JobSummary, RunHistory, check_file, check_history, is_damage
 from pmjobsd.core.history_writer import HistoryHealth
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status, Trigger
@@ -427,7 +429,7 @@ class StatusSnapshot:
 
     def _severity(self) -> Severity:
         return overall_severity(
-            (job.status.severity for job in self.jobs),
+            (_worst(self.jobs),),
             running=self.daemon.running,
             responding=self.daemon.responding,
             abandoned_threads=self.daemon.abandoned_threads or 0,
@@ -439,12 +441,13 @@ class StatusSnapshot:
             else Severity.OK,
         )
 
-    def to_json(self) -> StatusDocument:
+    def to_json(self, jobs: list[JobDocument] | None = None) -> StatusDocument:
+        """The document; ``jobs``: the jobs' entries already formatted (see :meth:`StatusCache.document`)."""
         document: StatusDocument = {
             "generated_at": utc_iso(self.generated_at),
             "daemon": self.daemon.to_json(),
             "settings": self.settings.to_json(),
-            "jobs": [job.to_json() for job in self.jobs],
+            "jobs": [job.to_json() for job in self.jobs] if jobs is None else jobs,
             "status": self.severity.name,
         }
         if self.coordination is not None:
@@ -471,6 +474,18 @@ def coordination_document(state: CoordinationSnapshot) -> CoordinationDocument:
         "last_heartbeat": utc_iso(state.last_heartbeat),
         "duplicate_member": state.duplicate_member,
     }
+
+
+_worst_kept: tuple[tuple[JobStatus, ...], Severity] | None = None
+
+
+def _worst(jobs: tuple[JobStatus, ...]) -> Severity:
+    """The worst of the jobs' severities, kept for the last tuple of entries (a live daemon reuses it)."""
+    global _worst_kept
+    kept = _worst_kept
+    if kept is None or kept[0] is not jobs:
+        kept = _worst_kept = (jobs, max((job.status.severity for job in jobs), default=Severity.OK))
+    return kept[1]
 
 
 def overall_severity(
@@ -638,6 +653,153 @@ def build_status(
     )
 
 
+class StatusCache:
+    """:func:`build_status` for a live daemon, its job entries built once per change of state.
+
+    The entries (the history's newest attempts and summaries, the live next runs, running
+    attempts and their progress, holds, abandoned threads, unwritten records, the settings)
+    are reused while none of them changed: the key is the history's version (bumped by every
+    commit, the history writer's or another process's) and the live values, all O(jobs) to
+    read.  Only ``generated_at`` and the daemon's own state are new at each call.  A RUNNING
+    row of another process is never reused (its writer may die without a commit).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[Any, ...] | None = None
+        self._kept: tuple[Any, ...] = ()  # what the key names by id(), kept alive
+        self._jobs: tuple[JobStatus, ...] = ()
+        self._settings: SettingsState | None = None
+        self._names: tuple[tuple[int, int], list[str]] | None = None
+        self._documents: tuple[tuple[JobStatus, ...], list[JobDocument]] | None = None
+
+    def document(self, snapshot: StatusSnapshot) -> StatusDocument:
+        """``snapshot.to_json()``, the jobs' entries formatted once per set of them (treat as read-only)."""
+        kept = self._documents
+        if kept is None or kept[0] is not snapshot.jobs:
+            kept = self._documents = (snapshot.jobs, [job.to_json() for job in snapshot.jobs])
+        return snapshot.to_json(kept[1])
+
+    def build(
+        self,
+        loaded: LoadedSettings,
+        history: RunHistory,
+        *,
+        daemon: DaemonState,
+        live: LiveState,
+        jobs: Mapping[str, ResolvedJob],
+        now: datetime,
+        coordination: CoordinationSnapshot | None = None,
+    ) -> StatusSnapshot:
+        names = self._names
+        if names is None or names[0] != (id(loaded), id(jobs)):
+            names = ((id(loaded), id(jobs)), sorted(set(jobs) | set(loaded.job_errors)))
+        running = tuple(
+            (attempt.record.job, attempt.record.run_id, attempt.record.attempt, attempt.progress)
+            for attempt in live.running()
+        )
+        unwritten = tuple(
+            (name, record.run_id, record.attempt, record.status, record.finished_at, record.final)
+            for name, record in live.unwritten().items()
+        )
+        key = (
+            history.version(),
+            id(loaded),
+            id(jobs),
+            tuple(map(live.next_run, names[1])),
+            tuple(map(live.held, names[1])),
+            tuple(map(live.abandoned_count, names[1])),
+            running,
+            unwritten,
+        )
+        with self._lock:
+            if key == self._key and self._settings is not None:
+                return StatusSnapshot(now.timestamp(), daemon, self._settings, self._jobs, coordination)
+        snapshot = build_status(
+            loaded, history, daemon=daemon, live=live, jobs=jobs, now=now, coordination=coordination
+        )
+        # A RUNNING row of a job this daemon does not run now: another process's (or one of ours
+        # whose end is on its way); read again next time.
+        ours = {entry[0] for entry in running}
+        foreign = any(
+            attempt.status is Status.RUNNING and job.name not in ours for job in snapshot.jobs for attempt in job.recent
+        )
+        with self._lock:
+            self._names = names
+            if not foreign:
+                self._key, self._kept = key, (loaded, jobs)
+                self._jobs, self._settings = snapshot.jobs, snapshot.settings
+            else:
+                self._key = None
+        return snapshot
+
+
+def document_text(snapshot: StatusSnapshot, jobs_text: str | None = None) -> str:
+    """``json.dumps(snapshot.to_json(), indent=2)``, the same text, with the jobs' part given.
+
+    ``jobs_text`` is :func:`jobs_text` of ``snapshot.jobs`` (kept while they are the same); the
+    rest (generated_at, the daemon, the settings, the status) is formatted here.
+    """
+    if jobs_text is None:
+        return json.dumps(snapshot.to_json(), indent=2)
+    head, tail = _around_jobs(snapshot)
+    return head + jobs_text + tail
+
+
+def document_bytes(snapshot: StatusSnapshot, jobs: bytes) -> bytes:
+    """:func:`document_text` and a newline, UTF-8, around ``jobs`` (:func:`jobs_text`, encoded once)."""
+    head, tail = _around_jobs(snapshot)
+    return b"".join((head.encode(), jobs, tail.encode(), b"\n"))
+
+
+_settings_kept: tuple[SettingsState, str] | None = None
+
+
+def _around_jobs(snapshot: StatusSnapshot) -> tuple[str, str]:
+    """The document's text before and after the jobs' part, as json.dumps(indent=2) writes it:
+    a top-level object, member by member, each member's own lines one level deeper."""
+    global _settings_kept
+    kept = _settings_kept
+    if kept is None or kept[0] is not snapshot.settings:  # a live daemon hands out the same one
+        kept = _settings_kept = (snapshot.settings, _nested(snapshot.settings.to_json()))
+    head = (
+        f'{{\n  "generated_at": {_compact(utc_iso(snapshot.generated_at))},\n  "daemon": '
+        f'{_nested(snapshot.daemon.to_json())},\n  "settings": {kept[1]},\n  "jobs": '
+    )
+    tail = f',\n  "status": {_compact(snapshot.severity.name)}'
+    if snapshot.coordination is not None:
+        tail += f',\n  "coordination": {_nested(coordination_document(snapshot.coordination))}'
+    return head, tail + "\n}"
+
+
+def _nested(value: Any, level: int = 1) -> str:
+    """``value`` as ``json.dumps(indent=2)`` writes it ``level`` levels down, byte for byte.
+
+    The containers are laid out here and every scalar and key goes through the C encoder
+    (``json.dumps`` with ``indent`` set takes the pure-Python one, several times slower).
+    """
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        inner = "\n" + "  " * (level + 1)
+        members = ("," + inner).join(f"{_compact(key)}: {_nested(item, level + 1)}" for key, item in value.items())
+        return "{" + inner + members + "\n" + "  " * level + "}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        inner = "\n" + "  " * (level + 1)
+        return "[" + inner + ("," + inner).join(_nested(item, level + 1) for item in value) + "\n" + "  " * level + "]"
+    return _compact(value)
+
+
+_compact = json.JSONEncoder().encode  # the C encoder, json.dumps's defaults
+
+
+def jobs_text(jobs: Sequence[JobStatus]) -> str:
+    """The ``jobs`` member of the document as :func:`document_text` puts it in."""
+    return _nested([job.to_json() for job in jobs])
+
+
 def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) -> StatusDocument:
     """The status document when no daemon answers, from the run history.
 
@@ -649,8 +811,9 @@ def offline_status(history_path: Path, loaded: LoadedSettings, pid: int | None) 
     else:
         daemon = DaemonState(running=True, pid=pid, version=__version__, started_at=None, responding=False)
     try:
+        check_file(history_path)  # before our connection opens it (see check_file)
         with RunHistory(history_path, create=False) as history:
-            check_history(history, thorough=False)  # O(1): status costs the same with any history
+            check_history(history)  # O(1): status costs the same with any history
             return build_status(loaded, history, daemon=daemon).to_json()
     except sqlite3.DatabaseError as exc:
         if not is_damage(exc):

@@ -18,12 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pmjobsd.observe.joblog import EventLogger
-from pmjobsd.observe.status import StatusSnapshot
-from pmjobsd.observe.statuspage import render_page
+from pmjobsd.observe.status import JobStatus, StatusSnapshot, document_bytes, jobs_text
+from pmjobsd.observe.statuspage import PageTemplate
 
 ALLOWED_METHODS = "GET, HEAD"
 # The classic text format: every pmjobsd name is a legacy-valid one, and every Prometheus reads 0.0.4.
@@ -154,10 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.dumps(health.as_dict()).encode() + b"\n"
                 self._reply(200 if health.healthy else 503, body, "application/json", {}, send_body)
             elif path == "/v1/jobs":
-                body = json.dumps(app.status_source().to_json(), indent=2).encode() + b"\n"
+                body = app.document(app.status_source())
                 self._reply(200, body, "application/json", app.cors_headers(self.headers.get("Origin")), send_body)
             elif path in ("/", "/index.html"):
-                page = render_page(app.status_source()).encode()
+                page = app.page(app.status_source())
                 self._reply(200, page, "text/html; charset=utf-8", {"Content-Security-Policy": _PAGE_POLICY}, send_body)
             else:
                 self._reply(
@@ -213,6 +214,10 @@ class StatusServer:
         self.cors_origins = cors_origins
         self.log = log or EventLogger("http")
         self._loopback_only = False
+        # The jobs' part of the document and of the page, kept while the status hands out the
+        # same job entries (it builds them once per change of state): (entries, formatted).
+        self._jobs_text: tuple[tuple[JobStatus, ...], bytes] | None = None
+        self._page: PageTemplate | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -238,6 +243,20 @@ class StatusServer:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="pmjobsd-http", daemon=True
         )
         self._thread.start()
+
+    def document(self, snapshot: StatusSnapshot) -> bytes:
+        """``/v1/jobs``: the status document, the same bytes as ``json.dumps(indent=2)`` and a newline."""
+        kept = self._jobs_text
+        if kept is None or kept[0] is not snapshot.jobs:
+            kept = self._jobs_text = (snapshot.jobs, jobs_text(snapshot.jobs).encode())
+        return document_bytes(snapshot, kept[1])
+
+    def page(self, snapshot: StatusSnapshot) -> bytes:
+        """``/``: the status page (:func:`render_page`), rendered once per change of what it shows."""
+        template = self._page
+        if template is None or template.key != PageTemplate.key_of(snapshot):
+            template = self._page = PageTemplate(snapshot)
+        return template.encoded(snapshot, datetime.now(timezone.utc))
 
     def host_allowed(self, host_header: str) -> bool:
         """On a loopback address, only loopback ``Host`` names (DNS-rebinding guard)."""

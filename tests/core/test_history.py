@@ -213,3 +213,48 @@ def test_the_newest_attempts_are_read_again_when_another_connection_or_this_one_
         reader.purge(1500.0, pause=0)  # this connection
         assert [row["run_id"] for row in reader.newest(["job"], 5)["job"]] == ["b"]
         assert reader.consecutive_failures("job") == 1 and reader.last_success_times() == {}
+
+
+def test_last_slots_are_the_newest_moment_per_job_by_index_also_across_a_dst_change(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    summer, winter = timezone(timedelta(hours=2)), timezone(timedelta(hours=1))
+    # 02:30+02:00 then, an hour later, 02:30+01:00: as text the earlier one sorts last.
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=summer)
+    second = datetime(2026, 10, 25, 2, 30, tzinfo=winter)
+    with RunHistory(tmp_path / "history.db") as history:
+        for run_id, job, trigger, slot, started in (
+            ("a", "dst", "schedule", first, 1000.0),
+            ("b", "dst", "catch_up", second, 999.0),  # started earlier, for the later slot
+            ("c", "dst", "manual", None, 2000.0),
+            ("d", "dst", "retry", datetime(2027, 1, 1, tzinfo=timezone.utc), 3000.0),  # not a slot's own run
+            ("e", "micro", "schedule", datetime(2026, 1, 1, 0, 0, 0, 250000, tzinfo=timezone.utc), 5.0),
+            ("f", "micro", "schedule", datetime(2026, 1, 1, 0, 0, 0, 125000, tzinfo=timezone.utc), 6.0),
+        ):
+            history.record_start(RunRecord(run_id, job, 1, trigger, slot, started))
+        slots = history.last_slots(["dst", "micro", "never"])
+        assert slots == {"dst": second, "micro": datetime(2026, 1, 1, 0, 0, 0, 250000, tzinfo=timezone.utc)}
+        plan = " ".join(
+            str(tuple(row))
+            for row in history._execute(
+                "EXPLAIN QUERY PLAN SELECT slot FROM runs INDEXED BY runs_job_slot WHERE job = 'dst'"
+                " AND slot IS NOT NULL AND trigger IN ('schedule', 'catch_up') ORDER BY julianday(slot) DESC LIMIT 3"
+            )
+        )
+        assert "runs_job_slot" in plan and "SCAN" not in plan, plan
+
+
+def test_the_slot_index_is_added_once_after_an_upgrade_and_the_long_step_is_reported(tmp_path):
+    path = tmp_path / "history.db"
+    with RunHistory(path) as history:
+        _seed(history, 200, seed=5)
+    with sqlite3.connect(path) as conn:  # as a history from before the index
+        conn.execute("DROP INDEX runs_job_slot")
+    calls = []
+    with RunHistory(path, on_long_step=lambda: calls.append(1)) as history:
+        assert history._execute("SELECT 1 FROM sqlite_master WHERE name = 'runs_job_slot'").fetchone()
+    assert calls  # reported before it started (and every second while it ran)
+    calls.clear()
+    with RunHistory(path, on_long_step=lambda: calls.append(1)):
+        pass
+    assert calls == []  # done: opening is O(1) again

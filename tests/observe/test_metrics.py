@@ -202,6 +202,35 @@ def test_status_gauge_follows_the_status_at_each_scrape(observer):
     assert ("pmjobsd_job_status", job) not in found and ("pmjobsd_job_last_run_timestamp_seconds", job) not in found
 
 
+def test_the_exposition_from_kept_parts_is_what_the_registry_gives_after_every_change(observer):
+    from dataclasses import replace as copy
+
+    from prometheus_client import generate_latest
+
+    def same() -> bytes:
+        text = observer.exposition()
+        assert text == generate_latest(observer.registry)
+        return text
+
+    first = same()
+    assert observer.exposition() == first  # nothing changed
+    changes = [
+        lambda: observer.set_jobs(["backup_integrity_check", "log_purge"]),
+        lambda: observer.run_finished(record(metrics={"backups_verified": 4})),
+        lambda: observer.run_started(record(attempt=2)),
+        lambda: observer.alert_delivered("webhook", "failed"),
+        lambda: observer.declare_metrics({}),
+        lambda: observer.state.update(status=snapshot(consecutive_failures=5)),  # new job entries
+        lambda: observer.state.update(  # the same job entries, the daemon's gauges new
+            status=copy(observer.state["status"], daemon=copy(observer.state["status"].daemon, heartbeat_age_s=3.0))
+        ),
+    ]
+    for change in changes:
+        before = same()
+        change()
+        assert same() != before, change
+
+
 def test_status_code_mapping():
     states = (JobState.OK, JobState.WARN, JobState.FAIL, JobState.DISABLED, JobState.NEVER_RUN)
     assert [job_status_code(replace(JOB, status=state)) for state in states] == [0, 1, 2, None, None]

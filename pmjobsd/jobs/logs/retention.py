@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ class PurgeReport:
     removed_archives: list[tuple[Path, int]] = field(default_factory=list)  # (path, bytes)
     history_runs_removed: int | None = None  # None: run history not available
     history_note: str = ""
+    history_complete: bool = True  # False: stopped before the last old run (the next purge goes on)
     errors: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
@@ -45,6 +46,8 @@ class PurgeReport:
     def summary(self) -> str:
         """One line without secrets (paths of log files only)."""
         history = "history not available" if self.history_runs_removed is None else f"{self.history_runs_removed} runs"
+        if not self.history_complete:
+            history += " (stopped in time, older runs remain for the next purge)"
         text = f"removed {len(self.removed_archives)} archives ({_human(self.bytes_freed)}) and {history}"
         return text + (f"; {len(self.errors)} errors" if self.errors else "")
 
@@ -56,6 +59,8 @@ class PurgeReport:
             lines.append(f"  skipped: {self.history_note or 'not available'}")
         else:
             lines.append(f"  removed {self.history_runs_removed} runs")
+            if not self.history_complete:
+                lines.append("  stopped in time: older runs remain for the next purge")
         lines += [f"Error: {path}: {message}" for path, message in self.errors]
         lines.append(self.summary()[0].upper() + self.summary()[1:] + ".")
         return "\n".join(lines)
@@ -67,6 +72,7 @@ class PurgeReport:
             "removed_archives": [str(path) for path, _ in self.removed_archives],
             "bytes_freed": self.bytes_freed,
             "history_runs_removed": self.history_runs_removed,
+            "history_complete": self.history_complete,
             "errors": {str(path): message for path, message in self.errors},
         }
 
@@ -104,6 +110,7 @@ def purge(
     app_settings: Mapping[str, Any] | None = None,
     files: Iterable[Path] | None = None,
     now: float | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> PurgeReport:
     """Delete archives older than ``log_days`` and runs older than ``history_days``.
 
@@ -111,6 +118,8 @@ def purge(
     app's log, ``jobs.log`` and the ``log_rotation`` job's ``files`` option
     found in ``app_settings``).  Raise ValueError if either number is below 1
     (nothing is removed then); every other problem is reported in the result.
+    ``stop()`` is asked between the history's batches: once true, the purge ends there
+    (``history_complete`` False) and the next one goes on from the oldest run left.
     """
     log_days = _check_days("log days", log_days)
     history_days = _check_days("history days", history_days)
@@ -135,18 +144,22 @@ def purge(
                 continue
             except OSError as exc:
                 report.errors.append((archive, exc.strerror or str(exc)))
-    _purge_history(paths, now - history_days * DAY, report)
+    _purge_history(paths, now - history_days * DAY, report, stop)
     return report
 
 
-def _purge_history(paths: AppPaths, older_than: float, report: PurgeReport) -> None:
+def _purge_history(
+    paths: AppPaths, older_than: float, report: PurgeReport, stop: Callable[[], bool] | None = None
+) -> None:
     history_path = Path(paths.history_path)
     if not history_path.exists():
         report.history_runs_removed = 0  # nothing recorded yet; do not create the database
         return
     try:
         with RunHistory(history_path) as history:
-            report.history_runs_removed = int(history.purge(older_than=older_than))
+            report.history_runs_removed = int(history.purge(older_than=older_than, stop=stop))
+            if stop is not None and stop():
+                report.history_complete = not history.purgeable(older_than)
     except Exception as exc:  # a broken history must not stop the archive purge being reported
         report.history_note = f"{type(exc).__name__}: {exc}"
         report.errors.append((history_path, f"cannot purge run history: {type(exc).__name__}: {exc}"))

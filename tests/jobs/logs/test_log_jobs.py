@@ -281,3 +281,63 @@ def test_first_check_after_install_leaves_young_logs_alone(tmp_path, jobs_log):
     state.write_text(json.dumps({path: when - 120 for path, when in seen.items()}))
     result, _ = run_job(tmp_path, "log_rotation", LogRotationOptions(every="* * * * *"), seed_rotations=False)
     assert result.metrics["files_rotated"] == 2
+
+
+def _old_history(paths, count: int, now: float) -> None:
+    """``count`` finished runs 40 days old and one run of yesterday."""
+    import sqlite3
+
+    with RunHistory(paths.history_path):
+        pass
+    with sqlite3.connect(paths.history_path) as conn:
+        rows = [
+            (f"old{i}", 1, "tick", "schedule", None, now - 40 * DAY + i, now - 40 * DAY + i + 1, "OK", 1)
+            for i in range(count)
+        ]
+        rows.append(("new", 1, "tick", "schedule", None, now - DAY, now - DAY + 1, "OK", 1))
+        conn.executemany(
+            "INSERT INTO runs (run_id, attempt, job, trigger, slot, started_at, finished_at, status, pid)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def _run_ids(paths) -> set[str]:
+    with RunHistory(paths.history_path) as runs:
+        return {row[0] for row in runs._execute("SELECT run_id FROM runs")}
+
+
+def test_a_history_purge_told_to_stop_ends_between_batches_and_the_next_one_goes_on(tmp_path):
+    paths = app_paths(tmp_path)
+    now = time.time()
+    _old_history(paths, 1000, now)
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 3  # three batches, then stop
+
+    first = purge(paths, 30, 30, now=now, stop=stop)
+    assert 0 < first.history_runs_removed < 1000 and not first.history_complete, first
+    assert "older runs remain for the next purge" in str(first) and first.ok
+    assert len(_run_ids(paths)) == 1001 - first.history_runs_removed  # whole batches, all committed
+    second = purge(paths, 30, 30, now=now)
+    assert second.history_complete and first.history_runs_removed + second.history_runs_removed == 1000
+    assert _run_ids(paths) == {"new"}
+
+
+def test_the_purge_job_stops_before_its_deadline_with_an_ok_and_the_next_run_finishes(tmp_path):
+    paths = app_paths(tmp_path)
+    now = time.time()
+    _old_history(paths, 500, now)
+    from pmjobsd.jobs.logs.log_purge import STOP_MARGIN
+
+    # Less time left than the margin: the history is left for the next run, the archives are done.
+    result, _ = run_job(tmp_path, "log_purge", LogPurgeOptions(), timeout=STOP_MARGIN / 2)
+    assert result.status is Status.OK, result
+    assert result.metrics["history_complete"] == 0 and result.metrics["history_runs_removed"] == 0
+    assert "older runs remain" in result.summary
+    assert len(_run_ids(paths)) == 501
+    result, _ = run_job(tmp_path, "log_purge", LogPurgeOptions())
+    assert result.status is Status.OK and result.metrics["history_complete"] == 1, result
+    assert result.metrics["history_runs_removed"] == 500 and _run_ids(paths) == {"new"}
