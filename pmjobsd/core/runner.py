@@ -384,6 +384,9 @@ class Runner:
         if claim is not None:
             record.member, record.token = claim.member, claim.token
             if not claim.run:  # another member holds or ran the slot, or the engine is down: say so, no run
+                with self._lock:
+                    self._dequeued(job.name)  # it leaves the queue without becoming a running attempt
+                request.started.set()
                 self._record(active, claim.status or Status.SKIPPED, claim.summary, None, {}, {})
                 return
             context.fencing_token, context.fence = claim.token, claim.fence

@@ -424,7 +424,10 @@ class MetricsObserver(NullObserver):
         if formatted is None or formatted[0] != generation:
             formatted = (generation, generate_latest(self._counted), generate_latest(self.results))
             self._formatted = formatted
-        return formatted[1] + self.status_collector.text() + formatted[2]
+        text = formatted[1] + self.status_collector.text() + formatted[2]
+        if self._coordination is not None:  # read from the coordination state at each scrape (cheap)
+            text += generate_latest(self._coordination)
+        return text
 
     def _changed(self) -> None:
         self._generation += 1
