@@ -14,9 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
 from pmjobsd.core.context import JobContext, JobResult
+from pmjobsd.core.model import BaseModel
 
 JobFunction = Callable[[JobContext], "JobResult | None"]
 

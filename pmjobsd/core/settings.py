@@ -1,6 +1,6 @@
 """Settings: the ``"jobs"`` key of the app's settings.json (README, "Settings").
 
-Raw JSON is validated by pydantic into frozen models; every problem is
+Raw JSON is validated into frozen models (:mod:`pmjobsd.core.model`); every problem is
 reported at once with its JSON path (``jobs.definitions.log_rotation.cron:
 ...``).  Problems inside one job definition disable that job only; problems
 elsewhere make the whole ``jobs`` object fall back to the defaults (or, on
@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
+from pmjobsd.app.paths import AppPaths
+from pmjobsd.core import cron, registry
+from pmjobsd.core.model import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
@@ -28,9 +30,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from pmjobsd.app.paths import AppPaths
-from pmjobsd.core import cron, registry
 from pmjobsd.core.outcomes import Overlap
 from pmjobsd.core.privacy import EMAIL
 from pmjobsd.core.registry import JobFunction, JobMetric, JobSpec, PathRule, RegistryError

@@ -21,9 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec
+from pmjobsd.api import BaseModel, ConfigDict, Duration, Field, JobContext, JobMetric, JobResult, JobSpec
 
 # The app's defaults (secure_password_manager/utils/config.py, DEFAULT_SETTINGS["browser_bridge"]).
 APP_DEFAULTS = {

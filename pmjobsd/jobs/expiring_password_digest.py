@@ -12,9 +12,19 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Notice, Overlap, Status
+from pmjobsd.api import (
+    BaseModel,
+    ConfigDict,
+    Duration,
+    Field,
+    JobContext,
+    JobMetric,
+    JobResult,
+    JobSpec,
+    Notice,
+    Overlap,
+    Status,
+)
 from pmjobsd.app.vault import ExpiryEntry, VaultError, entries_expiring_by, read_vault
 
 DAY = 86400

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from pmjobsd.api import ValidationError
 from pmjobsd.core.context import Notice, Status
 from pmjobsd.core.registry import load_builtin
 from pmjobsd.jobs import expiring_password_digest as digest

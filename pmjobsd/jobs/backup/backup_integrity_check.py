@@ -24,9 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pmjobsd.api import Duration, JobCancelled, JobContext, JobMetric, JobResult, JobSpec, Overlap, PathRule, Status
+from pmjobsd.api import (
+    BaseModel,
+    ConfigDict,
+    Duration,
+    Field,
+    JobCancelled,
+    JobContext,
+    JobMetric,
+    JobResult,
+    JobSpec,
+    Overlap,
+    PathRule,
+    Status,
+)
 from pmjobsd.app.snapshot import private_scratch
 from pmjobsd.app.vault import EntryStamp, VaultError, entry_stamps, integrity_problems, read_vault
 from pmjobsd.jobs.backup.archive import (

@@ -19,9 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Overlap
+from pmjobsd.api import (
+    BaseModel,
+    ConfigDict,
+    Duration,
+    Field,
+    JobContext,
+    JobMetric,
+    JobResult,
+    JobSpec,
+    Overlap,
+    field_validator,
+)
 from pmjobsd.jobs.breach import cache as breach_cache
 from pmjobsd.jobs.breach.cache import CacheCorrupt, EntrySummary, encode_entry, fingerprint
 from pmjobsd.jobs.breach.state import BreachState

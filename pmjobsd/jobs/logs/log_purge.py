@@ -7,9 +7,7 @@ archives are purged (the ``log_rotation`` job's ``files`` are included).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap
+from pmjobsd.api import BaseModel, ConfigDict, Field, JobContext, JobResult, JobSpec, Overlap
 from pmjobsd.jobs.logs.archives import log_files
 from pmjobsd.jobs.logs.retention import purge, retention_settings
 

@@ -16,9 +16,19 @@ from datetime import datetime
 from pathlib import Path
 
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
-from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap, PathRule
+from pmjobsd.api import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    JobContext,
+    JobResult,
+    JobSpec,
+    Overlap,
+    PathRule,
+    field_validator,
+)
 from pmjobsd.jobs.logs.archives import log_files, reopening_files
 from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
 from pmjobsd.jobs.logs.retention import retention_settings

@@ -11,8 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from pmjobsd.api import ValidationError
 from pmjobsd.core.context import Status
 from pmjobsd.core.registry import load_builtin
 from pmjobsd.jobs.backup import backup_integrity_check as job

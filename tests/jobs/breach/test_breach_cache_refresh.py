@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from pmjobsd.api import ValidationError
 from pmjobsd.core.context import Status
 from pmjobsd.core.registry import load_builtin
 from pmjobsd.jobs.breach.breach_cache_refresh import JOB, STATE_FILE, BreachCacheRefreshOptions, run_refresh

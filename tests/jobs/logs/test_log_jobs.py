@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from pmjobsd.api import ValidationError
 from pmjobsd.core import registry
 from pmjobsd.core.context import Status
 from pmjobsd.core.history import RunHistory
