@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmjobsd import __version__
 from pmjobsd.alerts.manager import AlertManager
@@ -45,10 +45,12 @@ from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
 from pmjobsd.observe.status import DaemonState, StatusDocument, StatusSnapshot, build_status
-from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
 from pmjobsd.system.files import check_not_root_on_user_home, describe_error, ensure_private_dir
 from pmjobsd.system.lock import AlreadyRunning, InstanceLock
 from pmjobsd.system.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from pmjobsd.observe.web import StatusServer
 
 EXIT_OK = 0
 EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
@@ -382,6 +384,8 @@ class Daemon:
         config = self.loaded.settings.metrics
         if not config.enabled:
             return
+        from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health  # http.server: only for this
+
         server = StatusServer(
             config.host,
             config.port,

@@ -17,7 +17,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +61,8 @@ class ProbeFailure(Exception):
 # --- is the app running? ---------------------------------------------------------
 def app_commands() -> tuple[str, ...]:
     """The app's console scripts, from its installed metadata when present, else the 1.11 names."""
+    from importlib import metadata  # ~1 MB and ~10 ms: when the job runs, not when its options are read
+
     try:
         names = {
             ep.name

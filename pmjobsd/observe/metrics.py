@@ -14,6 +14,10 @@ Every series is labelled ``job_name``: ``job`` belongs to Prometheus.
 
 Optionally the same exposition is written to a node_exporter textfile
 (``metrics.textfile``) after each run, atomically, by a writer thread.
+
+Counting is plain numbers (:class:`RunCounts`); prometheus_client is imported at the first
+exposition only (a scrape of ``/metrics`` or a textfile write), so a daemon with the endpoint
+off (the default) and no textfile never loads it (issue 16).
 """
 
 from __future__ import annotations
@@ -23,11 +27,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any
 
 from pmjobsd import __version__
 from pmjobsd.core.history import RunHistory
@@ -37,6 +37,10 @@ from pmjobsd.core.registry import RESULT_KEY, JobMetric, MetricKind
 from pmjobsd.observe.joblog import EventLogger
 from pmjobsd.observe.status import JobStatus, StatusSnapshot
 from pmjobsd.system.files import existing_mode, write_atomic
+
+if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import CollectorRegistry
 
 # Jobs take seconds to tens of minutes (a breach cache refresh under its rate
 # limit, hashing many backups); the default buckets stop at 10 s.
@@ -75,7 +79,7 @@ def job_status_code(job: JobStatus) -> Severity | None:
     return None
 
 
-class StatusCollector(Collector):
+class StatusCollector:
     """Gauges computed from the status at each scrape (always true, never cached)."""
 
     def __init__(self, status_source: Callable[[], StatusSnapshot], log: EventLogger):
@@ -100,6 +104,8 @@ class StatusCollector(Collector):
 
     @staticmethod
     def _job_gauges(status: StatusSnapshot) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         def family(name: str, documentation: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, documentation, labels=["job_name"])
 
@@ -130,6 +136,8 @@ class StatusCollector(Collector):
 
     @staticmethod
     def _daemon_gauges(status: StatusSnapshot) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         daemon = status.daemon
         yield GaugeMetricFamily(
             "pmjobsd_threads_abandoned",
@@ -162,7 +170,7 @@ class StatusCollector(Collector):
         )
 
 
-class JobResults(Collector):
+class JobResults:
     """The jobs' own numbers (``JobResult.metrics``) and the metrics each job declares for them.
 
     Every number is ``pmjobsd_job_result_value{job_name, name}`` from the
@@ -197,6 +205,8 @@ class JobResults(Collector):
         return []  # the names depend on the declarations, which change on reload
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         with self._lock:
             newest = {job: dict(values) for job, values in self._newest.items()}
             sums = dict(self._sums)
@@ -210,7 +220,7 @@ class JobResults(Collector):
             for name, value in sorted(newest[job].items()):
                 generic.add_metric([job, name], value)
         yield generic
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for job in sorted(declared):
             for metric in declared[job]:
                 if metric.kind is MetricKind.COUNTER:
@@ -224,6 +234,88 @@ class JobResults(Collector):
                     )
                     family.add_metric([job], newest[job][metric.key] * metric.scale)
         yield from families.values()
+
+
+class RunCounts:
+    """What happened, as plain numbers: attempts by outcome, retries, durations, alert deliveries.
+
+    Rendered as the series prometheus_client's Counter, Histogram and Info made of the same
+    calls (``pmjobsd_job_runs_total``, ``pmjobsd_job_duration_seconds_bucket``, ...), in the
+    order their labels first appeared.
+    """
+
+    def __init__(self, version: str):
+        self.version = version
+        self._lock = threading.Lock()
+        self.runs: dict[tuple[str, str], float] = {}
+        self.retries: dict[str, float] = {}
+        self.durations: dict[str, tuple[list[float], list[float]]] = {}  # job -> (bucket counts, [sum])
+        self.alerts: dict[tuple[str, str], float] = {}
+
+    def declare(self, job: str, statuses: Iterable[str]) -> None:
+        """The series of ``job`` at 0 (those that exist stay as they are)."""
+        with self._lock:
+            for status in statuses:
+                self.runs.setdefault((job, status), 0.0)
+            self.retries.setdefault(job, 0.0)
+            self.durations.setdefault(job, ([0.0] * len(DURATION_BUCKETS), [0.0]))
+
+    def retry(self, job: str) -> None:
+        with self._lock:
+            self.retries[job] = self.retries.get(job, 0.0) + 1
+
+    def finished(self, job: str, status: str, seconds: float | None) -> None:
+        with self._lock:
+            self.runs[(job, status)] = self.runs.get((job, status), 0.0) + 1
+            if seconds is not None:
+                buckets, total = self.durations.setdefault(job, ([0.0] * len(DURATION_BUCKETS), [0.0]))
+                total[0] += seconds
+                for index, bound in enumerate(DURATION_BUCKETS):
+                    if seconds <= bound:
+                        buckets[index] += 1
+                        break
+
+    def delivered(self, sink: str, result: str) -> None:
+        with self._lock:
+            self.alerts[(sink, result)] = self.alerts.get((sink, result), 0.0) + 1
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, InfoMetricFamily
+        from prometheus_client.utils import floatToGoString
+
+        with self._lock:
+            runs, retries, alerts = dict(self.runs), dict(self.retries), dict(self.alerts)
+            durations = {job: (list(buckets), total[0]) for job, (buckets, total) in self.durations.items()}
+        family = CounterMetricFamily(
+            "pmjobsd_job_runs", "Finished attempts of each job, by outcome", labels=["job_name", "status"]
+        )
+        for labels, value in runs.items():
+            family.add_metric(list(labels), value)
+        yield family
+        family = CounterMetricFamily("pmjobsd_job_retries", "Retry attempts started", labels=["job_name"])
+        for job, value in retries.items():
+            family.add_metric([job], value)
+        yield family
+        histogram = HistogramMetricFamily(
+            "pmjobsd_job_duration_seconds", "Duration of finished attempts", labels=["job_name"]
+        )
+        for job, (buckets, total) in durations.items():
+            cumulative, running = [], 0.0
+            for bound, count in zip(DURATION_BUCKETS, buckets, strict=True):
+                running += count
+                cumulative.append((floatToGoString(bound), running))
+            histogram.add_metric([job], cumulative, total)
+        yield histogram
+        family = CounterMetricFamily(
+            "pmjobsd_alerts", "Alert deliveries, by sink kind and result", labels=["sink", "result"]
+        )
+        for labels, value in alerts.items():
+            family.add_metric(list(labels), value)
+        yield family
+        yield InfoMetricFamily("pmjobsd_build", "pmjobsd version", value={"version": self.version})
 
 
 class MetricsObserver(NullObserver):
@@ -244,32 +336,26 @@ class MetricsObserver(NullObserver):
         version: str = __version__,
     ):
         self.log = log or EventLogger("metrics")
-        # The *_created series double the output and say only when the daemon started (see its own gauge).
-        disable_created_metrics()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.runs = Counter(
-            "pmjobsd_job_runs",
-            "Finished attempts of each job, by outcome",
-            ["job_name", "status"],
-            registry=self.registry,
-        )
-        self.retries = Counter("pmjobsd_job_retries", "Retry attempts started", ["job_name"], registry=self.registry)
-        self.duration = Histogram(
-            "pmjobsd_job_duration_seconds",
-            "Duration of finished attempts",
-            ["job_name"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self.alerts = Counter(
-            "pmjobsd_alerts", "Alert deliveries, by sink kind and result", ["sink", "result"], registry=self.registry
-        )
-        Info("pmjobsd_build", "pmjobsd version", registry=self.registry).info({"version": version})
-        self.registry.register(StatusCollector(status_source, self.log))
+        self.counts = RunCounts(version)
+        self.status_collector = StatusCollector(status_source, self.log)
         self.results = JobResults(self._seed(history) if history is not None else None)
-        self.registry.register(self.results)
+        self._registry: CollectorRegistry | None = None
+        self._registry_lock = threading.Lock()
         self._textfile: TextfileWriter | None = None
         self.set_textfile(textfile)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry ``/metrics`` renders (own, never the process-wide one), made at first use."""
+        with self._registry_lock:
+            if self._registry is None:
+                from prometheus_client import CollectorRegistry
+
+                registry = CollectorRegistry(auto_describe=False)
+                for collector in (self.counts, self.status_collector, self.results):
+                    registry.register(collector)  # a collector is what has collect() and describe()
+                self._registry = registry
+            return self._registry
 
     # --- configuration (daemon start and reload) -------------------------------------------
     def set_jobs(self, names: Iterable[str]) -> None:
@@ -279,11 +365,7 @@ class MetricsObserver(NullObserver):
         (TIMEOUT, INTERRUPTED) appear when they first happen.
         """
         for name in names:
-            for status in Status:
-                if status.returnable:
-                    self.runs.labels(name, status.value)
-            self.retries.labels(name)
-            self.duration.labels(name)
+            self.counts.declare(name, [status.value for status in Status if status.returnable])
 
     def declare_metrics(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
         """The named metrics each job exports (job name -> its ``JobSpec.metrics``)."""
@@ -307,25 +389,26 @@ class MetricsObserver(NullObserver):
 
     def exposition(self) -> bytes:
         """The Prometheus text format of everything in the registry."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
     # --- fed by the runner and the alert manager -------------------------------------------
     def run_started(self, record: RunRecord) -> None:
         if record.attempt > 1:
-            self.retries.labels(record.job).inc()
+            self.counts.retry(record.job)
 
     def run_finished(self, record: RunRecord) -> None:
         if record.given_up:
             return  # the attempt was counted when it ended; it only became final now
-        self.runs.labels(record.job, record.status.value).inc()
-        if record.finished_at is not None:
-            self.duration.labels(record.job).observe(max(0.0, record.finished_at - record.started_at))
+        seconds = None if record.finished_at is None else max(0.0, record.finished_at - record.started_at)
+        self.counts.finished(record.job, record.status.value, seconds)
         self.results.add(record.job, numeric_results(record.metrics))
         self.update_textfile()
 
     def alert_delivered(self, sink: str, result: str) -> None:
         """AlertManager's ``on_delivery`` hook: ``result`` is "sent" or "failed"."""
-        self.alerts.labels(sink, result).inc()
+        self.counts.delivered(sink, result)
 
     def close(self) -> None:
         if self._textfile is not None:
