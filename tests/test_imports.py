@@ -17,8 +17,8 @@ from tests.support.daemon import AppHome, DaemonProcess, all_builtins_disabled, 
 
 # Never needed by a command that only reads: HTTP, alert sinks, Prometheus, the daemon itself.
 NOT_FOR_READERS = {"requests", "urllib3", "apprise", "jeepney", "prometheus_client", "filelock", "pmjobsd.core.daemon"}
-# Validating settings is pydantic's; a command that does not validate them must not load it.
-VALIDATION = {"pydantic", "pmjobsd.core.settings"}
+# Validating settings is msgspec's; a command that does not validate them must not load it.
+VALIDATION = {"msgspec", "pmjobsd.core.settings", "pmjobsd.core.validation"}
 
 
 def imported(stderr: str) -> set[str]:
@@ -67,7 +67,8 @@ def test_read_only_commands_without_a_daemon_load_no_sink_http_metrics_or_daemon
     )
     result, modules = run_cli(home, *args)
     assert result.returncode in (0, 1), result.stderr[-2000:]
-    assert "pydantic" in modules  # these validate the settings
+    assert "msgspec" in modules and "pmjobsd.core.validation" in modules  # these validate the settings
+    assert "pydantic" not in modules  # pmjobsd no longer uses it
     assert modules.isdisjoint(NOT_FOR_READERS), sorted(modules & NOT_FOR_READERS)
 
 

@@ -18,9 +18,9 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pmjobsd.api import BaseModel, ConfigDict, Duration, Field, JobContext, JobMetric, JobResult, JobSpec
+from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Meta, Struct, validate
 
 # The app's defaults (secure_password_manager/utils/config.py, DEFAULT_SETTINGS["browser_bridge"]).
 APP_DEFAULTS = {
@@ -36,18 +36,17 @@ APP_MODULES = ("secure_password_manager",)
 _WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    expect: Literal["when_app_running", "always"] = Field(
-        "when_app_running", description="when the bridge must answer: only while the app runs, or always"
-    )
-    timeout: Duration = Field(3.0, gt=0, le=60, description="timeout of each probe")
-    slow_after: Duration | None = Field(1.0, description="WARN when /v1/status takes longer than this")
-    app_commands: list[str] = Field(
-        default_factory=lambda: list(APP_COMMANDS),
-        description="program names (argv[0] or the script a Python runs) that mean the app is running",
-    )
+class Options(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    expect: Annotated[
+        Literal["when_app_running", "always"],
+        Meta(description="when the bridge must answer: only while the app runs, or always"),
+    ] = "when_app_running"
+    timeout: Annotated[Duration, Meta(gt=0, le=60, description="timeout of each probe")] = 3.0
+    slow_after: Annotated[Duration | None, Meta(description="WARN when /v1/status takes longer than this")] = 1.0
+    app_commands: Annotated[
+        tuple[str, ...],
+        Meta(description="program names (argv[0] or the script a Python runs) that mean the app is running"),
+    ] = APP_COMMANDS
 
 
 class ProbeFailure(Exception):
@@ -205,9 +204,7 @@ def make_job(is_app_running: Callable[[Options], bool] | None = None) -> Callabl
     detect = is_app_running or (lambda options: app_running(tuple(options.app_commands) + app_commands()))
 
     def browser_bridge_health(ctx: JobContext) -> JobResult:
-        options: Options = (
-            ctx.options if isinstance(ctx.options, Options) else Options.model_validate(ctx.options or {})
-        )
+        options: Options = ctx.options if isinstance(ctx.options, Options) else validate(Options, ctx.options or {})
         try:
             bridge = bridge_settings(dict(ctx.app_settings), ctx.paths.settings_path)
         except ValueError as exc:

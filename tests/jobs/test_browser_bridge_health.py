@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pmjobsd.api import validate
 from pmjobsd.core import registry
 from pmjobsd.core.context import Status
 from pmjobsd.jobs.browser_bridge_health import (
@@ -49,7 +50,7 @@ def settings(port, **bridge):
 
 
 def run(tmp_path, app_settings, running=False, **options):
-    ctx = make_context(tmp_path, "browser_bridge_health", Options(**options), app_settings=app_settings)
+    ctx = make_context(tmp_path, "browser_bridge_health", validate(Options, options), app_settings=app_settings)
     result = make_job(lambda opts: running)(ctx)
     assert CANARY not in json.dumps([result.summary, dict(result.details), dict(result.metrics)])
     return result

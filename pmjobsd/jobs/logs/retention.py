@@ -18,6 +18,7 @@ from typing import Any
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.settings import Retention
+from pmjobsd.core.validation import validate
 from pmjobsd.jobs.logs.archives import list_archives, log_files
 
 DAY = 86400
@@ -85,7 +86,7 @@ def retention_settings(app_settings: Mapping[str, Any] | None) -> Retention:
     (The daemon already reported an invalid settings file; a job must still run.)
     """
     try:
-        return Retention.model_validate(dict((app_settings or {}).get("jobs", {}).get("retention", {})))
+        return validate(Retention, dict((app_settings or {}).get("jobs", {}).get("retention", {})))
     except Exception:
         return Retention()
 
