@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pmjobsd import __version__
 
 # Each command imports what it needs when it runs: `--version` and `status` must not pay for
-# pydantic, requests, apprise, prometheus_client or the daemon (issue 16; tests/test_imports.py).
+# settings validation, requests, apprise, prometheus_client or the daemon (issue 16; tests/test_imports.py).
 if TYPE_CHECKING:
     from pmjobsd.app.paths import AppPaths
     from pmjobsd.core.settings import LoadedSettings
@@ -246,7 +246,7 @@ def _daemon_paths(args: argparse.Namespace) -> AppPaths | None:
 
     They depend on the settings only through ``jobs.paths``; with none there (or every folder on
     the command line) they are the same whether the settings are valid or not, so asking the
-    daemon needs neither pydantic nor the jobs' modules.
+    daemon needs neither settings validation nor the jobs' modules.
     """
     from pmjobsd.core.settings_file import read_settings_file
 

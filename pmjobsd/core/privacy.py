@@ -37,7 +37,7 @@ _AUTH_HEADER = re.compile(
 )
 # "apikey=abc", "token: abc", "'password': 'x'", "client_secret=\"y\"", "X-Api-Key: z" -- a key that ends in a
 # secret's name (not "KeyError" or "monkeys"), then = or :, then a quoted or bare value.  A dotted settings
-# path ("jobs.alerts.webhook_secret: Input should be ...") names a key, not a credential: it is left alone.
+# path ("jobs.alerts.webhook_secret: Expected `str`, got `int`") names a key, not a credential: it is left alone.
 _SECRET_PAIR = re.compile(
     r"""(?<![\w.-])([\w-]*?(?:secret|token|password|passwd|passphrase|pwd|pass|apikey|api[_-]key|key|auth|"""
     r"""credentials?|cookie|session[_-]?id|signature))(?![\w.-])(["']?\s*[:=]\s*)"""
