@@ -36,7 +36,9 @@ APP_MODULES = ("secure_password_manager",)
 _WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-class Options(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class BridgeHealthOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Options of ``browser_bridge_health``."""
+
     expect: Annotated[
         Literal["when_app_running", "always"],
         Meta(description="when the bridge must answer: only while the app runs, or always"),
@@ -199,12 +201,16 @@ def _recv_exact(sock: socket.socket, length: int) -> bytes:
 
 
 # --- the job ---------------------------------------------------------------------------------
-def make_job(is_app_running: Callable[[Options], bool] | None = None) -> Callable[[JobContext], JobResult]:
+def make_job(is_app_running: Callable[[BridgeHealthOptions], bool] | None = None) -> Callable[[JobContext], JobResult]:
     """The job function; ``is_app_running`` replaces the process scan (tests)."""
     detect = is_app_running or (lambda options: app_running(tuple(options.app_commands) + app_commands()))
 
     def browser_bridge_health(ctx: JobContext) -> JobResult:
-        options: Options = ctx.options if isinstance(ctx.options, Options) else validate(Options, ctx.options or {})
+        options: BridgeHealthOptions = (
+            ctx.options
+            if isinstance(ctx.options, BridgeHealthOptions)
+            else validate(BridgeHealthOptions, ctx.options or {})
+        )
         try:
             bridge = bridge_settings(dict(ctx.app_settings), ctx.paths.settings_path)
         except ValueError as exc:
@@ -257,7 +263,7 @@ JOB = JobSpec(
     func=make_job(),
     description="Check that the app's browser bridge answers /v1/status (and its domain socket)",
     defaults={"cron": "0 * * * *", "timeout": 30, "retries": 1, "backoff": {"initial": 60}, "jitter": 30},
-    options_model=Options,
+    options_model=BridgeHealthOptions,
     metrics=(
         JobMetric(
             "reachable", "pmjobsd_browser_bridge_reachable", "1 when the app's browser bridge answered its health check"

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pmjobsd.api import validate
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.settings import Retention
-from pmjobsd.core.validation import validate
 from pmjobsd.jobs.logs.archives import list_archives, log_files
 
 DAY = 86400
