@@ -44,12 +44,12 @@ from pmjobsd.core.settings_watch import SettingsWatch, open_watch
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
-from pmjobsd.observe.status import DaemonState, StatusDocument, StatusSnapshot, build_status
 from pmjobsd.system.files import check_not_root_on_user_home, describe_error, ensure_private_dir
 from pmjobsd.system.lock import AlreadyRunning, InstanceLock
 from pmjobsd.system.sdnotify import Notifier
 
 if TYPE_CHECKING:
+    from pmjobsd.observe.status import StatusDocument, StatusSnapshot
     from pmjobsd.observe.web import StatusServer
 
 EXIT_OK = 0
@@ -662,6 +662,9 @@ class Daemon:
     # --- control requests (from the control socket's threads) ----------------------------
     def status_snapshot(self) -> StatusSnapshot:
         """The status now (what the metrics and the status page read)."""
+        # Imported at the first status request, scrape or textfile write, not before daemon.ready.
+        from pmjobsd.observe.status import DaemonState, build_status
+
         daemon = DaemonState(
             running=True,
             pid=os.getpid(),

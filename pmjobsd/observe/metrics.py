@@ -35,12 +35,13 @@ from pmjobsd.core.observers import NullObserver, RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status
 from pmjobsd.core.registry import RESULT_KEY, JobMetric, MetricKind
 from pmjobsd.observe.joblog import EventLogger
-from pmjobsd.observe.status import JobStatus, StatusSnapshot
 from pmjobsd.system.files import existing_mode, write_atomic
 
 if TYPE_CHECKING:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.registry import CollectorRegistry
+
+    from pmjobsd.observe.status import JobStatus, StatusSnapshot
 
 # Jobs take seconds to tens of minutes (a breach cache refresh under its rate
 # limit, hashing many backups); the default buckets stop at 10 s.
