@@ -664,11 +664,25 @@ def _field_annotations(cls: type[BaseModel]) -> dict[str, Any]:
     """Each field's annotation, evaluated where its class was defined (``from __future__ import annotations``)."""
     hints: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
+        annotations = vars(klass).get("__annotations__", {})
+        if not annotations:
+            continue
         module = vars(sys.modules[klass.__module__]) if klass.__module__ in sys.modules else {}
-        for name, annotation in vars(klass).get("__annotations__", {}).items():
+        scope = dict(vars(klass))
+        for name, annotation in annotations.items():
             if name in cls.__field_names__:
-                hints[name] = eval(annotation, module, dict(vars(klass))) if isinstance(annotation, str) else annotation
+                hints[name] = eval(_code(annotation), module, scope) if isinstance(annotation, str) else annotation
     return hints
+
+
+_CODE: dict[str, Any] = {}  # annotation text -> its compiled expression ("bool", "Duration", ... recur)
+
+
+def _code(annotation: str) -> Any:
+    code = _CODE.get(annotation)
+    if code is None:
+        code = _CODE[annotation] = compile(annotation, "<annotation>", "eval")
+    return code
 
 
 class _Compiled:
