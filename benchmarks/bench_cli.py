@@ -10,7 +10,8 @@ the same interpreter running ``python -c "import requests"``: what any tool that
 HTTP pays before doing anything.  The commands and the baseline take turns (round-robin,
 so load on a shared machine falls on all of them alike); each row is the median of the
 runs, ratio = pmjobsd / ``import requests``.  ``--repo`` measures another checkout (an
-older commit, for before/after) with the same harness.
+older commit, for before/after) with the same harness.  As bench_idle: from compiled
+bytecode (the checkout byte-compiled once, PYTHONDONTWRITEBYTECODE dropped), as installed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_idle import bytecode_env, compile_checkout
 from benchmarks.common import REPO, NotifySocket, home_env, print_table, row, write_settings
 
 BUILTIN = [
@@ -45,7 +47,7 @@ def prepare_home(root: Path) -> None:
 
 
 def env_for(root: Path, repo: Path) -> dict[str, str]:
-    env = home_env(root)
+    env = bytecode_env(home_env(root))
     env["PYTHONPATH"] = str(repo)  # the checkout measured, and nothing else of ours
     return env
 
@@ -63,6 +65,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
 def measure(runs: int, repo: Path = REPO) -> dict[str, list[float]]:
     """Seconds per run of each command and of the baseline, taken in turns."""
     pmjobsd = [sys.executable, "-m", "pmjobsd"]
+    compile_checkout(repo)
     with tempfile.TemporaryDirectory(prefix="bench_cli_") as folder:
         idle, busy = Path(folder) / "idle", Path(folder) / "busy"
         for root in (idle, busy):

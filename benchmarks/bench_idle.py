@@ -11,6 +11,11 @@ nothing runs and nothing leaves the machine):
 * ``baselines/schedule_loop.py``: ``run_pending()`` then ``sleep(1)``, forever;
 * ``baselines/apscheduler_background.py``: a BackgroundScheduler, 4 threads.
 
+Every program runs from compiled bytecode, as an installed package does: pmjobsd's
+modules are byte-compiled once first, and PYTHONDONTWRITEBYTECODE (which some shells
+and sandboxes set) is dropped for the children, so no start compiles our source again
+while the baselines' site-packages were compiled by pip.
+
 Start-up: time from just before exec to the READY=1 datagram on a real
 NOTIFY_SOCKET (each program sends it once its jobs are scheduled), and the
 peak resident memory (VmHWM) at that moment; median of several starts.
@@ -34,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (
+    REPO,
     NotifySocket,
     ProcessSample,
     home_env,
@@ -52,6 +58,16 @@ SETTLE_SECONDS = 3.0
 def default_crons() -> list[str]:
     """The cron fields of the built-in jobs' defaults (macros expanded: APScheduler reads fields only)."""
     return [cron.normalise(registry.load_builtin(name).defaults["cron"]) for name in registry.BUILTIN_JOBS]
+
+
+def compile_checkout(repo: Path) -> None:
+    """Byte-compile the measured checkout's package, as ``pip install`` does."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "pmjobsd")], check=True)
+
+
+def bytecode_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without PYTHONDONTWRITEBYTECODE: the .pyc files are read (and written), as installed."""
+    return {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 
 def commands() -> dict[str, list[str]]:
@@ -77,7 +93,7 @@ class Program:
         self.stderr = open(root / f"{name.split()[0]}.stderr", "a")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            command, env=home_env(root, self.notify.path), stdout=subprocess.DEVNULL, stderr=self.stderr
+            command, env=bytecode_env(home_env(root, self.notify.path)), stdout=subprocess.DEVNULL, stderr=self.stderr
         )
 
     def wait_ready(self) -> float:
@@ -99,17 +115,26 @@ class Program:
 
 
 def measure_startup(root: Path, starts: int) -> dict[str, dict]:
-    """Median exec-to-READY seconds and median VmHWM (kB) at READY, per program."""
-    results = {}
-    for name, command in commands().items():
-        times, peaks = [], []
-        for _ in range(starts):
+    """Median exec-to-READY seconds and median VmHWM (kB) at READY, per program.
+
+    The programs take turns (one start of each per round, after one untimed round that
+    creates their files), so that load on a shared machine falls on all of them alike.
+    """
+    programs = commands()
+    times: dict[str, list[float]] = {name: [] for name in programs}
+    peaks: dict[str, list[int]] = {name: [] for name in programs}
+    for round_number in range(starts + 1):
+        for name, command in programs.items():
             program = Program(name, command, root / name.split()[0])
-            times.append(program.wait_ready())
-            peaks.append(memory_kb(program.proc.pid, "VmHWM"))
+            ready = program.wait_ready()
+            peak = memory_kb(program.proc.pid, "VmHWM")
             program.stop()
-        results[name] = {"ready_s": statistics.median(times), "hwm_kb": statistics.median(peaks)}
-    return results
+            if round_number:
+                times[name].append(ready)
+                peaks[name].append(peak)
+    return {
+        name: {"ready_s": statistics.median(times[name]), "hwm_kb": statistics.median(peaks[name])} for name in programs
+    }
 
 
 def wait_clear_of_the_hour(window: float) -> None:
@@ -138,12 +163,14 @@ def measure_idle(root: Path, window: float) -> dict[str, dict]:
 
 def run(quick: bool = False, seconds: float | None = None) -> list[dict]:
     window = seconds or (20.0 if quick else 60.0)
+    compile_checkout(REPO)
     with tempfile.TemporaryDirectory(prefix="bench_idle_") as folder:
         root = Path(folder)
         for name in commands():
             prepare_home(root / name.split()[0])
             prepare_home(root / f"idle-{name.split()[0]}")
-        startup = measure_startup(root, 3 if quick else 5)
+        starts = 5 if quick else 9
+        startup = measure_startup(root, starts)
         idle = measure_idle(root, window)
     ours = idle["pmjobsd"]
     rows = []
@@ -189,8 +216,8 @@ def run(quick: bool = False, seconds: float | None = None) -> list[dict]:
             aps["ready_s"] * 1000,
             "APScheduler 3",
             "ms",
-            f"median; schedule loop {loop['ready_s'] * 1000:.0f} ms; pmjobsd validates settings, opens history, "
-            "binds the control socket",
+            f"median of {starts} in turns; schedule loop {loop['ready_s'] * 1000:.0f} ms; pmjobsd validates settings, opens history, "
+            "binds the control socket; all from compiled bytecode",
         ),
         row(
             "start-up: peak RSS (VmHWM)",

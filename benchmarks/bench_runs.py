@@ -44,7 +44,7 @@ from pmjobsd.core.cron import CronSchedule
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.history_writer import HistoryWriter
 from pmjobsd.core.observers import RunRecord
-from pmjobsd.core.outcomes import Status
+from pmjobsd.core.outcomes import Overlap, Status
 from pmjobsd.core.privacy import EntryIdHasher
 from pmjobsd.core.runner import Runner, RunRequest, new_run_id
 from pmjobsd.core.settings import Alerts, JobDefinition, ResolvedJob
@@ -67,7 +67,7 @@ def pmjobsd_runs_per_second(paths: AppPaths, runs: int) -> float:
     )
     job = ResolvedJob(
         "noop",
-        JobDefinition(cron="* * * * *", overlap="allow"),
+        JobDefinition(cron="* * * * *", overlap=Overlap.ALLOW),
         noop,
         {},
         False,

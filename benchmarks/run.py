@@ -90,7 +90,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "os": platform.platform(),
         "commit": commit or "unknown",
-        "versions": {package: version(package) for package in ("schedule", "APScheduler", "cronsim", "pydantic")},
+        "versions": {package: version(package) for package in ("schedule", "APScheduler", "cronsim", "msgspec")},
     }
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pmjobsd import __version__
 
 # Each command imports what it needs when it runs: `--version` and `status` must not pay for
-# pydantic, requests, apprise, prometheus_client or the daemon (issue 16; tests/test_imports.py).
+# settings validation, requests, apprise, prometheus_client or the daemon (issue 16; tests/test_imports.py).
 if TYPE_CHECKING:
     from pmjobsd.app.paths import AppPaths
     from pmjobsd.core.settings import LoadedSettings
@@ -38,18 +38,7 @@ def _add_folder_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     group.add_argument("--settings", default=default, metavar="PATH", help="another settings.json of the same shape")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pmjobsd", description="Background job daemon of Secure Password Manager.")
-    parser.add_argument("--version", action="version", version=f"pmjobsd {__version__}")
-    _add_folder_flags(parser, suppress=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        _add_folder_flags(sub, suppress=True)
-        return sub
-
-    run = command("run", "run the daemon (in the foreground unless --detach)")
+def _build_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--detach", action="store_true", help="detach from the terminal (where no service manager runs)")
     run.add_argument("--pidfile", type=Path, help="a pid file to lock and write while the daemon runs")
     console = run.add_mutually_exclusive_group()
@@ -63,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     console.add_argument("--no-console", dest="console", action="store_const", const=False)
 
-    status = command("status", "show each job's state; exit 0 OK, 1 WARN, 2 FAIL")
+
+def _build_status(status: argparse.ArgumentParser) -> None:
     status.add_argument("--json", action="store_true", help="the status document as JSON")
     status.add_argument(
         "--group",
@@ -71,43 +61,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="the coordination group from Redis: members and the latest run of each vault job (daemon not needed)",
     )
 
-    run_now = command("run-now", "run one job now (through the running daemon when there is one)")
+
+def _build_run_now(run_now: argparse.ArgumentParser) -> None:
     run_now.add_argument("job")
     run_now.add_argument("--wait", action="store_true", help="wait for the run to finish; exit with its status")
     run_now.add_argument("--json", action="store_true")
 
-    def action(
-        commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
-    ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        _add_folder_flags(sub, suppress=True)
-        return sub
 
-    config = command("config", "validate, show or describe the settings")
+def _action(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    _add_folder_flags(sub, suppress=True)
+    return sub
+
+
+def _build_config(config: argparse.ArgumentParser) -> None:
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    validate = action(config_commands, "validate", "check a settings file; exit 1 when invalid")
+    validate = _action(config_commands, "validate", "check a settings file; exit 1 when invalid")
     validate.add_argument("path", nargs="?", type=Path)
-    action(config_commands, "show", "the effective settings (secrets redacted)")
-    action(config_commands, "schema", 'JSON Schema of the "jobs" key')
+    _action(config_commands, "show", "the effective settings (secrets redacted)")
+    _action(config_commands, "schema", 'JSON Schema of the "jobs" key')
 
-    doctor = command("doctor", "check the installation, the app's files and the daemon; exit 0 OK, 1 WARN, 2 FAIL")
+
+def _build_doctor(doctor: argparse.ArgumentParser) -> None:
     doctor.add_argument("--json", action="store_true", help="the report as JSON")
     doctor.add_argument(
         "--online", action="store_true", help="also check that the breach API and the browser bridge answer"
     )
 
-    logs = command("logs", "support bundle and retention of logs and run history")
+
+def _build_logs(logs: argparse.ArgumentParser) -> None:
     logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION", required=True)
-    bundle = action(logs_commands, "bundle", "write a redacted zip of logs, status and doctor report for support")
+    bundle = _action(logs_commands, "bundle", "write a redacted zip of logs, status and doctor report for support")
     bundle.add_argument(
         "-o", "--output", type=Path, metavar="PATH", help="zip file or folder (default: the current folder)"
     )
     bundle.add_argument("--days", type=int, default=7, help="days of run history to include (default: 7)")
-    purge = action(logs_commands, "purge", "delete log archives and run history older than N days")
+    purge = _action(logs_commands, "purge", "delete log archives and run history older than N days")
     purge.add_argument("--days", type=int, required=True, help="keep this many days (at least 1)")
     purge.add_argument("--json", action="store_true", help="the report as JSON")
 
-    service_parser = command("service", "install, remove or inspect the systemd unit / launchd agent")
+
+def _build_service(service_parser: argparse.ArgumentParser) -> None:
     service_parser.add_argument("action", choices=("install", "uninstall", "status"))
     scope = service_parser.add_mutually_exclusive_group()
     scope.add_argument(
@@ -127,7 +123,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     service_parser.add_argument("--user-name", help="the vault's owner for --system (default: $SUDO_USER)")
     service_parser.add_argument("--dry-run", action="store_true", help="print the files and commands, change nothing")
+
+
+# name -> (help, what its parser holds), in the order `pmjobsd --help` lists them.
+_COMMAND_PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("run the daemon (in the foreground unless --detach)", _build_run),
+    "status": ("show each job's state; exit 0 OK, 1 WARN, 2 FAIL", _build_status),
+    "run-now": ("run one job now (through the running daemon when there is one)", _build_run_now),
+    "config": ("validate, show or describe the settings", _build_config),
+    "doctor": ("check the installation, the app's files and the daemon; exit 0 OK, 1 WARN, 2 FAIL", _build_doctor),
+    "logs": ("support bundle and retention of logs and run history", _build_logs),
+    "service": ("install, remove or inspect the systemd unit / launchd agent", _build_service),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only``, the other commands are there by name and help alone.
+
+    Every command's parser costs its arguments and folder flags to build (~15 M instructions
+    for all of them); a call that names its command needs that command's only.
+    """
+    parser = argparse.ArgumentParser(prog="pmjobsd", description="Background job daemon of Secure Password Manager.")
+    parser.add_argument("--version", action="version", version=f"pmjobsd {__version__}")
+    _add_folder_flags(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, build) in _COMMAND_PARSERS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            _add_folder_flags(sub, suppress=True)
+            build(sub)
     return parser
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, when that is certain before parsing (else None: build every parser)."""
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in FOLDER_OPTIONS:
+            index += 2  # the flag and its value
+        elif arg.partition("=")[0] in FOLDER_OPTIONS:
+            index += 1
+        elif arg.startswith("-"):
+            return None  # --help, --version, an abbreviated option: argparse decides
+        else:
+            return arg if arg in _COMMAND_PARSERS else None
+    return None
 
 
 def _expand_aliases(argv: list[str]) -> list[str]:
@@ -250,8 +291,9 @@ def _daemon_paths(args: argparse.Namespace) -> AppPaths | None:
     """The folders, when they can be known without validating the settings (else None).
 
     They depend on the settings only through ``jobs.paths`` and ``jobs.coordination`` (a state
-    folder per member); with neither there (or every folder on the command line) they are the same whether the settings are valid or not, so asking the
-    daemon needs neither pydantic nor the jobs' modules.
+    folder per member); with neither there (or every folder on the command line) they are the
+    same whether the settings are valid or not, so asking the daemon needs neither settings
+    validation nor the jobs' modules.
     """
     from pmjobsd.core.settings_file import read_settings_file
 
@@ -529,7 +571,8 @@ def _stdout_reader_gone() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code.  A reader that closed our stdout early (``| head -1``) ends the
     command quietly with 141, as SIGPIPE would end any other tool, instead of a traceback."""
-    args = build_parser().parse_args(_expand_aliases(list(sys.argv[1:] if argv is None else argv)))
+    words = _expand_aliases(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser(_command_word(words)).parse_args(words)
     os.umask(0o077)  # every file and folder any command creates is private (0600 files, 0700 folders)
     try:
         code = COMMANDS[args.command](args)

@@ -8,6 +8,7 @@ simply not be there.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -20,8 +21,19 @@ NOT_FOR_READERS = {
     *("requests", "urllib3", "apprise", "jeepney", "prometheus_client", "filelock", "pmjobsd.core.daemon"),
     "redis",  # coordination's client: only with jobs.coordination, and only where it talks to Redis
 }
-# Validating settings is pydantic's; a command that does not validate them must not load it.
-VALIDATION = {"pydantic", "pmjobsd.core.settings"}
+# Settings are validated with msgspec (pmjobsd.core.validation): nothing imports pydantic, and a
+# command that does not validate the settings loads neither.
+VALIDATION = {"msgspec", "pydantic", "pydantic_core", "pmjobsd.core.settings", "pmjobsd.core.validation"}
+# What a daemon with the metrics endpoint off, no metrics textfile and no alert target has no
+# use for: HTTP and the sinks, Prometheus, pydantic, the HTTP server, OpenSSL (_hashlib: hashlib,
+# hmac and secrets load it; the daemon hashes with CPython's own SHA-256), libsystemd outside systemd.
+NOT_FOR_A_QUIET_DAEMON = NOT_FOR_READERS - {"pmjobsd.core.daemon"} | {
+    "pydantic",
+    "http.server",
+    "_hashlib",
+    "systemd.daemon",
+    "systemd.journal",
+}
 
 
 def imported(stderr: str) -> set[str]:
@@ -70,7 +82,8 @@ def test_read_only_commands_without_a_daemon_load_no_sink_http_metrics_or_daemon
     )
     result, modules = run_cli(home, *args)
     assert result.returncode in (0, 1), result.stderr[-2000:]
-    assert "pydantic" in modules  # these validate the settings
+    assert {"msgspec", "pmjobsd.core.validation"} <= modules  # these validate the settings...
+    assert not {"pydantic", "pydantic_core"} & modules  # ...without pydantic
     assert modules.isdisjoint(NOT_FOR_READERS), sorted(modules & NOT_FOR_READERS)
 
 
@@ -128,9 +141,38 @@ def test_the_daemon_with_no_targets_and_no_due_job_loads_no_http_or_sink_library
     # importlib.import_module (how the registry loads a job) is not in importtime's lines; the
     # modules a job's module imports with `import` are: the breach job was loaded.
     assert "pmjobsd.core.daemon" in modules and "pmjobsd.jobs.breach.state" in modules
-    unneeded = {"requests", "urllib3", "apprise", "jeepney", "filelock"}
-    unneeded |= {"redis", "pmjobsd.coord.coordinator"}  # without jobs.coordination
-    assert modules.isdisjoint(unneeded), sorted(modules & unneeded)
+    assert modules.isdisjoint(NOT_FOR_A_QUIET_DAEMON), sorted(modules & NOT_FOR_A_QUIET_DAEMON)
+    assert "pmjobsd.coord.coordinator" not in modules  # without jobs.coordination
+
+
+def test_a_daemon_with_metrics_off_and_no_targets_never_loads_them(home):
+    """``sys.modules`` of a real daemon, as a user job running inside it reports it, before and after runs."""
+    definitions = {name: {"enabled": True, "catch_up": False} for name in all_builtins_disabled()}
+    for name in ("breach_cache_refresh", "browser_bridge_health"):
+        definitions[name]["cron"] = "0 0 1 1 *"  # never due while the test runs
+    # The daemon validates settings (msgspec); pydantic it must never load.
+    watched = sorted(
+        NOT_FOR_A_QUIET_DAEMON | VALIDATION - {"pmjobsd.core.settings", "pmjobsd.core.validation", "msgspec"}
+    )
+    definitions["report"] = {
+        "cron": "0 0 1 1 *",
+        "callable": "tests.support.sample_jobs:loaded_modules",
+        "options": {"modules": [*watched, "pmjobsd.core.daemon", "pmjobsd.core.settings"]},
+    }
+    home.write_settings({"alerts": {"desktop": False, "targets": []}, "definitions": definitions})
+    daemon = DaemonProcess(home).wait_ready()
+    try:
+        first = home.cli("run-now", "report", "--wait", "--json")
+        status = home.cli("status", "--json")  # a status request and a finished run do not load them either
+        second = home.cli("run-now", "report", "--wait", "--json")
+    finally:
+        daemon.stop()
+    assert '"running": true' in status.stdout, status.stderr[-2000:]
+    for result in (first, second):
+        assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+        run = json.loads(result.stdout)["run"]
+        # The report is real: it names the daemon's own modules, and only those of the watched list.
+        assert run["summary"] == "loaded: pmjobsd.core.daemon,pmjobsd.core.settings", run["summary"]
 
 
 def test_status_group_reads_redis_without_the_daemon_or_prometheus(home, redis_server):

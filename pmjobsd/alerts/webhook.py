@@ -14,8 +14,6 @@ as local (no ``allow_remote`` needed), so it must not leave the machine.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +28,9 @@ _TRANSIENT_STATUS = {408, 425, 429}
 
 def sign(body: bytes, secret: str) -> str:
     """The header value for ``body``: ``sha256=`` and the hex HMAC-SHA256 digest."""
+    import hashlib  # OpenSSL: loaded by the first signed delivery, not by the daemon's start
+    import hmac
+
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 

@@ -8,10 +8,11 @@ overridden (command line first, then the ``jobs.paths`` settings, then XDG).
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from pmjobsd.system.digest import sha256_hex
 
 APP_NAME = "secure-password-manager"
 
@@ -131,7 +132,7 @@ class AppPaths:
         """
         runtime = os.environ.get("XDG_RUNTIME_DIR")
         if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
-            tag = hashlib.sha256(os.fsencode(os.path.realpath(self.state_dir))).hexdigest()[:12]
+            tag = sha256_hex(os.fsencode(os.path.realpath(self.state_dir)))[:12]
             candidate = Path(runtime) / "pmjobsd" / f"control-{tag}.sock"
             # AF_UNIX paths are limited to ~104 bytes: Linux reaches any folder through
             # /proc/self/fd (core.control.checked_address); elsewhere use the state folder.

@@ -46,14 +46,14 @@ from pmjobsd.core.settings_watch import SettingsWatch, open_watch
 from pmjobsd.core.timestamps import utc_iso
 from pmjobsd.observe.joblog import LOGGER_NAME, EventLogger, setup_logging
 from pmjobsd.observe.metrics import MetricsObserver
-from pmjobsd.observe.status import DaemonState, StatusCache, StatusDocument, StatusSnapshot
-from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health
 from pmjobsd.system.files import check_not_root_on_user_home, describe_error, ensure_private_dir
 from pmjobsd.system.lock import AlreadyRunning, InstanceLock
 from pmjobsd.system.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from pmjobsd.coord.coordinator import Coordinator
+    from pmjobsd.observe.status import StatusCache, StatusDocument, StatusSnapshot
+    from pmjobsd.observe.web import StatusServer
 
 EXIT_OK = 0
 EXIT_RESTART = 75  # EX_TEMPFAIL: too many stuck threads; the service manager should restart us
@@ -120,7 +120,7 @@ class Daemon:
         self.web: StatusServer | None = None
         self.coordinator: Coordinator | None = None  # with jobs.coordination (started in _start)
         self.coordination: CoordinationState | None = None  # shared by the claim side and the group side
-        self._status_cache = StatusCache()  # status_snapshot(): job entries once per change of state
+        self._status_cache: StatusCache | None = None  # status_snapshot(): job entries once per change of state
         self.exit_code = EXIT_OK
         self.on_ready: Callable[[], None] | None = None  # called once after daemon.ready (the --detach starter)
         self._last_watchdog = self._last_status = float("-inf")
@@ -426,6 +426,8 @@ class Daemon:
         config = self.loaded.settings.metrics
         if not config.enabled:
             return
+        from pmjobsd.observe.web import AddressRefused, StatusServer, monotonic_health  # http.server: only for this
+
         server = StatusServer(
             config.host,
             config.port,
@@ -713,6 +715,9 @@ class Daemon:
     # --- control requests (from the control socket's threads) ----------------------------
     def status_snapshot(self) -> StatusSnapshot:
         """The status now (what the metrics and the status page read)."""
+        # Imported at the first status request, scrape or textfile write, not before daemon.ready.
+        from pmjobsd.observe.status import DaemonState, StatusCache  # at the first status request
+
         daemon = DaemonState(
             running=True,
             pid=os.getpid(),
@@ -731,13 +736,16 @@ class Daemon:
         live = _LiveState(next_runs, self.runner, self.held.all(), self.recorder.unwritten())
         coordinated = self.coordinator.state.snapshot() if self.coordinator else None
         # The job entries are built again only when something in them changed (StatusCache).
+        if self._status_cache is None:
+            self._status_cache = StatusCache()
         return self._status_cache.build(
             loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now(), coordination=coordinated
         )
 
     def status_document(self) -> StatusDocument:
         """The status document (``status --json``)."""
-        return self._status_cache.document(self.status_snapshot())
+        snapshot = self.status_snapshot()  # makes the cache at the first request
+        return self._status_cache.document(snapshot) if self._status_cache else snapshot.to_json()
 
     def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         job: ResolvedJob | None = self.jobs.get(name)

@@ -4,7 +4,7 @@ Each meaning is stated here once and asked everywhere else: a status's
 severity (the exit code of ``status``, ``doctor`` and ``run-now --wait``),
 its jobs.log event, whether it counts as a failure, its ``pmjobsd_job_status``
 code.  The values are the strings of the run history, jobs.log, the status
-document and the settings, so the enums compare equal to them and pydantic
+document and the settings, so the enums compare equal to them and msgspec
 validates them from them.
 """
 

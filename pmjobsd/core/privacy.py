@@ -11,14 +11,12 @@ rewrite the terminal or forge lines.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
+from pmjobsd.system.digest import hmac_sha256
 from pmjobsd.system.files import ensure_private_dir, open_private
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://[^\s'\"<>]+")
@@ -39,7 +37,7 @@ _AUTH_HEADER = re.compile(
 )
 # "apikey=abc", "token: abc", "'password': 'x'", "client_secret=\"y\"", "X-Api-Key: z" -- a key that ends in a
 # secret's name (not "KeyError" or "monkeys"), then = or :, then a quoted or bare value.  A dotted settings
-# path ("jobs.alerts.webhook_secret: Input should be ...") names a key, not a credential: it is left alone.
+# path ("jobs.alerts.webhook_secret: Expected `str`, got `int`") names a key, not a credential: it is left alone.
 _SECRET_PAIR = re.compile(
     r"""(?<![\w.-])([\w-]*?(?:secret|token|password|passwd|passphrase|pwd|pass|apikey|api[_-]key|key|auth|"""
     r"""credentials?|cookie|session[_-]?id|signature))(?![\w.-])(["']?\s*[:=]\s*)"""
@@ -142,7 +140,7 @@ class EntryIdHasher:
         except FileNotFoundError:
             short = False
         ensure_private_dir(path.parent)
-        key = secrets.token_bytes(32)
+        key = os.urandom(32)  # what secrets.token_bytes is
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # the name is guessable: no links
         with os.fdopen(fd, "wb") as handle:
@@ -164,4 +162,4 @@ class EntryIdHasher:
         return cls(key)
 
     def __call__(self, entry_id: object) -> str:
-        return hmac.new(self._key, str(entry_id).encode(), hashlib.sha256).hexdigest()[:16]
+        return hmac_sha256(self._key, str(entry_id).encode()).hex()[:16]

@@ -12,11 +12,12 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from pmjobsd.core.context import JobContext, JobResult
+
+if TYPE_CHECKING:  # msgspec is loaded by what validates settings, not by every command
+    import msgspec
 
 JobFunction = Callable[[JobContext], "JobResult | None"]
 
@@ -90,7 +91,7 @@ class JobSpec:
     func: JobFunction
     description: str
     defaults: Mapping[str, Any]
-    options_model: type[BaseModel] | None = None
+    options_model: type[msgspec.Struct] | None = None  # frozen, forbid_unknown_fields
     enabled_by_default: bool = True
     # With catch_up, a job that never ran runs once at start; a rotation of logs a few seconds
     # old is no use, so such jobs wait for their first slot.

@@ -1,6 +1,6 @@
 """Settings: the ``"jobs"`` key of the app's settings.json (README, "Settings").
 
-Raw JSON is validated by pydantic into frozen models; every problem is
+Raw JSON is validated into frozen msgspec Structs (:mod:`pmjobsd.core.validation`); every problem is
 reported at once with its JSON path (``jobs.definitions.log_rotation.cron:
 ...``).  Problems inside one job definition disable that job only; problems
 elsewhere make the whole ``jobs`` object fall back to the defaults (or, on
@@ -17,17 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+import msgspec
+from msgspec import Meta
 
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core import cron, registry
@@ -35,6 +26,7 @@ from pmjobsd.core.outcomes import Overlap
 from pmjobsd.core.privacy import EMAIL
 from pmjobsd.core.registry import JobFunction, JobMetric, JobSpec, PathRule, RegistryError
 from pmjobsd.core.settings_file import FileState, read_settings_file
+from pmjobsd.core.validation import ValidationError, after, before, validate
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -55,78 +47,42 @@ def parse_duration(value: Any) -> float:
     raise ValueError(f"expected seconds or a duration such as '90s', '15m', '6h', got {value!r}")
 
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION.pattern}]}),
-]
+# "x-or-string": the schema also takes a string of that pattern (settings_schema rewrites it into an anyOf).
+Duration = Annotated[float, before(parse_duration), Meta(extra_json_schema={"x-or-string": _DURATION.pattern})]
+
+_BYTES = re.compile(r"^\s*(\d*\.?\d+)\s*([A-Za-z]*)\s*$")
+_BYTE_UNITS = {"": 1, "b": 1, "bit": 1 / 8}
+for _power, _prefix in enumerate("kmgtpe", 1):
+    _BYTE_UNITS.update({_prefix: 1000**_power, f"{_prefix}b": 1000**_power, f"{_prefix}ib": 1024**_power})
+    _BYTE_UNITS.update({f"{_prefix}bit": 1000**_power / 8, f"{_prefix}ibit": 1024**_power / 8})
 
 
-# Inline in the schema (an enum would become a $ref), as `pmjobsd config schema` has always shown it.
-_InlineOverlap = Annotated[
-    Overlap, WithJsonSchema({"enum": [overlap.value for overlap in Overlap], "title": "Overlap", "type": "string"})
-]
+def parse_bytes(value: Any) -> Any:
+    """Bytes from a whole number or a string such as ``"10MB"`` (1000s) or ``"1KiB"`` (1024s)."""
+    if not isinstance(value, str):
+        return value  # a number: msgspec checks it is a whole one
+    match = _BYTES.match(value)
+    unit = match and _BYTE_UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise ValueError(f"expected a number of bytes such as 1000, '10MB' or '1MiB', got {value!r}")
+    return int(float(match.group(1)) * unit)
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+ByteSize = Annotated[int, before(parse_bytes), Meta(extra_json_schema={"x-or-string": _BYTES.pattern})]
 
 
-class Backoff(_Frozen):
-    """Delay before retry n: ``min(initial * factor**(n-1), max)``, plus jitter."""
-
-    initial: Duration = 30.0
-    factor: float = Field(2.0, ge=1.0, le=10.0)
-    max: Duration = 3600.0
-
-    def delay(self, retry_number: int) -> float:
-        return min(self.initial * self.factor ** max(0, retry_number - 1), self.max)
+def _cron_readable(value: str) -> str:
+    try:
+        cron.normalise(value)
+    except cron.CronError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
-class JobDefinition(_Frozen):
-    """One job's scheduling rules (README, "Settings")."""
-
-    cron: str = Field(description="5 fields, 6 with seconds first, or @hourly-style macro")
-    enabled: bool = True
-    timeout: Duration = Field(900.0, gt=0, description="seconds before the run is cancelled and recorded as TIMEOUT")
-    retries: int = Field(0, ge=0, le=20, description="extra attempts after a FAIL or TIMEOUT")
-    backoff: Backoff = Backoff()
-    jitter: Duration = Field(0.0, description="random delay up to this many seconds before each scheduled run")
-    overlap: _InlineOverlap = Field(
-        Overlap.SKIP, description="when a slot comes while the job still runs: skip it, queue one run, or run alongside"
-    )
-    catch_up: bool = Field(True, description="run once after start when slots were missed (or it never ran)")
-    callable: str | None = Field(None, description="'module:function' for jobs that are not built in")
-    options: dict[str, Any] = Field(default_factory=dict, description="the job's own options, validated by the job")
-    allow_outside_paths: bool = Field(
-        False, description="let this job's options name files outside the app's folders, or folders of other users"
-    )
-    scope: Literal["vault", "device"] = Field(
-        "device",
-        description="with jobs.coordination: 'vault' runs once per slot in the group, 'device' on every machine",
-    )
-    on_holder_lost: Literal["retry", "skip"] = Field(
-        "skip", description="a vault job whose holder died mid-run: run the slot again elsewhere, or skip it"
-    )
-    when_engine_down: Literal["skip", "run_local"] | None = Field(
-        None, description="a vault job while Redis is unreachable; default: jobs.coordination.when_engine_down"
-    )
-
-    @field_validator("cron")
-    @classmethod
-    def _cron_readable(cls, value: str) -> str:
-        try:
-            cron.normalise(value)
-        except cron.CronError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("callable")
-    @classmethod
-    def _callable_shape(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
-            raise ValueError(f"expected 'module:function', got {value!r}")
-        return value
+def _callable_shape(value: str) -> str:
+    if not re.fullmatch(r"[\w.]+:[\w.]+", value):
+        raise ValueError(f"expected 'module:function', got {value!r}")
+    return value
 
 
 def _notification_url(url: str) -> str:
@@ -142,63 +98,137 @@ def _notification_url(url: str) -> str:
     return url
 
 
-NotificationUrl = Annotated[str, AfterValidator(_notification_url)]
+def _engine_url(url: str) -> str:
+    from pmjobsd.coord.engine import check_url
+
+    return check_url(url)
 
 
-class Alerts(_Frozen):
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; expected an IANA name such as 'Europe/Berlin'") from None
+    return value
+
+
+NotificationUrl = Annotated[str, after(_notification_url)]
+
+
+# Every settings Struct is frozen (settings are shared between threads) and forbids unknown
+# fields (a typo must be reported, not ignored).
+class Backoff(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Delay before retry n: ``min(initial * factor**(n-1), max)``, plus jitter."""
+
+    initial: Duration = 30.0
+    factor: Annotated[float, Meta(ge=1.0, le=10.0)] = 2.0
+    max: Duration = 3600.0
+
+    def delay(self, retry_number: int) -> float:
+        return min(self.initial * self.factor ** max(0, retry_number - 1), self.max)
+
+
+class JobDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One job's scheduling rules (README, "Settings")."""
+
+    cron: Annotated[
+        str, after(_cron_readable), Meta(description="5 fields, 6 with seconds first, or @hourly-style macro")
+    ]
+    enabled: bool = True
+    timeout: Annotated[
+        Duration, Meta(gt=0, description="seconds before the run is cancelled and recorded as TIMEOUT")
+    ] = 900.0
+    retries: Annotated[int, Meta(ge=0, le=20, description="extra attempts after a FAIL or TIMEOUT")] = 0
+    backoff: Backoff = Backoff()
+    jitter: Annotated[Duration, Meta(description="random delay up to this many seconds before each scheduled run")] = (
+        0.0
+    )
+    overlap: Annotated[
+        Overlap,
+        Meta(description="when a slot comes while the job still runs: skip it, queue one run, or run alongside"),
+    ] = Overlap.SKIP
+    catch_up: Annotated[bool, Meta(description="run once after start when slots were missed (or it never ran)")] = True
+    callable: Annotated[
+        Annotated[str, after(_callable_shape)] | None,
+        Meta(description="'module:function' for jobs that are not built in"),
+    ] = None
+    options: Annotated[dict[str, Any], Meta(description="the job's own options, validated by the job")] = {}
+    allow_outside_paths: Annotated[
+        bool, Meta(description="let this job's options name files outside the app's folders, or folders of other users")
+    ] = False
+    scope: Annotated[
+        Literal["vault", "device"],
+        Meta(description="with jobs.coordination: 'vault' runs once per slot in the group, 'device' on every machine"),
+    ] = "device"
+    on_holder_lost: Annotated[
+        Literal["retry", "skip"],
+        Meta(description="a vault job whose holder died mid-run: run the slot again elsewhere, or skip it"),
+    ] = "skip"
+    when_engine_down: Annotated[
+        Literal["skip", "run_local"] | None,
+        Meta(description="a vault job while Redis is unreachable; default: jobs.coordination.when_engine_down"),
+    ] = None
+
+
+class Alerts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     desktop: bool = True
-    targets: list[NotificationUrl] = Field(default_factory=list, description="apprise URLs notified when a job fails")
-    escalate_after: int = Field(2, ge=1, description="consecutive failures before escalation_targets are told too")
-    escalation_targets: list[NotificationUrl] = Field(default_factory=list)
-    allow_remote: bool = Field(False, description="allow alerts to leave the machine (webhooks, e-mail, chat)")
-    repeat_after: Duration | None = Field(None, description="re-announce a job that keeps failing after this long")
-    webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for signing generic JSON webhooks")
+    targets: Annotated[list[NotificationUrl], Meta(description="apprise URLs notified when a job fails")] = []
+    escalate_after: Annotated[
+        int, Meta(ge=1, description="consecutive failures before escalation_targets are told too")
+    ] = 2
+    escalation_targets: list[NotificationUrl] = []
+    allow_remote: Annotated[bool, Meta(description="allow alerts to leave the machine (webhooks, e-mail, chat)")] = (
+        False
+    )
+    repeat_after: Annotated[
+        Duration | None, Meta(description="re-announce a job that keeps failing after this long")
+    ] = None
+    webhook_secret: Annotated[str | None, Meta(description="HMAC-SHA256 key for signing generic JSON webhooks")] = None
 
 
-class Metrics(_Frozen):
+class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = Field(9464, ge=1, le=65535)
-    allow_remote: bool = Field(False, description="allow a non-loopback metrics address")
-    textfile: str | None = Field(None, description="node_exporter textfile (.prom) written after each run")
-    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to read /v1/jobs")
-    health_grace: Duration = Field(
-        10.0,
-        ge=0,
-        description="/healthz fails when the scheduler loop's heartbeat is older than 2 x wake_interval + this",
-    )
+    port: Annotated[int, Meta(ge=1, le=65535)] = 9464
+    allow_remote: Annotated[bool, Meta(description="allow a non-loopback metrics address")] = False
+    textfile: Annotated[str | None, Meta(description="node_exporter textfile (.prom) written after each run")] = None
+    cors_origins: Annotated[list[str], Meta(description="origins allowed to read /v1/jobs")] = []
+    health_grace: Annotated[
+        Duration,
+        Meta(
+            ge=0,
+            description="/healthz fails when the scheduler loop's heartbeat is older than 2 x wake_interval + this",
+        ),
+    ] = 10.0
 
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
-class Coordination(_Frozen):
+class Coordination(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Several machines, one vault: vault-scoped jobs run once per slot in ``group`` (docs/coordination.md)."""
 
     backend: Literal["redis"] = "redis"
-    url: str = Field(description="redis://, rediss:// (TLS) or unix:// address of the Redis server")
-    group: str = Field(pattern=_NAME, description="the daemons that share one vault")
-    member: str | None = Field(None, pattern=_NAME, description="this daemon's name in the group; default: host name")
-    lease: Duration = Field(30.0, ge=1, le=3600, description="how long a claim lives without renewal")
-    allow_remote: bool = Field(False, description="allow a Redis server that is not on this machine")
-    when_engine_down: Literal["skip", "run_local"] = Field(
-        "skip", description="vault jobs while Redis is unreachable: skip (WARN and alert) or run on this machine"
-    )
+    url: Annotated[
+        str, after(_engine_url), Meta(description="redis://, rediss:// (TLS) or unix:// address of the Redis server")
+    ]
+    group: Annotated[str, Meta(pattern=_NAME, description="the daemons that share one vault")]
+    member: Annotated[
+        Annotated[str, Meta(pattern=_NAME)] | None,
+        Meta(description="this daemon's name in the group; default: host name"),
+    ] = None
+    lease: Annotated[Duration, Meta(ge=1, le=3600, description="how long a claim lives without renewal")] = 30.0
+    allow_remote: Annotated[bool, Meta(description="allow a Redis server that is not on this machine")] = False
+    when_engine_down: Annotated[
+        Literal["skip", "run_local"],
+        Meta(description="vault jobs while Redis is unreachable: skip (WARN and alert) or run on this machine"),
+    ] = "skip"
 
-    @field_validator("url")
-    @classmethod
-    def _engine_url(cls, value: str) -> str:
-        from pmjobsd.coord.engine import check_url
-
-        return check_url(value)
-
-    @model_validator(mode="after")
-    def _remote_engine(self) -> Coordination:
+    def __post_init__(self) -> None:
         from pmjobsd.coord.engine import is_loopback
 
         if not self.allow_remote and not is_loopback(self.url):
             raise ValueError("url is not on this machine; set jobs.coordination.allow_remote to true to allow it")
-        return self
 
     def member_name(self) -> str:
         """``member``, or this machine's host name (its first label)."""
@@ -207,50 +237,45 @@ class Coordination(_Frozen):
         return self.member or socket.gethostname().split(".")[0] or "localhost"
 
 
-class Retention(_Frozen):
-    log_days: int = Field(30, ge=1)
-    compress_after_days: int = Field(7, ge=0)
-    history_days: int = Field(30, ge=1)
+class Retention(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    log_days: Annotated[int, Meta(ge=1)] = 30
+    compress_after_days: Annotated[int, Meta(ge=0)] = 7
+    history_days: Annotated[int, Meta(ge=1)] = 30
 
 
-class PathOverrides(_Frozen):
+class PathOverrides(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     data_dir: str | None = None
     cache_dir: str | None = None
     log_dir: str | None = None
 
 
-class JobsSettings(_Frozen):
+class JobsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The validated ``"jobs"`` object, without its definitions (see LoadedSettings.jobs)."""
 
-    timezone: str | None = Field(None, description="IANA zone for cron expressions; default: the system zone")
-    max_workers: int = Field(4, ge=1, le=64)
-    wake_interval: Duration = Field(
-        60.0, gt=0, le=3600, description="longest sleep; bounds how late a suspend or clock jump is noticed"
-    )
-    shutdown_grace: Duration = Field(20.0, ge=0, description="how long running jobs get to finish on stop")
-    max_abandoned_threads: int = Field(8, ge=1, description="timed-out threads tolerated before a clean restart")
+    timezone: Annotated[
+        Annotated[str, after(_known_zone)] | None,
+        Meta(description="IANA zone for cron expressions; default: the system zone"),
+    ] = None
+    max_workers: Annotated[int, Meta(ge=1, le=64)] = 4
+    wake_interval: Annotated[
+        Duration, Meta(gt=0, le=3600, description="longest sleep; bounds how late a suspend or clock jump is noticed")
+    ] = 60.0
+    shutdown_grace: Annotated[Duration, Meta(ge=0, description="how long running jobs get to finish on stop")] = 20.0
+    max_abandoned_threads: Annotated[
+        int, Meta(ge=1, description="timed-out threads tolerated before a clean restart")
+    ] = 8
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     alerts: Alerts = Alerts()
     metrics: Metrics = Metrics()
     retention: Retention = Retention()
     paths: PathOverrides = PathOverrides()
-    coordination: Coordination | None = Field(None, description="run vault jobs once per slot across machines")
-    allow_outside_paths: bool = Field(
-        False, description="let jobs.paths and every job's options name places outside the app's folders"
+    coordination: Annotated[Coordination | None, Meta(description="run vault jobs once per slot across machines")] = (
+        None
     )
-    definitions: dict[str, dict[str, Any]] = Field(default_factory=dict, description="job name -> JobDefinition")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(
-                    f"unknown time zone {value!r}; expected an IANA name such as 'Europe/Berlin'"
-                ) from None
-        return value
+    allow_outside_paths: Annotated[
+        bool, Meta(description="let jobs.paths and every job's options name places outside the app's folders")
+    ] = False
+    definitions: Annotated[dict[str, dict[str, Any]], Meta(description="job name -> JobDefinition")] = {}
 
     def zone(self):
         """The zone cron expressions are evaluated in."""
@@ -306,14 +331,7 @@ class LoadedSettings:
 
 
 def _issues_from(exc: ValidationError, prefix: str) -> list[ConfigIssue]:
-    issues = []
-    for error in exc.errors():
-        path = ".".join([prefix, *(str(part) for part in error["loc"])]) if error["loc"] else prefix
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        issues.append(ConfigIssue(path, message))
-    return issues
+    return [ConfigIssue(".".join([prefix, *map(str, loc)]), message) for loc, message in exc.problems]
 
 
 def _merge(defaults: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -388,14 +406,14 @@ def _resolve_job(
     elif not raw.get("callable"):
         return None, [ConfigIssue(prefix, f"unknown job {name!r}: not built in and no 'callable' given")]
     try:
-        definition = JobDefinition.model_validate(raw)
+        definition = validate(JobDefinition, raw)
     except ValidationError as exc:
         return None, _issues_from(exc, prefix)
     issues: list[ConfigIssue] = []
     options: Any = dict(definition.options)
     if spec is not None and spec.options_model is not None:
         try:
-            options = spec.options_model.model_validate(definition.options)
+            options = validate(spec.options_model, definition.options)
         except ValidationError as exc:
             issues += _issues_from(exc, f"{prefix}.options")
     if spec is not None and not issues and not (definition.allow_outside_paths or settings.allow_outside_paths):
@@ -426,7 +444,7 @@ def app_folders(
     base: AppPaths, settings: JobsSettings, cli_overrides: Mapping[str, str | None] | None = None
 ) -> AppPaths:
     """Folders from settings ``jobs.paths``, then the command line on top (it wins)."""
-    from_settings = settings.paths.model_dump()
+    from_settings = msgspec.structs.asdict(settings.paths)
     overrides = cli_overrides or {}
     merged = {key: overrides.get(key) or from_settings.get(key) for key in ("data_dir", "cache_dir", "log_dir")}
     folders = base.with_overrides(**merged)
@@ -439,7 +457,7 @@ def _folder_issues(settings: JobsSettings) -> list[ConfigIssue]:
     if settings.allow_outside_paths:
         return []
     issues = []
-    for key, value in settings.paths.model_dump().items():
+    for key, value in msgspec.structs.asdict(settings.paths).items():
         if value and (uid := _foreign_owner(value)) is not None:
             issues.append(
                 ConfigIssue(
@@ -474,7 +492,7 @@ def load_settings(
         issues.append(ConfigIssue("jobs", f"expected an object, got {type(raw_jobs).__name__}"))
         raw_jobs, fatal = {}, True
     try:
-        settings = JobsSettings.model_validate(raw_jobs)
+        settings = validate(JobsSettings, raw_jobs)
     except ValidationError as exc:
         issues += _issues_from(exc, "jobs")
         settings, fatal = JobsSettings(), True
@@ -529,20 +547,43 @@ def keep_definitions(new: LoadedSettings, old: LoadedSettings, names: list[str])
 
 
 def settings_schema() -> dict[str, Any]:
-    """JSON Schema of the ``"jobs"`` object (``pmjobsd config schema``)."""
-    schema = JobsSettings.model_json_schema()
-    schema["properties"]["definitions"]["additionalProperties"] = JobDefinition.model_json_schema()
-    schema["title"] = 'pmjobsd settings: the "jobs" key of settings.json'
-    options = {}
+    """JSON Schema of the ``"jobs"`` object (``pmjobsd config schema``), generated from the Structs."""
+    specs = {}
     for name in registry.BUILTIN_JOBS:
         try:
             spec = registry.load_builtin(name)
         except RegistryError:
             continue
         if spec.options_model is not None:
-            options[name] = {"defaults": dict(spec.defaults), "options": spec.options_model.model_json_schema()}
-    schema["x-builtin-jobs"] = options
+            specs[name] = spec
+    models = [JobsSettings, JobDefinition, *(spec.options_model for spec in specs.values())]
+    refs, defs = msgspec.json.schema_components(models, ref_template="#/$defs/{name}")
+    defs = _or_string(defs)
+    schema: dict[str, Any] = defs.pop("JobsSettings")
+    schema["properties"]["definitions"]["additionalProperties"] = refs[1]
+    schema["title"] = 'pmjobsd settings: the "jobs" key of settings.json'
+    schema["x-builtin-jobs"] = {
+        name: {"defaults": dict(spec.defaults), "options": ref}
+        for (name, spec), ref in zip(specs.items(), refs[2:], strict=True)
+    }
+    schema["$defs"] = defs
     return schema
+
+
+def _or_string(node: Any) -> Any:
+    """``node`` with each ``"x-or-string": pattern`` schema turned into "that, or a string of that pattern"."""
+    if isinstance(node, list):
+        return [_or_string(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _or_string(value) for key, value in node.items()}
+    if "x-or-string" in node:
+        pattern = node.pop("x-or-string")
+        outer = {key: node.pop(key) for key in ("title", "description", "default") if key in node}
+        if "minimum" not in node and "exclusiveMinimum" not in node:
+            node["minimum"] = 0  # durations and sizes are never negative (their parsers say so)
+        node = {**outer, "anyOf": [node, {"type": "string", "pattern": pattern}]}
+    return node
 
 
 def issue_text(issue: ConfigIssue, source: Path | str) -> str:
@@ -583,13 +624,14 @@ def redact_credentials(value: Any, key: str = "") -> Any:
 
 def describe(loaded: LoadedSettings) -> dict[str, Any]:
     """The effective settings as JSON-ready data (``pmjobsd config show``), secrets redacted."""
-    data = loaded.settings.model_dump(mode="json", exclude={"definitions"})
+    data: dict[str, Any] = msgspec.to_builtins(loaded.settings)
+    del data["definitions"]
     data["timezone"] = str(loaded.settings.zone())
     data["definitions"] = {}
     for name, job in loaded.jobs.items():
-        definition = job.definition.model_dump(mode="json")
-        if hasattr(job.options, "model_dump"):
-            definition["options"] = job.options.model_dump(mode="json")
+        definition = msgspec.to_builtins(job.definition)
+        if isinstance(job.options, msgspec.Struct):
+            definition["options"] = msgspec.to_builtins(job.options)
         definition["builtin"] = job.builtin
         data["definitions"][name] = definition
     redacted: dict[str, Any] = redact_credentials(data)  # a dict in, a dict out

@@ -14,15 +14,15 @@ trusted again, is noticed as a change.
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 import os
 import pwd
-import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pmjobsd.system.digest import sha256_hex
 
 
 class FileState(str, enum.Enum):
@@ -63,6 +63,8 @@ def _trusted_owner(uid: int) -> bool:
 
 def trust_problems(path: Path, info: os.stat_result, folder: os.stat_result | None) -> list[tuple[str, str]]:
     """(why, the command that fixes it) for each way others could change the file (empty: it is the user's own)."""
+    import shlex  # only an untrusted file needs its commands quoted
+
     problems = []
     me = _user(os.getuid())
     if not _trusted_owner(info.st_uid):
@@ -119,7 +121,7 @@ def read_settings_file(path: Path) -> SettingsRead:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         return SettingsRead(path, FileState.BROKEN, problems=(f"cannot read: {reason}",), fingerprint=("error", reason))
-    fingerprint = (hashlib.sha256(raw).hexdigest(), _stamp(info), _stamp(folder))
+    fingerprint = (sha256_hex(raw), _stamp(info), _stamp(folder))
     untrusted = trust_problems(path, info, folder)
     if untrusted:
         problems = tuple(f"{why}; not used (fix: {fix})" for why, fix in untrusted)

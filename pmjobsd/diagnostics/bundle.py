@@ -56,7 +56,7 @@ NEVER_INCLUDED = ("the vault (passwords.db and its -wal/-shm)", "key files", "ba
 _PACKAGES = (
     "pmjobsd",
     "secure-password-manager",
-    "pydantic",
+    "msgspec",
     "cronsim",
     "apprise",
     "requests",

@@ -17,13 +17,10 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec
+from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Meta, Struct, validate
 
 # The app's defaults (secure_password_manager/utils/config.py, DEFAULT_SETTINGS["browser_bridge"]).
 APP_DEFAULTS = {
@@ -39,18 +36,19 @@ APP_MODULES = ("secure_password_manager",)
 _WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class BridgeHealthOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Options of ``browser_bridge_health``."""
 
-    expect: Literal["when_app_running", "always"] = Field(
-        "when_app_running", description="when the bridge must answer: only while the app runs, or always"
-    )
-    timeout: Duration = Field(3.0, gt=0, le=60, description="timeout of each probe")
-    slow_after: Duration | None = Field(1.0, description="WARN when /v1/status takes longer than this")
-    app_commands: list[str] = Field(
-        default_factory=lambda: list(APP_COMMANDS),
-        description="program names (argv[0] or the script a Python runs) that mean the app is running",
-    )
+    expect: Annotated[
+        Literal["when_app_running", "always"],
+        Meta(description="when the bridge must answer: only while the app runs, or always"),
+    ] = "when_app_running"
+    timeout: Annotated[Duration, Meta(gt=0, le=60, description="timeout of each probe")] = 3.0
+    slow_after: Annotated[Duration | None, Meta(description="WARN when /v1/status takes longer than this")] = 1.0
+    app_commands: Annotated[
+        tuple[str, ...],
+        Meta(description="program names (argv[0] or the script a Python runs) that mean the app is running"),
+    ] = APP_COMMANDS
 
 
 class ProbeFailure(Exception):
@@ -64,6 +62,8 @@ class ProbeFailure(Exception):
 # --- is the app running? ---------------------------------------------------------
 def app_commands() -> tuple[str, ...]:
     """The app's console scripts, from its installed metadata when present, else the 1.11 names."""
+    from importlib import metadata  # ~1 MB and ~10 ms: when the job runs, not when its options are read
+
     try:
         names = {
             ep.name
@@ -201,13 +201,15 @@ def _recv_exact(sock: socket.socket, length: int) -> bytes:
 
 
 # --- the job ---------------------------------------------------------------------------------
-def make_job(is_app_running: Callable[[Options], bool] | None = None) -> Callable[[JobContext], JobResult]:
+def make_job(is_app_running: Callable[[BridgeHealthOptions], bool] | None = None) -> Callable[[JobContext], JobResult]:
     """The job function; ``is_app_running`` replaces the process scan (tests)."""
     detect = is_app_running or (lambda options: app_running(tuple(options.app_commands) + app_commands()))
 
     def browser_bridge_health(ctx: JobContext) -> JobResult:
-        options: Options = (
-            ctx.options if isinstance(ctx.options, Options) else Options.model_validate(ctx.options or {})
+        options: BridgeHealthOptions = (
+            ctx.options
+            if isinstance(ctx.options, BridgeHealthOptions)
+            else validate(BridgeHealthOptions, ctx.options or {})
         )
         try:
             bridge = bridge_settings(dict(ctx.app_settings), ctx.paths.settings_path)
@@ -261,7 +263,7 @@ JOB = JobSpec(
     func=make_job(),
     description="Check that the app's browser bridge answers /v1/status (and its domain socket)",
     defaults={"cron": "0 * * * *", "timeout": 30, "retries": 1, "backoff": {"initial": 60}, "jitter": 30},
-    options_model=Options,
+    options_model=BridgeHealthOptions,
     metrics=(
         JobMetric(
             "reachable", "pmjobsd_browser_bridge_reachable", "1 when the app's browser bridge answered its health check"

@@ -11,10 +11,21 @@ metrics and log lines carry counts and ``entry_id_hash`` values only.
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Notice, Overlap, Status
+from pmjobsd.api import (
+    Duration,
+    JobContext,
+    JobMetric,
+    JobResult,
+    JobSpec,
+    Meta,
+    Notice,
+    Overlap,
+    Status,
+    Struct,
+    validate,
+)
 from pmjobsd.app.vault import ExpiryEntry, VaultError, entries_expiring_by, read_vault
 
 DAY = 86400
@@ -22,21 +33,19 @@ MAX_DETAIL_ENTRIES = 50
 clock = time.time  # injectable wall clock (tests replace it; libfaketime hangs Python)
 
 
-class DigestOptions(BaseModel):
+class DigestOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Options of ``expiring_password_digest``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    window_days: int = Field(14, ge=1, le=3650, description="report entries expiring within this many days")
-    urgent_days: int = Field(7, ge=0, le=3650, description="WARN when an entry expires within this many days")
-    show_sites: bool = Field(True, description="name websites in the local desktop notification")
-    max_sites_listed: int = Field(10, ge=1, le=100, description="websites listed in the notification at most")
-    lock_timeout: Duration = Field(10.0, description="how long to retry while the vault is locked")
+    window_days: Annotated[int, Meta(ge=1, le=3650, description="report entries expiring within this many days")] = 14
+    urgent_days: Annotated[int, Meta(ge=0, le=3650, description="WARN when an entry expires within this many days")] = 7
+    show_sites: Annotated[bool, Meta(description="name websites in the local desktop notification")] = True
+    max_sites_listed: Annotated[int, Meta(ge=1, le=100, description="websites listed in the notification at most")] = 10
+    lock_timeout: Annotated[Duration, Meta(description="how long to retry while the vault is locked")] = 10.0
 
 
 def _options(ctx: JobContext) -> DigestOptions:
     options = ctx.options
-    return options if isinstance(options, DigestOptions) else DigestOptions.model_validate(options or {})
+    return options if isinstance(options, DigestOptions) else validate(DigestOptions, options or {})
 
 
 def _when(seconds_left: float) -> str:

@@ -14,6 +14,10 @@ Every series is labelled ``job_name``: ``job`` belongs to Prometheus.
 
 Optionally the same exposition is written to a node_exporter textfile
 (``metrics.textfile``) after each run, atomically, by a writer thread.
+
+Counting is plain numbers (:class:`RunCounts`); prometheus_client is imported at the first
+exposition only (a scrape of ``/metrics`` or a textfile write), so a daemon with the endpoint
+off (the default) and no textfile never loads it (issue 16).
 """
 
 from __future__ import annotations
@@ -26,21 +30,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from pmjobsd import __version__
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.observers import NullObserver, RunRecord
 from pmjobsd.core.outcomes import JobState, Severity, Status
 from pmjobsd.core.registry import RESULT_KEY, JobMetric, MetricKind
 from pmjobsd.observe.joblog import EventLogger
-from pmjobsd.observe.status import JobStatus, StatusSnapshot
 from pmjobsd.system.files import existing_mode, write_atomic
 
 if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import CollectorRegistry
+
     from pmjobsd.coord.state import CoordinationSnapshot
+    from pmjobsd.observe.status import JobStatus, StatusSnapshot
 
 # Jobs take seconds to tens of minutes (a breach cache refresh under its rate
 # limit, hashing many backups); the default buckets stop at 10 s.
@@ -86,6 +89,8 @@ class _Group:
         self.parts = parts
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import Metric
+
         for part in self.parts:
             if isinstance(part, Metric):
                 yield part
@@ -93,7 +98,7 @@ class _Group:
                 yield from part.collect()
 
 
-class StatusCollector(Collector):
+class StatusCollector:
     """Gauges computed from the status at each scrape (always true).
 
     :meth:`text` formats the per-job families again only when the status hands out new job
@@ -123,6 +128,8 @@ class StatusCollector(Collector):
 
     def text(self) -> bytes:
         """What ``generate_latest`` writes for :meth:`collect`; the jobs' part once per set of entries."""
+        from prometheus_client import generate_latest
+
         try:
             status = self.status_source()
         except Exception:
@@ -135,6 +142,8 @@ class StatusCollector(Collector):
 
     @staticmethod
     def _job_gauges(status: StatusSnapshot) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         def family(name: str, documentation: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, documentation, labels=["job_name"])
 
@@ -165,6 +174,8 @@ class StatusCollector(Collector):
 
     @staticmethod
     def _daemon_gauges(status: StatusSnapshot) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         daemon = status.daemon
         yield GaugeMetricFamily(
             "pmjobsd_threads_abandoned",
@@ -197,7 +208,73 @@ class StatusCollector(Collector):
         )
 
 
-class CoordinationCollector(Collector):
+class JobResults:
+    """The jobs' own numbers (``JobResult.metrics``) and the metrics each job declares for them.
+
+    Every number is ``pmjobsd_job_result_value{job_name, name}`` from the
+    newest run that reported any; a job's :class:`JobMetric` declarations
+    add a series of their own: a gauge from that same newest run, or a counter
+    summing what every run reported.
+    """
+
+    def __init__(self, newest: Mapping[str, Mapping[str, float]] | None = None):
+        self._lock = threading.Lock()
+        self._newest = {job: dict(values) for job, values in (newest or {}).items()}
+        self._sums: dict[tuple[str, str], float] = {}  # (job, key) -> sum, for declared counters
+        self._declared: dict[str, tuple[JobMetric, ...]] = {}
+
+    def declare(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
+        """The jobs' declarations (each job's ``JobSpec.metrics``), replacing the previous ones."""
+        with self._lock:
+            self._declared = {job: tuple(metrics) for job, metrics in declared.items() if metrics}
+
+    def add(self, job: str, results: Mapping[str, float]) -> None:
+        """A run of ``job`` reported ``results`` (already :func:`numeric_results`)."""
+        if not results:
+            return
+        with self._lock:
+            self._newest[job] = dict(results)
+            for metric in self._declared.get(job, ()):
+                if metric.kind is MetricKind.COUNTER and metric.key in results:
+                    key = (job, metric.key)
+                    self._sums[key] = self._sums.get(key, 0.0) + results[metric.key] * metric.scale
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # the names depend on the declarations, which change on reload
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        with self._lock:
+            newest = {job: dict(values) for job, values in self._newest.items()}
+            sums = dict(self._sums)
+            declared = dict(self._declared)
+        generic = GaugeMetricFamily(
+            "pmjobsd_job_result_value",
+            "Numbers the job reported in its newest run that reported any",
+            labels=["job_name", "name"],
+        )
+        for job in sorted(newest):
+            for name, value in sorted(newest[job].items()):
+                generic.add_metric([job, name], value)
+        yield generic
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for job in sorted(declared):
+            for metric in declared[job]:
+                if metric.kind is MetricKind.COUNTER:
+                    family = families.setdefault(
+                        metric.name, CounterMetricFamily(metric.name, metric.help, labels=["job_name"])
+                    )
+                    family.add_metric([job], sums.get((job, metric.key), 0.0))  # 0 before a first run: rate() works
+                elif metric.key in newest.get(job, {}):
+                    family = families.setdefault(
+                        metric.name, GaugeMetricFamily(metric.name, metric.help, labels=["job_name"])
+                    )
+                    family.add_metric([job], newest[job][metric.key] * metric.scale)
+        yield from families.values()
+
+
+class CoordinationCollector:
     """The ``pmjobsd_coordination_*`` series, read from the daemon's coordination state at each scrape.
 
     Registered only when ``jobs.coordination`` is set; a scrape copies one frozen
@@ -211,6 +288,8 @@ class CoordinationCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         state = self.source()
         info = GaugeMetricFamily(
             "pmjobsd_coordination_info", "The group and member name of this daemon", labels=["group", "member"]
@@ -251,68 +330,86 @@ class CoordinationCollector(Collector):
         )
 
 
-class JobResults(Collector):
-    """The jobs' own numbers (``JobResult.metrics``) and the metrics each job declares for them.
+class RunCounts:
+    """What happened, as plain numbers: attempts by outcome, retries, durations, alert deliveries.
 
-    Every number is ``pmjobsd_job_result_value{job_name, name}`` from the
-    newest run that reported any; a job's :class:`JobMetric` declarations
-    add a series of their own: a gauge from that same newest run, or a counter
-    summing what every run reported.
+    Rendered as the series prometheus_client's Counter, Histogram and Info made of the same
+    calls (``pmjobsd_job_runs_total``, ``pmjobsd_job_duration_seconds_bucket``, ...), in the
+    order their labels first appeared.
     """
 
-    def __init__(self, newest: Mapping[str, Mapping[str, float]] | None = None):
+    def __init__(self, version: str):
+        self.version = version
         self._lock = threading.Lock()
-        self._newest = {job: dict(values) for job, values in (newest or {}).items()}
-        self._sums: dict[tuple[str, str], float] = {}  # (job, key) -> sum, for declared counters
-        self._declared: dict[str, tuple[JobMetric, ...]] = {}
+        self.runs: dict[tuple[str, str], float] = {}
+        self.retries: dict[str, float] = {}
+        self.durations: dict[str, tuple[list[float], list[float]]] = {}  # job -> (bucket counts, [sum])
+        self.alerts: dict[tuple[str, str], float] = {}
 
-    def declare(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
-        """The jobs' declarations (each job's ``JobSpec.metrics``), replacing the previous ones."""
+    def declare(self, job: str, statuses: Iterable[str]) -> None:
+        """The series of ``job`` at 0 (those that exist stay as they are)."""
         with self._lock:
-            self._declared = {job: tuple(metrics) for job, metrics in declared.items() if metrics}
+            for status in statuses:
+                self.runs.setdefault((job, status), 0.0)
+            self.retries.setdefault(job, 0.0)
+            self.durations.setdefault(job, ([0.0] * len(DURATION_BUCKETS), [0.0]))
 
-    def add(self, job: str, results: Mapping[str, float]) -> None:
-        """A run of ``job`` reported ``results`` (already :func:`numeric_results`)."""
-        if not results:
-            return
+    def retry(self, job: str) -> None:
         with self._lock:
-            self._newest[job] = dict(results)
-            for metric in self._declared.get(job, ()):
-                if metric.kind is MetricKind.COUNTER and metric.key in results:
-                    key = (job, metric.key)
-                    self._sums[key] = self._sums.get(key, 0.0) + results[metric.key] * metric.scale
+            self.retries[job] = self.retries.get(job, 0.0) + 1
+
+    def finished(self, job: str, status: str, seconds: float | None) -> None:
+        with self._lock:
+            self.runs[(job, status)] = self.runs.get((job, status), 0.0) + 1
+            if seconds is not None:
+                buckets, total = self.durations.setdefault(job, ([0.0] * len(DURATION_BUCKETS), [0.0]))
+                total[0] += seconds
+                for index, bound in enumerate(DURATION_BUCKETS):
+                    if seconds <= bound:
+                        buckets[index] += 1
+                        break
+
+    def delivered(self, sink: str, result: str) -> None:
+        with self._lock:
+            self.alerts[(sink, result)] = self.alerts.get((sink, result), 0.0) + 1
 
     def describe(self) -> Iterable[Metric]:
-        return []  # the names depend on the declarations, which change on reload
+        return []
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, InfoMetricFamily
+        from prometheus_client.utils import floatToGoString
+
         with self._lock:
-            newest = {job: dict(values) for job, values in self._newest.items()}
-            sums = dict(self._sums)
-            declared = dict(self._declared)
-        generic = GaugeMetricFamily(
-            "pmjobsd_job_result_value",
-            "Numbers the job reported in its newest run that reported any",
-            labels=["job_name", "name"],
+            runs, retries, alerts = dict(self.runs), dict(self.retries), dict(self.alerts)
+            durations = {job: (list(buckets), total[0]) for job, (buckets, total) in self.durations.items()}
+        family = CounterMetricFamily(
+            "pmjobsd_job_runs", "Finished attempts of each job, by outcome", labels=["job_name", "status"]
         )
-        for job in sorted(newest):
-            for name, value in sorted(newest[job].items()):
-                generic.add_metric([job, name], value)
-        yield generic
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
-        for job in sorted(declared):
-            for metric in declared[job]:
-                if metric.kind is MetricKind.COUNTER:
-                    family = families.setdefault(
-                        metric.name, CounterMetricFamily(metric.name, metric.help, labels=["job_name"])
-                    )
-                    family.add_metric([job], sums.get((job, metric.key), 0.0))  # 0 before a first run: rate() works
-                elif metric.key in newest.get(job, {}):
-                    family = families.setdefault(
-                        metric.name, GaugeMetricFamily(metric.name, metric.help, labels=["job_name"])
-                    )
-                    family.add_metric([job], newest[job][metric.key] * metric.scale)
-        yield from families.values()
+        for labels, value in runs.items():
+            family.add_metric(list(labels), value)
+        yield family
+        family = CounterMetricFamily("pmjobsd_job_retries", "Retry attempts started", labels=["job_name"])
+        for job, value in retries.items():
+            family.add_metric([job], value)
+        yield family
+        histogram = HistogramMetricFamily(
+            "pmjobsd_job_duration_seconds", "Duration of finished attempts", labels=["job_name"]
+        )
+        for job, (buckets, total) in durations.items():
+            cumulative, running = [], 0.0
+            for bound, count in zip(DURATION_BUCKETS, buckets, strict=True):
+                running += count
+                cumulative.append((floatToGoString(bound), running))
+            histogram.add_metric([job], cumulative, total)
+        yield histogram
+        family = CounterMetricFamily(
+            "pmjobsd_alerts", "Alert deliveries, by sink kind and result", labels=["sink", "result"]
+        )
+        for labels, value in alerts.items():
+            family.add_metric(list(labels), value)
+        yield family
+        yield InfoMetricFamily("pmjobsd_build", "pmjobsd version", value={"version": self.version})
 
 
 class MetricsObserver(NullObserver):
@@ -333,40 +430,31 @@ class MetricsObserver(NullObserver):
         version: str = __version__,
     ):
         self.log = log or EventLogger("metrics")
-        # The *_created series double the output and say only when the daemon started (see its own gauge).
-        disable_created_metrics()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.runs = Counter(
-            "pmjobsd_job_runs",
-            "Finished attempts of each job, by outcome",
-            ["job_name", "status"],
-            registry=self.registry,
-        )
-        self.retries = Counter("pmjobsd_job_retries", "Retry attempts started", ["job_name"], registry=self.registry)
-        self.duration = Histogram(
-            "pmjobsd_job_duration_seconds",
-            "Duration of finished attempts",
-            ["job_name"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self.alerts = Counter(
-            "pmjobsd_alerts", "Alert deliveries, by sink kind and result", ["sink", "result"], registry=self.registry
-        )
-        build = Info("pmjobsd_build", "pmjobsd version", registry=self.registry)
-        build.info({"version": version})
+        self.counts = RunCounts(version)
         self.status_collector = StatusCollector(status_source, self.log)
-        self.registry.register(self.status_collector)
         self.results = JobResults(self._seed(history) if history is not None else None)
-        self.registry.register(self.results)
+        self._registry: CollectorRegistry | None = None
+        self._registry_lock = threading.Lock()
         # What changes only through this observer (counters, the jobs' numbers) is formatted once
         # per change: every method below that changes it bumps the generation, after the change.
         self._generation = 0
-        self._counted = _Group((self.runs, self.retries, self.duration, self.alerts, build))
         self._formatted: tuple[int, bytes, bytes] | None = None
-        self._textfile: TextfileWriter | None = None
         self._coordination: CoordinationCollector | None = None
+        self._textfile: TextfileWriter | None = None
         self.set_textfile(textfile)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry ``/metrics`` renders (own, never the process-wide one), made at first use."""
+        with self._registry_lock:
+            if self._registry is None:
+                from prometheus_client import CollectorRegistry
+
+                registry = CollectorRegistry(auto_describe=False)
+                for collector in (self.counts, self.status_collector, self.results):
+                    registry.register(collector)  # a collector is what has collect() and describe()
+                self._registry = registry
+            return self._registry
 
     # --- configuration (daemon start and reload) -------------------------------------------
     def set_jobs(self, names: Iterable[str]) -> None:
@@ -376,11 +464,7 @@ class MetricsObserver(NullObserver):
         (TIMEOUT, INTERRUPTED) appear when they first happen.
         """
         for name in names:
-            for status in Status:
-                if status.returnable:
-                    self.runs.labels(name, status.value)
-            self.retries.labels(name)
-            self.duration.labels(name)
+            self.counts.declare(name, [status.value for status in Status if status.returnable])
         self._changed()
 
     def declare_metrics(self, declared: Mapping[str, Sequence[JobMetric]]) -> None:
@@ -390,12 +474,7 @@ class MetricsObserver(NullObserver):
 
     def set_coordination(self, source: Callable[[], CoordinationSnapshot] | None) -> None:
         """Export the coordination state (``source`` returns its snapshot), or stop exporting it (None)."""
-        if self._coordination is not None:
-            self.registry.unregister(self._coordination)
-            self._coordination = None
-        if source is not None:
-            self._coordination = CoordinationCollector(source)
-            self.registry.register(self._coordination)
+        self._coordination = CoordinationCollector(source) if source is not None else None
 
     def set_textfile(self, path: str | os.PathLike | None) -> None:
         """Start, move or stop the textfile output (``metrics.textfile``)."""
@@ -414,15 +493,18 @@ class MetricsObserver(NullObserver):
             self._textfile.request()
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of everything in the registry (what ``generate_latest`` gives).
+        """The Prometheus text format of everything (what ``generate_latest`` of the registry gives).
 
         The counters and the jobs' numbers are formatted again only after they changed, the
-        per-job gauges only when the status has new job entries; the daemon's gauges each time.
+        per-job gauges only when the status has new job entries; the daemon's and the
+        coordination's gauges each time.
         """
+        from prometheus_client import generate_latest
+
         generation = self._generation
         formatted = self._formatted
         if formatted is None or formatted[0] != generation:
-            formatted = (generation, generate_latest(self._counted), generate_latest(self.results))
+            formatted = (generation, generate_latest(self.counts), generate_latest(self.results))
             self._formatted = formatted
         text = formatted[1] + self.status_collector.text() + formatted[2]
         if self._coordination is not None:  # read from the coordination state at each scrape (cheap)
@@ -435,22 +517,21 @@ class MetricsObserver(NullObserver):
     # --- fed by the runner and the alert manager -------------------------------------------
     def run_started(self, record: RunRecord) -> None:
         if record.attempt > 1:
-            self.retries.labels(record.job).inc()
+            self.counts.retry(record.job)
             self._changed()
 
     def run_finished(self, record: RunRecord) -> None:
         if record.given_up:
             return  # the attempt was counted when it ended; it only became final now
-        self.runs.labels(record.job, record.status.value).inc()
-        if record.finished_at is not None:
-            self.duration.labels(record.job).observe(max(0.0, record.finished_at - record.started_at))
+        seconds = None if record.finished_at is None else max(0.0, record.finished_at - record.started_at)
+        self.counts.finished(record.job, record.status.value, seconds)
         self.results.add(record.job, numeric_results(record.metrics))
         self._changed()
         self.update_textfile()
 
     def alert_delivered(self, sink: str, result: str) -> None:
         """AlertManager's ``on_delivery`` hook: ``result`` is "sent" or "failed"."""
-        self.alerts.labels(sink, result).inc()
+        self.counts.delivered(sink, result)
         self._changed()
 
     def close(self) -> None:

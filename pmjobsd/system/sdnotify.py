@@ -1,11 +1,13 @@
 """Tell the service manager what the daemon is doing (sd_notify(3)).
 
-``Notifier()`` sends through systemd-python's ``systemd.daemon.notify`` when it
-is installed (the ``systemd`` extra), otherwise through a small, exact
-implementation of the ``NOTIFY_SOCKET`` protocol: one ``AF_UNIX`` datagram of
-newline-separated ``KEY=VALUE`` assignments, to a path or, when the variable
-starts with ``@``, to the abstract namespace.  Without ``NOTIFY_SOCKET`` (no
-systemd, launchd, a terminal) every method is a no-op returning False.
+``Notifier()`` sends through a small, exact implementation of the ``NOTIFY_SOCKET``
+protocol: one ``AF_UNIX`` datagram of newline-separated ``KEY=VALUE`` assignments, to
+a path or, when the variable starts with ``@``, to the abstract namespace.  Another
+kind of address (systemd 254's ``vsock:``) goes through systemd-python's
+``systemd.daemon.notify`` when it is installed (the ``systemd`` extra); it is imported
+only then, since loading libsystemd costs every start ~0.8 MB for the same datagram.
+Without ``NOTIFY_SOCKET`` (no systemd, launchd, a terminal) every method is a no-op
+returning False.
 
 Watchdog rule for the daemon: call :meth:`Notifier.watchdog` from the
 scheduler loop only after an iteration completed normally, at least every
@@ -20,11 +22,28 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from typing import Any
 
-try:  # the optional extra: builds against libsystemd
-    from systemd import daemon as _systemd_daemon
-except ImportError:  # pragma: no cover - depends on the installation
-    _systemd_daemon = None
+_UNSET: Any = object()
+_systemd_module: Any = _UNSET
+
+
+def systemd_daemon() -> Any:
+    """systemd-python's ``systemd.daemon`` (the optional extra), or None; imported at the first call."""
+    global _systemd_module
+    if _systemd_module is _UNSET:
+        try:
+            from systemd import daemon
+        except ImportError:  # pragma: no cover - depends on the installation
+            daemon = None
+        _systemd_module = daemon
+    return _systemd_module
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_systemd_daemon":  # the module attribute it used to be (tests read it)
+        return systemd_daemon()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _socket_address(value: str) -> str | bytes | None:
@@ -53,12 +72,14 @@ class Notifier:
     """sd_notify for one process; methods return True when a message was sent."""
 
     def __init__(self, environ: Mapping[str, str] | None = None, *, use_systemd: bool | None = None):
-        """``use_systemd``: None picks systemd-python when importable; False forces the socket code."""
+        """``use_systemd``: None uses the socket code for a path or abstract address and systemd-python
+        (when importable) for any other; True forces systemd-python, False the socket code."""
         self._environ = os.environ if environ is None else environ
         self.socket_value = self._environ.get("NOTIFY_SOCKET") or None
         if use_systemd is None:
-            use_systemd = _systemd_daemon is not None
-        if use_systemd and _systemd_daemon is None:
+            own = self.socket_value is None or _socket_address(self.socket_value) is not None
+            use_systemd = not own and systemd_daemon() is not None
+        if use_systemd and systemd_daemon() is None:
             raise RuntimeError("systemd-python is not installed (pip install 'pmjobsd[systemd]')")
         self.backend = "none" if self.socket_value is None else ("systemd-python" if use_systemd else "socket")
 
@@ -77,7 +98,7 @@ class Notifier:
             # libsystemd reads $NOTIFY_SOCKET itself; hand it ours when it came from `environ`.
             if os.environ.get("NOTIFY_SOCKET") != socket_value:
                 os.environ["NOTIFY_SOCKET"] = socket_value
-            return bool(_systemd_daemon.notify(message))
+            return bool(systemd_daemon().notify(message))
         address = _socket_address(socket_value)
         if address is None:
             return False

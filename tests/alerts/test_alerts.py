@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import msgspec
 import pytest
 
 from pmjobsd.alerts import AlertManager, DeliveryError, Message, SinkPlan, build_sinks
@@ -152,7 +153,7 @@ def test_tampered_body_fails_signature_check():
 def test_repeat_after_and_state_survives_restart(paths, jobs_log):
     server, recorder = webhook_receiver()
     now = [1_000_000.0]
-    alerts = Alerts(desktop=False, targets=[f"json://127.0.0.1:{server.server_port}/h"], repeat_after="24h")
+    alerts = Alerts(desktop=False, targets=[f"json://127.0.0.1:{server.server_port}/h"], repeat_after=86400.0)
     first = manager(alerts, paths, clock=lambda: now[0])
     first.run_finished(record(streak=1))
     first.run_finished(record(streak=1, final=False))  # a retry follows: never alerts
@@ -205,7 +206,7 @@ def test_remote_targets_off_unless_allowed(paths, jobs_log):
     lines = read_log_lines(jobs_log)
     assert [line["targets"] for line in lines if line["event"] == "alert.remote_disabled"] == [3]
     assert_no_canary(jobs_log.read_text())
-    allowed = build_sinks(alerts.model_copy(update={"allow_remote": True}))
+    allowed = build_sinks(msgspec.structs.replace(alerts, allow_remote=True))
     assert [sink.kind for sink in allowed.primary] == ["apprise:slack", "apprise:mailtos"]
     assert [sink.kind for sink in allowed.escalation] == ["webhook"]
 

@@ -36,7 +36,7 @@ def test_a_loopback_engine_is_accepted_with_its_defaults(tmp_path):
         ({"url": "redis://nas.local:6379/0", "group": "g"}, "jobs.coordination", "allow_remote"),
         ({"url": "http://127.0.0.1/", "group": "g"}, "jobs.coordination.url", "rediss://"),
         ({"url": "redis://127.0.0.1:99999/0", "group": "g"}, "jobs.coordination.url", "not a readable URL"),
-        ({"url": "redis://127.0.0.1/0", "group": "a b"}, "jobs.coordination.group", "pattern"),
+        ({"url": "redis://127.0.0.1/0", "group": "a b"}, "jobs.coordination.group", "matching regex"),
         ({"url": "redis://127.0.0.1/0", "group": "g", "lease": "0.5s"}, "jobs.coordination.lease", "1"),
         ({"group": "g"}, "jobs.coordination.url", "required"),
     ],

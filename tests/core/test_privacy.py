@@ -79,7 +79,7 @@ def test_credential_shapes_lose_their_values():
 def test_words_that_only_look_like_keys_survive():
     text = (
         "KeyError: 'entries' after 3 monkeys=4 port=443 host='hooks.slack.com' "
-        "jobs.alerts.webhook_secret: Input should be a valid string"
+        "jobs.alerts.webhook_secret: Expected `str`, got `int`"
     )
     assert scrub_text(text) == text
 

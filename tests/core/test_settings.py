@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -134,13 +135,29 @@ def test_bad_durations(value):
         parse_duration(value)
 
 
+def _resolve(schema, node):
+    """``node``, or what its ``$ref`` names in the document's ``$defs``."""
+    ref = node.get("$ref", "")
+    return schema["$defs"][ref.removeprefix("#/$defs/")] if ref else node
+
+
 def test_schema_describes_definitions():
     schema = settings_schema()
-    definition = schema["properties"]["definitions"]["additionalProperties"]
+    definition = _resolve(schema, schema["properties"]["definitions"]["additionalProperties"])
     assert {"cron", "timeout", "retries", "backoff", "jitter", "overlap", "catch_up", "callable", "options"} <= set(
         definition["properties"]
     )
-    assert definition["properties"]["overlap"]["enum"] == ["skip", "queue", "allow"]
+    assert definition["required"] == ["cron"] and definition["additionalProperties"] is False
+    assert _resolve(schema, definition["properties"]["overlap"])["enum"] == ["allow", "queue", "skip"]
+    # A duration is seconds or a string such as "90s"; its bounds apply to the number.
+    timeout = definition["properties"]["timeout"]
+    assert timeout["default"] == 900.0 and "cancelled" in timeout["description"]
+    assert timeout["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0}
+    assert timeout["anyOf"][1]["type"] == "string" and re.match(timeout["anyOf"][1]["pattern"], "15m")
+    rotation = schema["x-builtin-jobs"]["log_rotation"]
+    options = _resolve(schema, rotation["options"])
+    assert rotation["defaults"]["cron"] == "*/5 * * * *" and options["properties"]["every"]["default"] == "30 3 * * 0"
+    assert re.match(options["properties"]["min_size"]["anyOf"][1]["pattern"], "10MB")
 
 
 def test_app_keys_survive_and_are_visible(tmp_path):

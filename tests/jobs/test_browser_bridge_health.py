@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from pmjobsd.api import validate
 from pmjobsd.core import registry
 from pmjobsd.core.context import Status
 from pmjobsd.jobs.browser_bridge_health import (
     APP_COMMANDS,
     JOB,
-    Options,
+    BridgeHealthOptions,
     app_running,
     is_app_command_line,
     make_job,
@@ -49,7 +50,9 @@ def settings(port, **bridge):
 
 
 def run(tmp_path, app_settings, running=False, **options):
-    ctx = make_context(tmp_path, "browser_bridge_health", Options(**options), app_settings=app_settings)
+    ctx = make_context(
+        tmp_path, "browser_bridge_health", validate(BridgeHealthOptions, options), app_settings=app_settings
+    )
     result = make_job(lambda opts: running)(ctx)
     assert CANARY not in json.dumps([result.summary, dict(result.details), dict(result.metrics)])
     return result

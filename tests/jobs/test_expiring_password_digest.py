@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from pmjobsd.api import ValidationError, validate
 from pmjobsd.core.context import Notice, Status
 from pmjobsd.core.registry import load_builtin
 from pmjobsd.jobs import expiring_password_digest as digest
@@ -149,6 +149,6 @@ def test_registered_with_its_defaults():
     spec = load_builtin("expiring_password_digest")
     assert spec.func is digest.run and spec.defaults["cron"] == "0 9 * * *"
     assert spec.options_model is DigestOptions
-    assert DigestOptions.model_validate({"window_days": 30}).show_sites is True
+    assert validate(DigestOptions, {"window_days": 30}).show_sites is True
     with pytest.raises(ValidationError):
-        DigestOptions.model_validate({"window_days": 0})
+        validate(DigestOptions, {"window_days": 0})

@@ -71,3 +71,11 @@ def slow_fail(ctx: JobContext) -> None:
     _mark(ctx, "slow_fail")
     ctx.cancel_event.wait(float(ctx.options.get("seconds", 1)))
     raise RuntimeError(f"attempt {ctx.attempt} failed slowly")
+
+
+def loaded_modules(ctx: JobContext) -> JobResult:
+    """Reports which of ``options["modules"]`` the process running it has imported (in its summary)."""
+    import sys
+
+    names = [name for name in ctx.options.get("modules", []) if name in sys.modules]
+    return JobResult.ok("loaded: " + ",".join(names))

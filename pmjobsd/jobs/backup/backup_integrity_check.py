@@ -22,11 +22,22 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pmjobsd.api import Duration, JobCancelled, JobContext, JobMetric, JobResult, JobSpec, Overlap, PathRule, Status
+from pmjobsd.api import (
+    Duration,
+    JobCancelled,
+    JobContext,
+    JobMetric,
+    JobResult,
+    JobSpec,
+    Meta,
+    Overlap,
+    PathRule,
+    Status,
+    Struct,
+    validate,
+)
 from pmjobsd.app.snapshot import private_scratch
 from pmjobsd.app.vault import EntryStamp, VaultError, entry_stamps, integrity_problems, read_vault
 from pmjobsd.jobs.backup.archive import (
@@ -47,27 +58,31 @@ SCRATCH_PREFIX = "scratch-"
 clock = time.time  # injectable wall clock (tests replace it; libfaketime hangs Python)
 
 
-class BackupCheckOptions(BaseModel):
+class BackupCheckOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Options of ``backup_integrity_check``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    backup_dirs: tuple[str, ...] | None = Field(
-        None, description="folders holding password_manager_backup_*.zip; default: the app's backups folder"
+    backup_dirs: Annotated[
+        tuple[str, ...] | None,
+        Meta(description="folders holding password_manager_backup_*.zip; default: the app's backups folder"),
+    ] = None
+    max_age_days: Annotated[float, Meta(gt=0, description="WARN when the newest backup is older than this")] = 8.0
+    check: Annotated[Literal["integrity", "quick"], Meta(description="PRAGMA integrity_check or quick_check")] = (
+        "integrity"
     )
-    max_age_days: float = Field(8.0, gt=0, description="WARN when the newest backup is older than this")
-    check: Literal["integrity", "quick"] = Field("integrity", description="PRAGMA integrity_check or quick_check")
-    verify_latest: int = Field(3, ge=0, description="newest backups given the full check every run (all are hashed)")
-    settle_seconds: Duration = Field(
-        120.0, description="backups modified more recently are still being written by the app; checked next run"
-    )
-    lock_timeout: Duration = Field(10.0, description="how long to retry while the vault is locked")
-    member_limit_factor: float = Field(
-        16.0, gt=0, description="a backup member may hold at most this many times the live vault's size"
-    )
-    member_limit_min_mb: float = Field(
-        64.0, gt=0, description="the member limit is never below this many MiB (small or missing vaults)"
-    )
+    verify_latest: Annotated[
+        int, Meta(ge=0, description="newest backups given the full check every run (all are hashed)")
+    ] = 3
+    settle_seconds: Annotated[
+        Duration,
+        Meta(description="backups modified more recently are still being written by the app; checked next run"),
+    ] = 120.0
+    lock_timeout: Annotated[Duration, Meta(description="how long to retry while the vault is locked")] = 10.0
+    member_limit_factor: Annotated[
+        float, Meta(gt=0, description="a backup member may hold at most this many times the live vault's size")
+    ] = 16.0
+    member_limit_min_mb: Annotated[
+        float, Meta(gt=0, description="the member limit is never below this many MiB (small or missing vaults)")
+    ] = 64.0
 
 
 @dataclass
@@ -98,7 +113,7 @@ class _Run:
 
 def _options(ctx: JobContext) -> BackupCheckOptions:
     options = ctx.options
-    return options if isinstance(options, BackupCheckOptions) else BackupCheckOptions.model_validate(options or {})
+    return options if isinstance(options, BackupCheckOptions) else validate(BackupCheckOptions, options or {})
 
 
 def _backup_dirs(ctx: JobContext, options: BackupCheckOptions) -> list[Path]:

@@ -9,7 +9,6 @@ kept (0600 when new).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ _LINE = re.compile(r"^([0-9a-fA-F]{64}) ([ *])(.+)$")
 
 def sha256_file(path: Path, *, chunk_size: int = CHUNK_SIZE, check_cancelled: Callable[[], None] | None = None) -> str:
     """Hex SHA-256 of ``path``, read in ``chunk_size`` pieces (never the whole file in memory)."""
+    import hashlib  # loaded when the job runs, not when the daemon reads its options
+
     digest = hashlib.sha256()
     buffer = bytearray(chunk_size)
     view = memoryview(buffer)

@@ -17,11 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Overlap
+from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Meta, Overlap, Struct, after, validate
 from pmjobsd.jobs.breach import cache as breach_cache
 from pmjobsd.jobs.breach.cache import CacheCorrupt, EntrySummary, encode_entry, fingerprint
 from pmjobsd.jobs.breach.state import BreachState
@@ -38,32 +36,45 @@ STATE_FILE = "breach_cache_state.sqlite"
 REASONS = ("malformed_or_empty", "implausibly_short", "not_fetched_by_pmjobsd", "new_breach", "stale")
 
 
-class BreachCacheRefreshOptions(BaseModel):
+def _http_url(value: str) -> str:
+    """An http(s) base URL without its trailing slash; the error does not quote it (a mirror's URL may hold a token)."""
+    if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1].strip("/")) == 0:
+        raise ValueError("expected an http(s) base URL such as https://api.pwnedpasswords.com")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, after(_http_url)]
+
+
+class BreachCacheRefreshOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Options under ``jobs.definitions.breach_cache_refresh.options``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    api_base: str = Field("https://api.pwnedpasswords.com", description="Pwned Passwords range API (or a mirror)")
-    breach_api_base: str = Field("https://haveibeenpwned.com", description="HIBP API for /api/v3/latestbreach")
-    check_latest_breach: bool = Field(True, description="ask latestbreach each run; a new breach refreshes all")
-    max_age: Duration = Field(86400.0, gt=0, description="refresh a trusted entry at most once per this")
-    max_requests: int = Field(2000, ge=1, description="per-run budget of prefixes fetched")
-    rate_limit: float = Field(10.0, ge=0, description="requests per second; 0 lifts the client-side limit")
-    concurrency: int = Field(4, ge=1, le=32, description="requests in flight at once")
-    request_timeout: Duration = Field(15.0, gt=0, description="timeout of one request")
-    retries: int = Field(3, ge=0, le=10, description="retries of a prefix after 5xx, reset or timeout")
-    backoff_initial: Duration = Field(0.5, ge=0, description="first retry delay; doubles each retry")
-    max_retry_after: Duration = Field(300.0, ge=0, description="a longer 429 Retry-After ends the run's fetching")
-    min_plausible_suffixes: int = Field(100, ge=0, description="shorter entries are suspect (real ranges hold ~800)")
-    checkpoint_every: int = Field(1000, ge=1, description="merge into the cache file after this many refreshed")
-    checkpoint_interval: Duration = Field(120.0, gt=0, description="or after this long since the last merge")
-
-    @field_validator("api_base", "breach_api_base")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1].strip("/")) == 0:
-            raise ValueError(f"expected an http(s) base URL such as https://api.pwnedpasswords.com, got {value!r}")
-        return value.rstrip("/")
+    api_base: Annotated[HttpUrl, Meta(description="Pwned Passwords range API (or a mirror)")] = (
+        "https://api.pwnedpasswords.com"
+    )
+    breach_api_base: Annotated[HttpUrl, Meta(description="HIBP API for /api/v3/latestbreach")] = (
+        "https://haveibeenpwned.com"
+    )
+    check_latest_breach: Annotated[bool, Meta(description="ask latestbreach each run; a new breach refreshes all")] = (
+        True
+    )
+    max_age: Annotated[Duration, Meta(gt=0, description="refresh a trusted entry at most once per this")] = 86400.0
+    max_requests: Annotated[int, Meta(ge=1, description="per-run budget of prefixes fetched")] = 2000
+    rate_limit: Annotated[float, Meta(ge=0, description="requests per second; 0 lifts the client-side limit")] = 10.0
+    concurrency: Annotated[int, Meta(ge=1, le=32, description="requests in flight at once")] = 4
+    request_timeout: Annotated[Duration, Meta(gt=0, description="timeout of one request")] = 15.0
+    retries: Annotated[int, Meta(ge=0, le=10, description="retries of a prefix after 5xx, reset or timeout")] = 3
+    backoff_initial: Annotated[Duration, Meta(ge=0, description="first retry delay; doubles each retry")] = 0.5
+    max_retry_after: Annotated[Duration, Meta(ge=0, description="a longer 429 Retry-After ends the run's fetching")] = (
+        300.0
+    )
+    min_plausible_suffixes: Annotated[
+        int, Meta(ge=0, description="shorter entries are suspect (real ranges hold ~800)")
+    ] = 100
+    checkpoint_every: Annotated[int, Meta(ge=1, description="merge into the cache file after this many refreshed")] = (
+        1000
+    )
+    checkpoint_interval: Annotated[Duration, Meta(gt=0, description="or after this long since the last merge")] = 120.0
 
 
 @dataclass
@@ -157,7 +168,7 @@ def run_refresh(
     options = (
         ctx.options
         if isinstance(ctx.options, BreachCacheRefreshOptions)
-        else BreachCacheRefreshOptions.model_validate(ctx.options or {})
+        else validate(BreachCacheRefreshOptions, ctx.options or {})
     )
     cache_path = ctx.paths.breach_cache_path
     log = ctx.log

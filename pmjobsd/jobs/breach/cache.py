@@ -18,7 +18,6 @@ A corrupt file is moved aside with a timestamp, never deleted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -347,6 +346,8 @@ def fingerprint(entries: object) -> str:
 
 
 def _digest(compact_json: str) -> str:
+    import hashlib  # loaded when the job runs, not when the daemon reads its options
+
     return hashlib.sha256(compact_json.encode()).hexdigest()[:24]
 
 

@@ -8,7 +8,6 @@ duplicates nothing.
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import stat
@@ -33,6 +32,8 @@ def compress_archive(
     """
     plain = Path(archive)
     target = plain.with_name(plain.name + ".gz")
+    import gzip  # loaded when the job runs, not when the daemon reads its options
+
     partial = partial_path(target)
     try:
         if target.exists():

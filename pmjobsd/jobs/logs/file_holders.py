@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 
@@ -47,6 +46,8 @@ def open_holders(path: Path) -> set[int] | None:
     lsof = shutil.which("lsof")
     if lsof is None:
         return None
+    import subprocess  # loaded when the job runs, not when the daemon reads its options
+
     try:
         result = subprocess.run([lsof, "-t", "--", os.fspath(path)], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):

@@ -11,28 +11,26 @@ deadline (or until it is cancelled): a backlog larger than one run can delete (a
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
-from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap
+from pmjobsd.api import JobContext, JobResult, JobSpec, Meta, Overlap, Struct, validate
 from pmjobsd.jobs.logs.archives import log_files
 from pmjobsd.jobs.logs.retention import purge, retention_settings
 
 
-class LogPurgeOptions(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    log_days: int | None = Field(None, ge=1, description="default: jobs.retention.log_days")
-    history_days: int | None = Field(None, ge=1, description="default: jobs.retention.history_days")
-    files: list[str] = Field(default_factory=list, description="extra logs whose archives are purged")
+class LogPurgeOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    log_days: Annotated[Annotated[int, Meta(ge=1)] | None, Meta(description="default: jobs.retention.log_days")] = None
+    history_days: Annotated[
+        Annotated[int, Meta(ge=1)] | None, Meta(description="default: jobs.retention.history_days")
+    ] = None
+    files: Annotated[list[str], Meta(description="extra logs whose archives are purged")] = []
 
 
 STOP_MARGIN = 10.0  # seconds before the deadline the history purge stops (its last batch, the report)
 
 
 def run(ctx: JobContext) -> JobResult:
-    options = (
-        ctx.options if isinstance(ctx.options, LogPurgeOptions) else LogPurgeOptions.model_validate(ctx.options or {})
-    )
+    options = ctx.options if isinstance(ctx.options, LogPurgeOptions) else validate(LogPurgeOptions, ctx.options or {})
     retention = retention_settings(ctx.app_settings)
     report = purge(
         ctx.paths,

@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Annotated
 
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
-from pmjobsd.api import JobContext, JobResult, JobSpec, Overlap, PathRule
+from pmjobsd.api import ByteSize, JobContext, JobResult, JobSpec, Meta, Overlap, PathRule, Struct, after, validate
 from pmjobsd.jobs.logs.archives import log_files, reopening_files
 from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
 from pmjobsd.jobs.logs.retention import retention_settings
@@ -28,34 +28,35 @@ from pmjobsd.jobs.logs.triggers import Rotations, job_zone, last_slot
 DEFAULT_MAX_SIZE = 50_000_000
 
 
-class LogRotationOptions(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _cron_readable(value: str) -> str:
+    try:
+        CronSim(value, datetime(2026, 1, 1))
+    except CronSimError as exc:
+        raise ValueError(f"{exc}; expected 5 cron fields such as '30 3 * * 0'") from None
+    return value
 
-    files: list[str] = Field(default_factory=list, description="extra log files; relative names are in the log folder")
-    min_size: ByteSize = Field(ByteSize(1), ge=1, description="rotate only files at least this big, e.g. 1, '10MB'")
-    compress_after_days: int | None = Field(
-        None, ge=0, description="gzip archives older than this; default: jobs.retention.compress_after_days"
-    )
-    max_size: ByteSize | None = Field(
-        ByteSize(DEFAULT_MAX_SIZE), ge=1, description="rotate a log as soon as it is this big, e.g. '50MB'; null: never"
-    )
-    every: str = Field("30 3 * * 0", description="cron: rotate every log of min_size once a slot of this has passed")
 
-    @field_validator("every")
-    @classmethod
-    def _cron_readable(cls, value: str) -> str:
-        try:
-            CronSim(value, datetime(2026, 1, 1))
-        except CronSimError as exc:
-            raise ValueError(f"{exc}; expected 5 cron fields such as '30 3 * * 0'") from None
-        return value
+class LogRotationOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    files: Annotated[list[str], Meta(description="extra log files; relative names are in the log folder")] = []
+    min_size: Annotated[ByteSize, Meta(ge=1, description="rotate only files at least this big, e.g. 1, '10MB'")] = 1
+    compress_after_days: Annotated[
+        Annotated[int, Meta(ge=0)] | None,
+        Meta(description="gzip archives older than this; default: jobs.retention.compress_after_days"),
+    ] = None
+    max_size: Annotated[
+        Annotated[ByteSize, Meta(ge=1)] | None,
+        Meta(description="rotate a log as soon as it is this big, e.g. '50MB'; null: never"),
+    ] = DEFAULT_MAX_SIZE
+    every: Annotated[
+        str,
+        after(_cron_readable),
+        Meta(description="cron: rotate every log of min_size once a slot of this has passed"),
+    ] = "30 3 * * 0"
 
 
 def run(ctx: JobContext) -> JobResult:
     options = (
-        ctx.options
-        if isinstance(ctx.options, LogRotationOptions)
-        else LogRotationOptions.model_validate(ctx.options or {})
+        ctx.options if isinstance(ctx.options, LogRotationOptions) else validate(LogRotationOptions, ctx.options or {})
     )
     compress_after = options.compress_after_days
     if compress_after is None:

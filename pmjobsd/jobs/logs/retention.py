@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pmjobsd.api import validate
 from pmjobsd.app.paths import AppPaths
 from pmjobsd.core.history import RunHistory
 from pmjobsd.core.settings import Retention
@@ -91,7 +92,7 @@ def retention_settings(app_settings: Mapping[str, Any] | None) -> Retention:
     (The daemon already reported an invalid settings file; a job must still run.)
     """
     try:
-        return Retention.model_validate(dict((app_settings or {}).get("jobs", {}).get("retention", {})))
+        return validate(Retention, dict((app_settings or {}).get("jobs", {}).get("retention", {})))
     except Exception:
         return Retention()
 

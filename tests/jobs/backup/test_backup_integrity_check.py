@@ -11,8 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from pmjobsd.api import ValidationError, validate
 from pmjobsd.core.context import Status
 from pmjobsd.core.registry import load_builtin
 from pmjobsd.jobs.backup import backup_integrity_check as job
@@ -302,10 +302,10 @@ def test_live_vault_problems_fail(home: Path, vault: Path):
 def test_registered_with_its_defaults():
     spec = load_builtin("backup_integrity_check")
     assert spec.func is job.run and spec.defaults["cron"] == "0 3 * * 0"
-    options = BackupCheckOptions.model_validate({"backup_dirs": ["~/b"], "check": "quick", "verify_latest": 1})
+    options = validate(BackupCheckOptions, {"backup_dirs": ["~/b"], "check": "quick", "verify_latest": 1})
     assert options.max_age_days == 8
     with pytest.raises(ValidationError):
-        BackupCheckOptions.model_validate({"check": "full"})
+        validate(BackupCheckOptions, {"check": "full"})
 
 
 REAL_APP_SESSION = """

@@ -42,7 +42,9 @@ from pathlib import Path
 from tests.support.helpers import make_context
 from pmjobsd.jobs.backup import backup_integrity_check as job
 from pmjobsd.jobs.backup.backup_integrity_check import BackupCheckOptions
-ctx = make_context(Path(sys.argv[1]), "backup_integrity_check", BackupCheckOptions(**json.loads(sys.argv[2])))
+from pmjobsd.api import validate
+options = validate(BackupCheckOptions, json.loads(sys.argv[2]))
+ctx = make_context(Path(sys.argv[1]), "backup_integrity_check", options)
 started = time.monotonic()
 result = job.run(ctx)
 elapsed = time.monotonic() - started

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from pmjobsd.api import ValidationError, validate
 from pmjobsd.core import registry
 from pmjobsd.core.context import Status
 from pmjobsd.core.history import RunHistory
@@ -76,13 +76,13 @@ def test_jobs_are_registered_with_their_schedules():
     assert registry.load_builtin("log_rotation").defaults["cron"] == "*/5 * * * *"  # the cheap size check
     assert LogRotationOptions().every == "30 3 * * 0" and LogRotationOptions().max_size == 50_000_000
     with pytest.raises(ValidationError, match="every"):
-        LogRotationOptions.model_validate({"every": "61 * * * *"})
+        validate(LogRotationOptions, {"every": "61 * * * *"})
     assert registry.load_builtin("log_purge").defaults["cron"] == "@daily"
-    assert LogRotationOptions.model_validate({"min_size": "10MB"}).min_size == 10_000_000
+    assert validate(LogRotationOptions, {"min_size": "10MB"}).min_size == 10_000_000
     with pytest.raises(ValidationError):
-        LogRotationOptions.model_validate({"min_size": 0})
+        validate(LogRotationOptions, {"min_size": 0})
     with pytest.raises(ValidationError):
-        LogPurgeOptions.model_validate({"log_days": 0})
+        validate(LogPurgeOptions, {"log_days": 0})
 
 
 def test_rotation_job_rotates_app_log_and_own_log_which_reopens(tmp_path, jobs_log):
