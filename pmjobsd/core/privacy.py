@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pmjobsd.system.digest import hmac_sha256
 from pmjobsd.system.files import ensure_private_dir, open_private
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://[^\s'\"<>]+")
@@ -162,4 +161,6 @@ class EntryIdHasher:
         return cls(key)
 
     def __call__(self, entry_id: object) -> str:
-        return hmac_sha256(self._key, str(entry_id).encode()).hex()[:16]
+        import hmac  # loads OpenSSL: only once a job hashes an entry id
+
+        return hmac.new(self._key, str(entry_id).encode(), "sha256").hexdigest()[:16]

@@ -1,13 +1,12 @@
 """Tell the service manager what the daemon is doing (sd_notify(3)).
 
-``Notifier()`` sends through a small, exact implementation of the ``NOTIFY_SOCKET``
-protocol: one ``AF_UNIX`` datagram of newline-separated ``KEY=VALUE`` assignments, to
-a path or, when the variable starts with ``@``, to the abstract namespace.  Another
-kind of address (systemd 254's ``vsock:``) goes through systemd-python's
-``systemd.daemon.notify`` when it is installed (the ``systemd`` extra); it is imported
-only then, since loading libsystemd costs every start ~0.8 MB for the same datagram.
-Without ``NOTIFY_SOCKET`` (no systemd, launchd, a terminal) every method is a no-op
-returning False.
+``Notifier()`` sends through systemd-python's ``systemd.daemon.notify`` when it is
+installed (the ``systemd`` extra), otherwise through a small, exact implementation of
+the ``NOTIFY_SOCKET`` protocol: one ``AF_UNIX`` datagram of newline-separated
+``KEY=VALUE`` assignments, to a path or, when the variable starts with ``@``, to the
+abstract namespace.  systemd-python (libsystemd, ~0.8 MB) is imported only when
+``NOTIFY_SOCKET`` is set.  Without it (no systemd, launchd, a terminal) every method
+is a no-op returning False.
 
 Watchdog rule for the daemon: call :meth:`Notifier.watchdog` from the
 scheduler loop only after an iteration completed normally, at least every
@@ -40,12 +39,6 @@ def systemd_daemon() -> Any:
     return _systemd_module
 
 
-def __getattr__(name: str) -> Any:
-    if name == "_systemd_daemon":  # the module attribute it used to be (tests read it)
-        return systemd_daemon()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _socket_address(value: str) -> str | bytes | None:
     """The address NOTIFY_SOCKET names: a path, or an abstract name for '@name'."""
     if value.startswith("@"):
@@ -72,13 +65,11 @@ class Notifier:
     """sd_notify for one process; methods return True when a message was sent."""
 
     def __init__(self, environ: Mapping[str, str] | None = None, *, use_systemd: bool | None = None):
-        """``use_systemd``: None uses the socket code for a path or abstract address and systemd-python
-        (when importable) for any other; True forces systemd-python, False the socket code."""
+        """``use_systemd``: None picks systemd-python when importable; False forces the socket code."""
         self._environ = os.environ if environ is None else environ
         self.socket_value = self._environ.get("NOTIFY_SOCKET") or None
-        if use_systemd is None:
-            own = self.socket_value is None or _socket_address(self.socket_value) is not None
-            use_systemd = not own and systemd_daemon() is not None
+        if use_systemd is None:  # nothing to tell without NOTIFY_SOCKET: libsystemd is not loaded then
+            use_systemd = self.socket_value is not None and systemd_daemon() is not None
         if use_systemd and systemd_daemon() is None:
             raise RuntimeError("systemd-python is not installed (pip install 'pmjobsd[systemd]')")
         self.backend = "none" if self.socket_value is None else ("systemd-python" if use_systemd else "socket")

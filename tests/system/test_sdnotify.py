@@ -15,7 +15,7 @@ import pytest
 from pmjobsd.system import sdnotify
 from pmjobsd.system.sdnotify import Notifier
 
-HAVE_SYSTEMD_PYTHON = sdnotify._systemd_daemon is not None
+HAVE_SYSTEMD_PYTHON = sdnotify.systemd_daemon() is not None
 BACKENDS = [
     pytest.param(False, id="socket-fallback"),
     pytest.param(
