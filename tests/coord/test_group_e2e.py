@@ -180,7 +180,8 @@ def test_two_daemons_with_one_member_name_both_report_it(tmp_path, redis_server)
         for home in homes:  # once, not at every beat
             assert len(home.events("coordination.duplicate_member")) == 1
         assert sum(b"pmjobsd member name" in r["body"] for r in received.snapshot()) == 2
-        assert homes[0].events("job.succeeded", job="vaultjob"), "vault jobs keep running"
+        # Claims, not names, decide who runs a slot: the group keeps running it (on either twin).
+        assert any(home.events("job.succeeded", job="vaultjob") for home in homes), "vault jobs keep running"
         status = json.loads(homes[0].cli("status", "--json").stdout)
         assert "responding" not in status["daemon"], "status reaches the daemon in its per-member state folder"
         assert status["coordination"]["duplicate_member"] and status["coordination"]["last_heartbeat"]
