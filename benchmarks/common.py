@@ -211,7 +211,7 @@ def fill_history(path: Path, jobs: list[str], attempts: int, start: float, durat
         (f"{ids.getrandbits(128):032x}", 1, jobs[index % len(jobs)], "schedule",
          datetime.fromtimestamp(int(start + index), timezone.utc).isoformat(), start + index,
          start + index + duration, statuses[index % 4], "bench", None, int(duration * 1000), "{}",
-         json.dumps(payload(index)) if payload else "{}", 1, 1, None)
+         json.dumps(payload(index)) if payload else "{}", 1, 1, None, None, None)
         for index in range(attempts)
     )  # fmt: skip
     conn = sqlite3.connect(path, isolation_level=None)
@@ -221,7 +221,7 @@ def fill_history(path: Path, jobs: list[str], attempts: int, start: float, durat
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP TABLE job_summary")
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 18)})", rows)  # the last two: member, token
         conn.execute("COMMIT")
     finally:
         conn.close()
