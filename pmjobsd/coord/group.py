@@ -81,7 +81,8 @@ def error_text(exc: BaseException) -> str:
     return scrub_text(f"{type(exc).__name__}: {exc}")[:200]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is there a process ``pid`` on this machine (one of another user's counts)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -121,7 +122,7 @@ class Heartbeat:
         on_duplicate: Callable[[str | None], None] | None = None,
         host: str | None = None,
         clock: Callable[[], float] = time.monotonic,
-        pid_alive: Callable[[int], bool] = _pid_alive,
+        pid_alive: Callable[[int], bool] = pid_alive,
     ):
         self.group, self.member, self.state = group, member, state
         self.interval = beat_interval(lease)

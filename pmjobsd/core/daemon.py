@@ -716,7 +716,7 @@ class Daemon:
     def status_snapshot(self) -> StatusSnapshot:
         """The status now (what the metrics and the status page read)."""
         # Imported at the first status request, scrape or textfile write, not before daemon.ready.
-        from pmjobsd.observe.status import DaemonState, StatusCache  # at the first status request
+        from pmjobsd.observe.status import DaemonState  # at the first status request
 
         daemon = DaemonState(
             running=True,
@@ -736,16 +736,21 @@ class Daemon:
         live = _LiveState(next_runs, self.runner, self.held.all(), self.recorder.unwritten())
         coordinated = self.coordinator.state.snapshot() if self.coordinator else None
         # The job entries are built again only when something in them changed (StatusCache).
-        if self._status_cache is None:
-            self._status_cache = StatusCache()
-        return self._status_cache.build(
+        return self._statuses().build(
             loaded, self.history, daemon=daemon, live=live, jobs=jobs, now=self.clock.now(), coordination=coordinated
         )
 
     def status_document(self) -> StatusDocument:
         """The status document (``status --json``)."""
-        snapshot = self.status_snapshot()  # makes the cache at the first request
-        return self._status_cache.document(snapshot) if self._status_cache else snapshot.to_json()
+        return self._statuses().document(self.status_snapshot())
+
+    def _statuses(self) -> StatusCache:
+        """The status cache, made at the first status request (observe.status is imported only then)."""
+        if self._status_cache is None:
+            from pmjobsd.observe.status import StatusCache
+
+            self._status_cache = StatusCache()
+        return self._status_cache
 
     def run_now(self, name: str, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         job: ResolvedJob | None = self.jobs.get(name)

@@ -337,15 +337,10 @@ class RunHistory:
         for step in MIGRATIONS:
             step(self)
 
-    def _add_pid_started(self) -> None:
+    def _add_columns(self) -> None:
+        """The columns a history written by an older pmjobsd lacks (the schema lists them all)."""
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
-        if "pid_started" not in columns:  # a history written by pmjobsd 0.1.0 before this column
-            self._conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
-
-    def _add_member_token(self) -> None:
-        # Who ran a vault job's slot, with which fencing token (jobs.coordination); NULL otherwise.
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
-        for column, kind in (("member", "TEXT"), ("token", "INTEGER")):
+        for column, kind in _ADDED_COLUMNS:
             if column not in columns:
                 self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
@@ -680,11 +675,14 @@ class RunHistory:
         return int(row[0]) if row else 0
 
 
+# Columns added after pmjobsd 0.1.0, in the order they came: the pid's start time (pid reuse),
+# and who ran a vault job's slot with which fencing token (jobs.coordination; NULL otherwise).
+_ADDED_COLUMNS = (("pid_started", "REAL"), ("member", "TEXT"), ("token", "INTEGER"))
+
 # The steps that bring a history written by an older pmjobsd up to date, run in this order at each
 # open; a new one goes at the end and must be cheap to find done (see RunHistory._migrate).
 MIGRATIONS: tuple[Callable[[RunHistory], None], ...] = (
-    RunHistory._add_pid_started,
-    RunHistory._add_member_token,
+    RunHistory._add_columns,
     RunHistory._add_summary,
     RunHistory._add_slot_index,
 )

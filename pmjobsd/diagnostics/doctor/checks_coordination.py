@@ -6,23 +6,13 @@ as ``display_url`` does (never a password) and only names from Redis.
 
 from __future__ import annotations
 
-import os
 import socket
 from urllib.parse import urlsplit
 
 from pmjobsd.app.paths import network_filesystem
+from pmjobsd.coord.group import pid_alive
 from pmjobsd.core.privacy import escape_control
 from pmjobsd.diagnostics.doctor.env import Check, DoctorEnv, fail, ok, shell_quote, warn
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_coordination(env: DoctorEnv) -> list[Check]:
@@ -87,7 +77,7 @@ def _member(env: DoctorEnv, group: str, member: str, fields: dict) -> Check:
             other = f"daemons on {fields['duplicate']} and {host} both beat"
         elif host != socket.gethostname()[:100]:
             other = f"a daemon on {host} (pid {pid}) beats"
-        elif pid.isdigit() and int(pid) != ours and _pid_alive(int(pid)):
+        elif pid.isdigit() and int(pid) != ours and pid_alive(int(pid)):
             other = f"another daemon on this machine (pid {pid}) beats"
     if other is None:
         return ok("coordination.member", f"member {member} of group {group}: no other daemon uses the name")
