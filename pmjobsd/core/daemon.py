@@ -126,6 +126,7 @@ class Daemon:
         self._last_watchdog = self._last_status = float("-inf")
         self._watch: SettingsWatch | None = None
         self._check_settings_at: float | None = None  # look at the file then (after an event, or to settle)
+        self._settings_poll_at = float("-inf")  # with a watch: look at the file then anyway
         self._read_error: str | None = None  # the last settings read that failed for an OS reason, said once
         self._bad_since: float | None = None  # the file has been empty/missing/undecodable, unchanged, since
         self._bad_stamp: tuple[int, int, int] | None = None
@@ -286,6 +287,7 @@ class Daemon:
             enabled = sum(1 for job in self.jobs.values() if job.definition.enabled)
             self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.control.path))
             self.notifier.ready(status=f"{enabled} jobs scheduled")
+            self.recorder.prepare()
             if self.on_ready is not None:
                 self.on_ready()
             self._loop()
@@ -544,13 +546,22 @@ class Daemon:
         return load_settings(self.base_paths.settings_path, base=self.base_paths, cli_overrides=self.cli_overrides)
 
     def _settings_changed(self) -> bool:
-        """True when the file's content, owner or mode changed, or a doubtful read is due again."""
+        """True when the file's content, owner or mode changed, or a doubtful read is due again.
+
+        With an inotify watch the file is read after its events, and otherwise once per
+        ``wake_interval`` (a change the watch cannot see: the folder's mode); reading and
+        parsing it at every wake-up cost a burst of due runs milliseconds each time.
+        """
+        now = time.monotonic()
         if self._check_settings_at is not None:
-            if time.monotonic() < self._check_settings_at:
+            if now < self._check_settings_at:
                 return False
             self._check_settings_at = None
             if self._bad_since is not None:
                 return True  # the settle delay is over: read again
+        elif self._watch is not None and now < self._settings_poll_at:
+            return False
+        self._settings_poll_at = now + self.loaded.settings.wake_interval
         return fingerprint(self.base_paths.settings_path) != self.loaded.fingerprint
 
     def _report_invalid(self, new: LoadedSettings, reason: str, issues: tuple[ConfigIssue, ...]) -> None:

@@ -3,7 +3,9 @@
 A row is written when an attempt starts (status RUNNING, with the writer's
 pid) and updated when it ends, so a run in flight when the process died is
 never lost: the next daemon start — or any reader — sees a RUNNING row whose
-pid is gone and reports it as INTERRUPTED.
+pid is gone and reports it as INTERRUPTED.  A start the daemon's writer had
+not committed yet is in the start journal (``core/start_journal.py``); every
+opening of the history adds those rows first.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pmjobsd.core import start_journal
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import Status, Trigger
 from pmjobsd.system.files import PRIVATE_FILE_MODE, ensure_private_dir, open_private
@@ -317,6 +320,10 @@ class RunHistory:
         # group commit, which is what every start of a run waits for.
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._migrate()
+        try:
+            self.apply_start_journal()
+        except sqlite3.Error:
+            pass  # a reader that cannot write now still reads; the daemon's writer adds them
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{self.path}{suffix}")
             if sidecar.exists() and sidecar.stat().st_uid == os.getuid():
@@ -471,6 +478,19 @@ class RunHistory:
     def mark_final(self, run_id: str, attempt: int) -> None:
         """No retry follows this attempt after all: its outcome is the run's."""
         self._execute("UPDATE runs SET final=1 WHERE run_id=? AND attempt=?", (run_id, attempt))
+
+    def apply_start_journal(self) -> int:
+        """Add the start journal's runs that have no row yet (RUNNING, with their writer's pid); how many.
+
+        ``INSERT OR IGNORE``: a row the writer committed (a start or its end) is never replaced.
+        """
+        rows = start_journal.read_rows(self.path)
+        if not rows:
+            return 0
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.executemany(_INSERT_STARTED, rows)
+            return self._conn.total_changes - before
 
     def mark_interrupted(self) -> int:
         """Turn RUNNING rows whose writer is gone into INTERRUPTED; return how many."""
@@ -700,6 +720,11 @@ _UPSERT_TAIL = (
     " details=excluded.details, metrics=excluded.metrics, final=excluded.final"
 )
 _UPSERT = f"{_UPSERT_HEAD} VALUES {_ROW}{_UPSERT_TAIL}"
+# A start journal entry as a start row (status RUNNING), unless the attempt has a row already.
+_INSERT_STARTED = (
+    f"INSERT OR IGNORE INTO runs ({', '.join(start_journal.FIELDS)}, status)"
+    f" VALUES ({', '.join('?' * len(start_journal.FIELDS))}, '{Status.RUNNING.value}')"
+)
 
 # Rows per multi-row upsert: their parameters stay under the 999 of SQLite before 3.32.
 _UPSERT_ROWS = 999 // len(_COLUMNS.split(","))

@@ -2,24 +2,24 @@
 
 The runner submits a record when an attempt starts and again when it ends
 (:meth:`HistoryWriter.record_start`, :meth:`record_finish`, :meth:`mark_final`);
-none of them raises, and only ``record_start`` waits (on its worker thread, at
-most ``durable_wait`` seconds) for the row to be written, so that a run that
-started is in the history after ``kill -9``.  A record that cannot be written
+none of them raises or waits on the database.  A start is first written into
+the start journal (``core/start_journal.py``: one ``pwrite``), so that a run
+that started is in the history after ``kill -9`` before its row is committed;
+its journal slot is freed once the row is.  Only when the journal cannot take
+it (every slot waiting for a commit, the file not ours) does ``record_start``
+wait, at most ``durable_wait`` seconds, for the row itself.
+A record that cannot be written
 (disk full, the file locked by another process) stays in memory, newest
 version per attempt, and is written when the database takes writes again.
 The backlog is bounded (``max_backlog`` attempts; beyond it the oldest is
 dropped and counted), and :meth:`health` says how it stands.
 
 Group commit: each round the thread takes every record waiting (up to
-``max_batch``) and writes them in one transaction, then wakes every start
-that was in it.  (A start writing its round itself on its worker, when no write
-is in progress, was tried: starts waited less, but the rounds held fewer
-records, and the extra commits cost more CPU than the hand-off saved.)  So the starts of a burst of runs share one commit instead
-of queueing for one each, and a start still returns only once its row is
-committed (or ``durable_wait`` has passed, when the database does not take
-writes).  Nobody waits for the end of an attempt, so an end alone lingers up
-to ``linger`` seconds for company (the next start, usually, on the same
-worker): a crash in that window shows the attempt INTERRUPTED, as a crash
+``max_batch``) and writes them in one transaction, then frees their journal
+slots (and wakes a start that waits for its row).  Nobody waits for a
+journaled start or an end, so the first record of a round lingers up to
+``linger`` seconds for company: the starts and ends of a burst share one
+commit.  A crash in that window shows an ended attempt INTERRUPTED, as a crash
 during the attempt would.
 
 Checkpoints (copying the WAL into the database file, with an fsync of each)
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import sqlite3
 import threading
 import time
@@ -44,8 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pmjobsd.core.history import RunHistory
+from pmjobsd.core.history import RunHistory, _own_start_time
 from pmjobsd.core.observers import RunRecord
+from pmjobsd.core.start_journal import StartJournal
 
 if TYPE_CHECKING:  # the writer's logger; status reads HistoryHealth without a jobs.log formatter
     from pmjobsd.observe.joblog import EventLogger
@@ -108,6 +110,7 @@ class HistoryWriter:
         retry_initial: float = 0.25,
         retry_max: float = 5.0,
         mark_interrupted: bool = False,
+        journal: bool = True,
     ):
         self.path = Path(path)
         if log is None:
@@ -138,6 +141,8 @@ class HistoryWriter:
         self.moved_aside: str | None = None
         self.damage: str | None = None
         self._conn: RunHistory | None = None
+        self._journal = self._open_journal() if journal else None
+        self._journaled: dict[_Key, int] = {}  # starts in the journal whose row is not committed -> slot
         # The checkpointer's own condition: the writer's is notified at every submission and commit.
         self._checkpoint_due = threading.Condition()
         self._dirty = False  # committed since the last checkpoint
@@ -145,13 +150,36 @@ class HistoryWriter:
         self._thread = threading.Thread(target=self._run, name="pmjobsd-history", daemon=True)
         self._thread.start()
 
+    def _open_journal(self) -> StartJournal | None:
+        """The start journal, or None (every start then waits for its row): another process owns it, or no file."""
+        try:
+            journal = StartJournal(self.path)
+        except OSError as exc:
+            self.log.warning("history.journal_unavailable", path=str(self.path.parent), error=str(exc))
+            return None
+        return journal
+
+    def prepare(self) -> None:
+        """Load, on a thread of its own, what the first start needs (psutil, for the writer's start time).
+
+        The daemon calls it once it is ready: imported at the first start instead, it made
+        the first run of a burst, and every run queued behind it, ~30 ms late.
+        """
+        threading.Thread(target=_own_start_time, name="pmjobsd-prepare", daemon=True).start()
+
     # --- submitting (any thread; never raises, never blocks on SQLite) ------------------
     def record_start(self, record: RunRecord) -> None:
-        """Submit a starting attempt and wait up to ``durable_wait`` s for its row (call from a worker).
+        """Submit a starting attempt; when this returns it is on disk (call from a worker).
 
-        The row is committed when this returns (unless the wait ran out): a run that
-        starts afterwards is in the history even if the process is killed right then.
+        On disk in the start journal, or (the journal full or missing) as its committed row
+        after a wait of up to ``durable_wait`` s: a run that starts afterwards is in the
+        history even if the process is killed right then.
         """
+        if self._journal is not None:
+            slot = self._journal.write(record, os.getpid(), _own_start_time())  # the entry names its writer
+            if slot is not None:
+                self._submit(record, journal_slot=slot)
+                return
         written = self._submit(record, wait=True)
         if written is not None and not written.wait(self.durable_wait):
             with self._cond:  # not written in time: this thread's event must not be set for it later
@@ -166,11 +194,13 @@ class HistoryWriter:
         """No retry follows ``record`` after all: its outcome is the run's."""
         self._submit(dataclasses.replace(record, final=True))
 
-    def _submit(self, record: RunRecord, wait: bool = False) -> threading.Event | None:
+    def _submit(self, record: RunRecord, wait: bool = False, journal_slot: int | None = None) -> threading.Event | None:
         """Queue ``record``; with ``wait``, return the event set once its row is committed."""
         key = (record.run_id, record.attempt)
         snapshot = _snapshot(record)
         with self._cond:
+            if journal_slot is not None:
+                self._journaled[key] = journal_slot
             if key in self._pending:
                 self._pending[key] = snapshot  # the newer version replaces the unwritten one in place
             else:
@@ -321,22 +351,32 @@ class HistoryWriter:
             self._committed(batch)
         if self._conn is not None:
             self._conn.close()
+        if self._journal is not None:
+            self._journal.close()
 
     def _committed(self, batch: list[tuple[_Key, RunRecord]]) -> None:
         """``batch`` is in the database: forget what was not replaced meanwhile, wake its starts."""
         if batch and not self._dirty:
             self._checkpoint_soon()
+        slots = []
         with self._cond:
             for key, record in batch:
                 if self._pending.get(key) is record:  # not replaced by a newer version meanwhile
                     del self._pending[key]
-                # Its row is committed (in this version or an older one): a start waiting for it may go.
+                # Its row is committed (in this version or an older one): a start waiting for it may go,
+                # and its journal entry is no longer needed.
                 waiting = self._written.pop(key, None)
                 if waiting is not None:
                     waiting.set()
+                slot = self._journaled.pop(key, None)
+                if slot is not None:
+                    slots.append(slot)
             backlog_left = len(self._pending)
             if not backlog_left:
                 self._drained.notify_all()
+        if self._journal is not None:
+            for slot in slots:
+                self._journal.clear(slot)
         if self._failing_since is not None and not backlog_left:
             self._recovered()
 
@@ -344,6 +384,8 @@ class HistoryWriter:
         if self._conn is None:
             conn = RunHistory(self.path, busy_timeout=self.busy_timeout)
             try:
+                if self._journal is not None and self._journal.leftover:
+                    conn.apply_start_journal()  # the previous owner's unwritten starts (also done at open)
                 if self._mark_interrupted:
                     interrupted = conn.mark_interrupted()
                     if interrupted:
@@ -352,6 +394,10 @@ class HistoryWriter:
                 conn.close()
                 raise
             self._mark_interrupted = False
+            if self._journal is not None:
+                for slot, _ in self._journal.leftover:  # their rows are in the database now
+                    self._journal.clear(slot)
+                self._journal.leftover = []
             # Checkpoints are the checkpointer's (see the module docstring); this is the backstop.
             conn._execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
             if self._checkpointer is None:  # started here, not in the first commit a start waits for

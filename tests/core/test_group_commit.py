@@ -12,18 +12,17 @@ from pmjobsd.core.history_writer import HistoryWriter
 from pmjobsd.core.observers import RunRecord
 from pmjobsd.core.outcomes import Status
 from pmjobsd.core.runner import new_run_id
+from pmjobsd.core.start_journal import StartJournal, read_rows
 from tests.support.daemon import wait_for
 
 BURST_JOBS = 40
 
 
-def test_starts_waiting_together_share_one_commit_and_each_returns_with_its_row_written(tmp_path):
-    path = tmp_path / "history.db"
-    commits: list[int] = []
-    writer = HistoryWriter(path)
+def _count_commits(writer: HistoryWriter) -> list[int]:
+    """Replace the writer's write_many with one that appends each transaction's size to the list returned."""
     wait_for(lambda: writer._conn is not None, message="the writer's connection")
     assert writer._conn is not None
-    # Each write_many is one transaction (BEGIN ... COMMIT, or one multi-row statement on its own).
+    commits: list[int] = []
     write_many = writer._conn.write_many
 
     def counted(records):
@@ -32,6 +31,42 @@ def test_starts_waiting_together_share_one_commit_and_each_returns_with_its_row_
         write_many(records)
 
     writer._conn.write_many = counted  # type: ignore[method-assign]
+    return commits
+
+
+def test_starts_return_at_once_from_the_journal_readers_see_them_and_they_share_one_commit(tmp_path):
+    path = tmp_path / "history.db"
+    writer = HistoryWriter(path, linger=0.05)
+    commits = _count_commits(writer)
+    assert writer._conn is not None
+    records = [RunRecord(new_run_id(), f"job{i}", 1, "schedule", None, time.time()) for i in range(20)]
+    with writer._conn._lock:  # the database takes no write meanwhile: the starts must not wait for it
+        began = time.monotonic()
+        for record in records:
+            writer.record_start(record)
+        assert time.monotonic() - began < 0.5
+        assert len(read_rows(path)) == 20  # on disk before any row is committed
+        with RunHistory(path, create=False) as reader:  # any reader adds them: RUNNING, their writer alive
+            shown = {row["run_id"]: row["status"] for row in reader.recent(limit=100)}
+        assert shown == {record.run_id: "RUNNING" for record in records}
+        for record in records:
+            record.status, record.finished_at = Status.OK, time.time()
+            writer.record_finish(record)
+    assert writer.flush(5.0)
+    wait_for(lambda: not read_rows(path), message="the journal cleared once the rows are committed")
+    writer.close()
+    with RunHistory(path, create=False) as history:  # the ends replaced the rows the reader added
+        assert {row["status"] for row in history.recent(limit=100)} == {"OK"}
+    assert sum(commits) >= 20 and len(commits) <= 2
+
+
+def test_without_the_journal_starts_waiting_together_share_one_commit_and_return_with_their_row(tmp_path):
+    path = tmp_path / "history.db"
+    owner = StartJournal(path)  # another writer owns the journal: this one waits for each start's row
+    writer = HistoryWriter(path)
+    assert writer._journal is None
+    commits = _count_commits(writer)  # each write_many is one transaction
+    assert writer._conn is not None
     records = [RunRecord(new_run_id(), f"job{i}", 1, "schedule", None, time.time()) for i in range(20)]
     seen: dict[str, bool] = {}
 
@@ -52,6 +87,7 @@ def test_starts_waiting_together_share_one_commit_and_each_returns_with_its_row_
     for thread in threads:
         thread.join(10)
     writer.close()
+    owner.close()
     assert seen == {record.run_id: True for record in records}
     assert 1 <= len(commits) <= 2  # the one(s) taken first, then the rest together: not twenty
 
