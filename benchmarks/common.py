@@ -190,11 +190,19 @@ class NotifySocket:
         self.path.unlink(missing_ok=True)
 
 
+def _run_id(started: float, ids) -> str:
+    """:func:`pmjobsd.core.runner.new_run_id` of ``started``, its random bits from ``ids`` (repeatable)."""
+    raw = bytearray(int(started * 1000).to_bytes(6, "big") + ids.getrandbits(80).to_bytes(10, "big"))
+    raw[6] = (raw[6] & 0x0F) | 0x70
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
 def fill_history(path: Path, jobs: list[str], attempts: int, start: float, duration: float, payload=None) -> None:
     """``attempts`` finished attempts of ``jobs`` in turn, one a second from ``start``, every outcome.
 
-    As the runner writes them: random 32-hex run ids (``uuid4().hex``, seeded here) and, the
-    runs being scheduled, each its slot.  Bulk-inserted without the summary triggers (a
+    As the runner writes them: time-ordered 32-hex run ids (UUID version 7 of each start, its
+    random bits seeded here) and, the runs being scheduled, each its slot.  Bulk-inserted without the summary triggers (a
     million rows in seconds), then the history is opened once more, which fills its
     ``job_summary`` as on an upgrade.
     """
@@ -208,7 +216,7 @@ def fill_history(path: Path, jobs: list[str], attempts: int, start: float, durat
     statuses = ["OK", "OK", "WARN", "FAIL"]
     ids = random.Random(attempts)
     rows = (
-        (f"{ids.getrandbits(128):032x}", 1, jobs[index % len(jobs)], "schedule",
+        (_run_id(start + index, ids), 1, jobs[index % len(jobs)], "schedule",
          datetime.fromtimestamp(int(start + index), timezone.utc).isoformat(), start + index,
          start + index + duration, statuses[index % 4], "bench", None, int(duration * 1000), "{}",
          json.dumps(payload(index)) if payload else "{}", 1, 1, None, None, None)
@@ -216,7 +224,7 @@ def fill_history(path: Path, jobs: list[str], attempts: int, start: float, durat
     )  # fmt: skip
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute("PRAGMA cache_size = -262144")  # random run ids: the key index in memory while filling
+        conn.execute("PRAGMA cache_size = -262144")  # the indexes in memory while filling
         for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP TABLE job_summary")

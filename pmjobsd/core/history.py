@@ -531,11 +531,12 @@ class RunHistory:
         """
         total, size, per_row, unchecked = 0, max(1, batch), None, 0
         with self._lock:
-            # A run id is random: each row deleted dirties a page of the key index, and the WAL
-            # fills fast.  The checkpoints are this thread's, every PURGE_CHECKPOINT_ROWS rows
-            # (PASSIVE: never waiting for a writer), which keeps the WAL under the 1000 pages at
-            # which the automatic one would run inside whichever commit crosses them, often the
-            # history writer's, holding up a run that waits for its row.
+            # The indexes by job and status are not in time order (nor are the random run ids of
+            # histories written before the time-ordered ones): rows deleted dirty pages all over,
+            # and the WAL fills fast.  The checkpoints are this thread's, every
+            # PURGE_CHECKPOINT_ROWS rows (PASSIVE: never waiting for a writer), which keeps the WAL
+            # under the 1000 pages at which the automatic one would run inside whichever commit
+            # crosses them, often the history writer's.
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         try:
             while stop is None or not stop():
