@@ -4,7 +4,7 @@
 
 pmjobsd: ``Runner`` with 4 workers, the real run history as the daemon writes
 it (``HistoryWriter``: its own thread, group commit into the SQLite WAL file; a
-row written at start, which the run waits for, updated at the end), the real jobs.log handler (JSON
+start in the start journal, then its row, updated at the end), the real jobs.log handler (JSON
 lines, two per run: ``job.started`` and ``job.succeeded``) and the alert
 observer (no sinks), driving a job that does nothing; all runs offered at
 once, timed until the last is done.  Baseline: the same no-op submitted to
@@ -12,14 +12,14 @@ once, timed until the last is done.  Baseline: the same no-op submitted to
 executor wraps; no record of the run).  The notes split pmjobsd's cost per
 run into its history writes and its log lines, each timed alone.
 
-What the figure keeps, and costs: every start waits until its history row is
-committed (a run that started is in the history after ``kill -9``), shared by
-group commit among the starts due together (with 4 workers, up to 4 starts
-and the ends before them per transaction, one multi-row statement; WAL
+What the figure keeps, and costs: every start is on disk before the job is
+called (one ``pwrite`` into the start journal; a run that started is in the
+history after ``kill -9``), its row committed by the writer's next group
+commit (one multi-row statement for the starts and ends of a burst; WAL
 checkpoints on their own thread); both jobs.log lines are written by
 ``os.write`` before the run goes on (no line is lost in a crash).  Handing
-the lines or the start rows to a thread without waiting would be faster and
-would give up exactly those two promises.  The notes add the process CPU time
+the lines to a thread without waiting would be faster and would give up
+exactly that promise.  The notes add the process CPU time
 per run, steadier than the rate on a shared machine.
 """
 
@@ -136,7 +136,7 @@ def run(quick: bool = False) -> list[dict]:
     baseline = pool_runs_per_second(runs)
     notes = (
         f"{runs} runs; {1e6 / ours:.0f} us per run, CPU {_cpu_us:.0f} us per run; timed alone: history 2 writes {history_cost:.0f} us "
-        f"(one transaction each; the runner shares them by group commit), 2 jobs.log lines {2 * log_cost:.0f} us"
+        f"(one transaction each; the runner's writer shares them by group commit), 2 jobs.log lines {2 * log_cost:.0f} us"
     )
     return [
         row(

@@ -25,11 +25,13 @@ to it, against the same into an empty history.  Purge: ``RunHistory.purge`` on i
 connection deleting the oldest 300,000 rows (50,000), rows per second, extrapolated to a year
 of that job (31.5 M rows) and to how many runs of ``log_purge`` (900 s timeout) clear it; a
 purge told to stop at a deadline, how far past it it ends.  Stall: meanwhile a thread records
-attempts through the real :class:`HistoryWriter` (``record_start`` waits until its row is
-written, as the runner's worker does); the longest ``record_start`` during the purge against
-the longest in as many attempts without a purge.  Start-up: exec to ``READY=1`` of ``pmjobsd
+attempts through the real :class:`HistoryWriter` (``record_start`` returns once the start is
+on disk, in the start journal, which is what the runner's worker waits for; the row follows in
+the writer's next commit); the longest ``record_start`` during the purge against the longest in
+as many attempts without a purge.  Start-up: exec to ``READY=1`` of ``pmjobsd
 run`` with a copy of that history against an empty one, in turns; and the one-time cost of
-the first open after the upgrade (the slot index built).  Run ids are random, as the runner's.
+the first open after the upgrade (the slot index built).  Run ids are time-ordered (UUID version 7),
+as the runner's.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ and logging happen here in the loop (as gunicorn's arbiter does).
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import random
@@ -288,6 +289,9 @@ class Daemon:
             self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.control.path))
             self.notifier.ready(status=f"{enabled} jobs scheduled")
             self.recorder.prepare()
+            # What start-up made lives as long as the daemon: out of the collector's sight, so that
+            # the collections that every few thousand runs' allocations set off do not walk it again.
+            gc.freeze()
             if self.on_ready is not None:
                 self.on_ready()
             self._loop()

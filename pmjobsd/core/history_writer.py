@@ -374,9 +374,8 @@ class HistoryWriter:
             backlog_left = len(self._pending)
             if not backlog_left:
                 self._drained.notify_all()
-        if self._journal is not None:
-            for slot in slots:
-                self._journal.clear(slot)
+        if self._journal is not None and slots:
+            self._journal.clear(slots)
         if self._failing_since is not None and not backlog_left:
             self._recovered()
 
@@ -395,8 +394,7 @@ class HistoryWriter:
                 raise
             self._mark_interrupted = False
             if self._journal is not None:
-                for slot, _ in self._journal.leftover:  # their rows are in the database now
-                    self._journal.clear(slot)
+                self._journal.clear([slot for slot, _ in self._journal.leftover])  # their rows are in now
                 self._journal.leftover = []
             # Checkpoints are the checkpointer's (see the module docstring); this is the backstop.
             conn._execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")

@@ -38,7 +38,7 @@ from pmjobsd.system.files import open_private
 
 SLOT_SIZE = 512
 SLOTS = 256
-_EMPTY = bytes(SLOT_SIZE)
+_EMPTY = bytes(SLOT_SIZE)  # a free slot
 
 # The start row's columns in a slot's array, in this order (history.py builds the row).
 FIELDS = ("run_id", "attempt", "job", "trigger", "slot", "started_at", "pid", "pid_started", "member", "token")
@@ -147,16 +147,24 @@ class StartJournal:
             return None
         return index
 
-    def clear(self, index: int) -> None:
-        """The row of slot ``index`` is committed: free the slot (a failed clear keeps it taken)."""
-        if self._clear(index):
-            self._free.append(index)
+    def clear(self, indices: list[int]) -> None:
+        """The rows of slots ``indices`` are committed: free them (a failed clear keeps its slots taken).
 
-    def _clear(self, index: int) -> bool:
+        Neighbouring slots (the ring hands them out in order) are cleared by one ``pwrite``.
+        """
+        ordered = sorted(indices)
+        start = 0
+        for end in range(1, len(ordered) + 1):
+            if end == len(ordered) or ordered[end] != ordered[end - 1] + 1:
+                if self._clear(ordered[start], end - start):
+                    self._free.extend(ordered[start:end])
+                start = end
+
+    def _clear(self, index: int, count: int = 1) -> bool:
         if self._fd is None:
             return False
         try:
-            os.pwrite(self._fd, _EMPTY, index * SLOT_SIZE)
+            os.pwrite(self._fd, bytes(SLOT_SIZE * count), index * SLOT_SIZE)
         except OSError:
             return False
         return True

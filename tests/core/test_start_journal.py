@@ -127,3 +127,15 @@ def test_a_journal_that_is_a_link_is_neither_read_nor_written(tmp_path):
     writer.record_start(_started())
     writer.close()
     assert target.read_bytes() == b"keep me"
+
+
+def test_clearing_frees_exactly_the_slots_named_neighbours_in_one_write(tmp_path):
+    path = tmp_path / "history.db"
+    journal = StartJournal(path)
+    records = [_started(f"job{i}") for i in range(5)]
+    slots = [journal.write(record, os.getpid(), None) for record in records]
+    assert slots == [0, 1, 2, 3, 4]
+    journal.clear([2, 0, 1, 4])  # two runs of neighbours: 0-2 and 4
+    assert [row[2] for row in read_rows(path)] == ["job3"]
+    assert journal.free_slots() == SLOTS - 1
+    journal.close()
