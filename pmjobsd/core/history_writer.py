@@ -372,12 +372,16 @@ class HistoryWriter:
                 if slot is not None:
                     slots.append(slot)
             backlog_left = len(self._pending)
+            failed_since = None
             if not backlog_left:
+                # Recovered in the same step as drained: health() never shows an empty backlog
+                # that is still failing.
+                failed_since, self._failing_since, self._error = self._failing_since, None, None
                 self._drained.notify_all()
         if self._journal is not None and slots:
             self._journal.clear(slots)
-        if self._failing_since is not None and not backlog_left:
-            self._recovered()
+        if failed_since is not None:
+            self._recovered(failed_since)
 
     def _write(self, batch: list[tuple[_Key, RunRecord]]) -> None:
         if self._conn is None:
@@ -453,10 +457,8 @@ class HistoryWriter:
             self.log.error("history.write_failed", error=error, backlog=backlog)
             self._changed()
 
-    def _recovered(self) -> None:
-        with self._cond:
-            since, self._failing_since, self._error = self._failing_since, None, None
-        self.log.info("history.recovered", failed_for_s=round(time.time() - (since or time.time()), 3))
+    def _recovered(self, since: float) -> None:
+        self.log.info("history.recovered", failed_for_s=round(time.time() - since, 3))
         self._changed()
 
     def _changed(self) -> None:
