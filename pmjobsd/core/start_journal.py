@@ -102,6 +102,14 @@ def read_rows(history_path: Path) -> list[tuple]:
     return [entry for _, entry in _entries(data)]
 
 
+def _allocate(fd: int, size: int) -> None:
+    """Make the file ``size`` bytes, its blocks allocated where the system can (a full disk then fails no start)."""
+    try:
+        os.posix_fallocate(fd, 0, size)  # Linux, the BSDs; not macOS
+    except (AttributeError, OSError):
+        os.ftruncate(fd, size)
+
+
 class StartJournal:
     """The owner's side: write a start into a free slot, clear it once its row is committed.
 
@@ -118,7 +126,7 @@ class StartJournal:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             data = os.pread(fd, SLOTS * SLOT_SIZE, 0)
             if len(data) < SLOTS * SLOT_SIZE:
-                os.ftruncate(fd, SLOTS * SLOT_SIZE)
+                _allocate(fd, SLOTS * SLOT_SIZE)
         except BaseException:
             os.close(fd)
             raise
@@ -141,9 +149,12 @@ class StartJournal:
         except IndexError:
             return None
         try:
-            os.pwrite(self._fd, data.ljust(SLOT_SIZE, b"\0"), index * SLOT_SIZE)
+            # Short only when the disk is full and the file could not be allocated ahead (_allocate).
+            whole = os.pwrite(self._fd, data.ljust(SLOT_SIZE, b"\0"), index * SLOT_SIZE) == SLOT_SIZE
         except OSError:
-            self._free.append(index)
+            whole = False
+        if not whole:
+            self._free.append(index)  # a part written is no entry (readers skip it); the next use overwrites it
             return None
         return index
 
