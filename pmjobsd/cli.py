@@ -195,12 +195,17 @@ def _paths(args: argparse.Namespace) -> tuple[AppPaths, dict[str, Any]]:
     return base, {key: values[key] for key in ("data_dir", "cache_dir", "log_dir")}
 
 
-def _effective_paths(args: argparse.Namespace, import_jobs: bool = False) -> tuple[AppPaths, LoadedSettings]:
-    """The folders and the settings; a user job's module is imported only with ``import_jobs`` (run-now)."""
+def _effective_paths(
+    args: argparse.Namespace, import_jobs: bool = False, check_builtins: bool = False
+) -> tuple[AppPaths, LoadedSettings]:
+    """The folders and the settings; a user job's module is imported only with ``import_jobs`` (run-now),
+    the built-in jobs' implementations only with ``check_builtins`` (doctor reports one that does not import)."""
     from pmjobsd.core.settings import app_folders, load_settings
 
     base, overrides = _paths(args)
-    loaded = load_settings(base.settings_path, base=base, cli_overrides=overrides, import_jobs=import_jobs)
+    loaded = load_settings(
+        base.settings_path, base=base, cli_overrides=overrides, import_jobs=import_jobs, check_builtins=check_builtins
+    )
     return app_folders(base, loaded.settings, overrides), loaded
 
 
@@ -473,7 +478,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         _print_json(settings_schema())
         return 0
     path = getattr(args, "path", None) or base.settings_path
-    loaded = load_settings(path, base=base, cli_overrides=overrides, import_jobs=False)
+    # A built-in job whose implementation does not import is reported here (the daemon finds out at its first run).
+    loaded = load_settings(path, base=base, cli_overrides=overrides, import_jobs=False, check_builtins=True)
     if args.config_command == "show":
         _print_json(describe(loaded))
         for issue in loaded.issues:
@@ -526,7 +532,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from pmjobsd.diagnostics import doctor
 
-    paths, loaded = _effective_paths(args)
+    paths, loaded = _effective_paths(args, check_builtins=True)
     checks = doctor.run_checks(doctor.DoctorEnv(paths, loaded, online=args.online))
     if args.json:
         _print_json(doctor.report(checks))
