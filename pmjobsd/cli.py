@@ -220,7 +220,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pmjobsd.core.daemon import Daemon, StartupError
     from pmjobsd.core.settings import app_folders, load_settings
     from pmjobsd.observe.journald import journal_handler
-    from pmjobsd.system.detach import detach
     from pmjobsd.system.files import ensure_private_dir
     from pmjobsd.system.lock import AlreadyRunning, InstanceLock, holder_pid
 
@@ -235,6 +234,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return daemon.run()
             with _held(InstanceLock(args.pidfile)):  # honoured in the foreground too
                 return daemon.run()
+        from pmjobsd.system.detach import detach  # python-daemon: only a detaching start needs it
+
         loaded = load_settings(base.settings_path, base=base, cli_overrides=overrides, import_jobs=False)
         paths = app_folders(base, loaded.settings, overrides)
         holder = holder_pid(paths.lock_path)

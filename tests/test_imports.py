@@ -29,13 +29,16 @@ NOT_FOR_READERS = {
 VALIDATION = {"msgspec", "pydantic", "pydantic_core", "pmjobsd.core.settings", "pmjobsd.core.validation"}
 # What a daemon with the metrics endpoint off, no metrics textfile and no alert target has no
 # use for: HTTP and the sinks, Prometheus, pydantic, the HTTP server, OpenSSL (_hashlib: hashlib,
-# hmac and secrets load it; the daemon hashes with CPython's own SHA-256), libsystemd outside systemd.
+# hmac and secrets load it; the daemon hashes with CPython's own SHA-256), libsystemd outside systemd,
+# python-daemon (``daemon``) in the foreground.
 NOT_FOR_A_QUIET_DAEMON = NOT_FOR_READERS - {"pmjobsd.core.daemon"} | {
     "pydantic",
     "http.server",
     "_hashlib",
     "systemd.daemon",
     "systemd.journal",
+    "daemon",
+    "pmjobsd.system.detach",
 }
 if os.environ.get("COVERAGE_RUN"):  # CI measures the daemons too, and coverage itself loads _hashlib
     NOT_FOR_A_QUIET_DAEMON -= {"_hashlib"}
