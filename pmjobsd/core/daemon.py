@@ -169,7 +169,6 @@ class Daemon:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.loaded = self._load_settings()
-        self._watch = open_watch(self.base_paths.settings_path)
         self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
         try:
             check_not_root_on_user_home()
@@ -288,6 +287,9 @@ class Daemon:
             self.notifier.ready(status=f"{enabled} jobs scheduled")
             if self.on_ready is not None:
                 self.on_ready()
+            # After READY (inotify_simple and ctypes cost ~10 ms); the loop's first look at the file's
+            # fingerprint catches a change made since it was read.
+            self._watch = open_watch(self.base_paths.settings_path)
             self._loop()
         finally:
             signal.set_wakeup_fd(old_wakeup)
