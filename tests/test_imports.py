@@ -159,7 +159,7 @@ def test_the_daemon_with_no_targets_and_no_due_job_loads_no_http_or_sink_library
     assert "pmjobsd.core.daemon" in modules and "pmjobsd.api" in modules
     assert modules.isdisjoint(JOB_IMPLEMENTATIONS), sorted(modules & JOB_IMPLEMENTATIONS)
     assert modules.isdisjoint(NOT_FOR_A_QUIET_DAEMON), sorted(modules & NOT_FOR_A_QUIET_DAEMON)
-    assert "pmjobsd.coord.coordinator" not in modules  # without jobs.coordination
+    assert {"pmjobsd.coord.coordinator", "pmjobsd.coord.state"}.isdisjoint(modules)  # without jobs.coordination
 
 
 def test_a_daemon_with_metrics_off_and_no_targets_never_loads_them(home):

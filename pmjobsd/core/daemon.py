@@ -30,7 +30,6 @@ from pmjobsd import __version__
 from pmjobsd.alerts.manager import AlertManager
 from pmjobsd.app.paths import AppPaths, check_local_state_folder
 from pmjobsd.coord import daemon_hooks as coordination
-from pmjobsd.coord.state import CoordinationState
 from pmjobsd.core import control
 from pmjobsd.core.held import HeldJobs, Hold
 from pmjobsd.core.history import RunHistory, open_history
@@ -52,6 +51,7 @@ from pmjobsd.system.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from pmjobsd.coord.coordinator import Coordinator
+    from pmjobsd.coord.state import CoordinationState
     from pmjobsd.observe.status import StatusCache, StatusDocument, StatusSnapshot
     from pmjobsd.observe.web import StatusServer
 
@@ -387,6 +387,7 @@ class Daemon:
         if coordination is not None:  # the heartbeat and the run stream (redis-py is imported only here)
             from pmjobsd.coord.engine import display_url
             from pmjobsd.coord.group import GroupMember
+            from pmjobsd.coord.state import CoordinationState
 
             if self.coordination is None:
                 self.coordination = CoordinationState(
