@@ -516,7 +516,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    paths, loaded = _effective_paths(args)
+    # The bundle holds the doctor report: it names a built-in job that does not import, as doctor does.
+    paths, loaded = _effective_paths(args, check_builtins=args.logs_command == "bundle")
     if args.logs_command == "purge":
         from pmjobsd.jobs.logs.retention import purge
 
