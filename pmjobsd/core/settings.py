@@ -368,7 +368,9 @@ def _foreign_owner(path: str) -> int | None:
 
 def _path_issues(spec: JobSpec, options: Any, prefix: str, folders: AppPaths) -> list[ConfigIssue]:
     """Entries of ``spec.path_options`` that reach outside the app's folders or into another user's."""
-    issues = []
+    issues: list[ConfigIssue] = []
+    if not spec.path_options:
+        return issues
     roots = [os.path.realpath(p) for p in (folders.data_dir, folders.config_dir, folders.cache_dir, folders.log_dir)]
     opt_in = f"set {prefix}.allow_outside_paths to true to allow it"
     for key, rule in spec.path_options.items():
@@ -602,9 +604,8 @@ def issue_text(issue: ConfigIssue, source: Path | str) -> str:
 
 
 # Keys whose values are credentials; "api"/"url" are not among them: a public API base stays readable.
-_CREDENTIAL_KEY = re.compile(
-    r"(secret|token|pass|pwd|bearer|private|key|auth|credential|cookie|webhook|target|smtp|dsn)", re.I
-)
+# Compiled at its first use (config show, the bundle; re keeps it), not at every start.
+_CREDENTIAL_KEY = r"(?i)(secret|token|pass|pwd|bearer|private|key|auth|credential|cookie|webhook|target|smtp|dsn)"
 
 
 def _public_url(value: str) -> bool:
@@ -627,7 +628,7 @@ def redact_credentials(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [redact_credentials(item, key) for item in value]
     if isinstance(value, str) and value:
-        if _CREDENTIAL_KEY.search(key) or ("://" in value and not _public_url(value)) or EMAIL.search(value):
+        if re.search(_CREDENTIAL_KEY, key) or ("://" in value and not _public_url(value)) or EMAIL.search(value):
             return "<redacted>"
     return value
 
