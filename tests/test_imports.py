@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from pmjobsd.core.registry import BUILTIN_JOBS, SPEC_SUFFIX
+from tests.support import REPO
 from tests.support.daemon import AppHome, DaemonProcess, all_builtins_disabled, wait_for
 
 # Never needed by a command that only reads: HTTP, alert sinks, Prometheus, the daemon itself.
@@ -27,16 +29,26 @@ NOT_FOR_READERS = {
 VALIDATION = {"msgspec", "pydantic", "pydantic_core", "pmjobsd.core.settings", "pmjobsd.core.validation"}
 # What a daemon with the metrics endpoint off, no metrics textfile and no alert target has no
 # use for: HTTP and the sinks, Prometheus, pydantic, the HTTP server, OpenSSL (_hashlib: hashlib,
-# hmac and secrets load it; the daemon hashes with CPython's own SHA-256), libsystemd outside systemd.
+# hmac and secrets load it; the daemon hashes with CPython's own SHA-256), libsystemd outside systemd,
+# python-daemon (``daemon``) in the foreground.
 NOT_FOR_A_QUIET_DAEMON = NOT_FOR_READERS - {"pmjobsd.core.daemon"} | {
     "pydantic",
     "http.server",
     "_hashlib",
     "systemd.daemon",
     "systemd.journal",
+    "daemon",
+    "pmjobsd.system.detach",
 }
 if os.environ.get("COVERAGE_RUN"):  # CI measures the daemons too, and coverage itself loads _hashlib
     NOT_FOR_A_QUIET_DAEMON -= {"_hashlib"}
+# Every module of pmjobsd/jobs/ but the jobs' declarations (``*_spec``) and the packages: a job's
+# implementation and its helpers are imported at its first run, not when the settings are read.
+JOB_IMPLEMENTATIONS = {
+    ".".join(path.relative_to(REPO).with_suffix("").parts)
+    for path in (REPO / "pmjobsd/jobs").rglob("*.py")
+    if path.name != "__init__.py" and not path.stem.endswith(SPEC_SUFFIX)
+}
 
 
 def imported(stderr: str) -> set[str]:
@@ -142,10 +154,12 @@ def test_the_daemon_with_no_targets_and_no_due_job_loads_no_http_or_sink_library
             proc.wait(30)
     modules = imported(stderr_path.read_text())
     # importlib.import_module (how the registry loads a job) is not in importtime's lines; the
-    # modules a job's module imports with `import` are: the breach job was loaded.
-    assert "pmjobsd.core.daemon" in modules and "pmjobsd.jobs.breach.state" in modules
+    # modules a job's module imports with `import` are: the declarations were read (they import
+    # pmjobsd.api), and none of the jobs' implementations or helpers (none ran).
+    assert "pmjobsd.core.daemon" in modules and "pmjobsd.api" in modules
+    assert modules.isdisjoint(JOB_IMPLEMENTATIONS), sorted(modules & JOB_IMPLEMENTATIONS)
     assert modules.isdisjoint(NOT_FOR_A_QUIET_DAEMON), sorted(modules & NOT_FOR_A_QUIET_DAEMON)
-    assert "pmjobsd.coord.coordinator" not in modules  # without jobs.coordination
+    assert {"pmjobsd.coord.coordinator", "pmjobsd.coord.state"}.isdisjoint(modules)  # without jobs.coordination
 
 
 def test_a_daemon_with_metrics_off_and_no_targets_never_loads_them(home):
@@ -176,6 +190,60 @@ def test_a_daemon_with_metrics_off_and_no_targets_never_loads_them(home):
         run = json.loads(result.stdout)["run"]
         # The report is real: it names the daemon's own modules, and only those of the watched list.
         assert run["summary"] == "loaded: pmjobsd.core.daemon,pmjobsd.core.settings", run["summary"]
+
+
+def test_a_daemon_imports_a_builtin_jobs_implementation_at_its_first_run_only(home):
+    """Every built-in job on with its defaults (none due, catch_up off): ``sys.modules`` of the real daemon."""
+    definitions = {name: {"enabled": True, "catch_up": False} for name in BUILTIN_JOBS}
+    for name in ("breach_cache_refresh", "browser_bridge_health", "log_rotation"):
+        definitions[name]["cron"] = "0 0 1 1 *"  # never due while the test runs
+    definitions["report"] = {
+        "cron": "0 0 1 1 *",
+        "callable": "tests.support.sample_jobs:loaded_modules",
+        "options": {"modules": sorted(JOB_IMPLEMENTATIONS)},
+    }
+    home.write_settings({"alerts": {"desktop": False, "targets": []}, "definitions": definitions})
+    daemon = DaemonProcess(home).wait_ready()
+    try:
+        before = home.cli("run-now", "report", "--wait", "--json")
+        purge = home.cli("run-now", "log_purge", "--wait", "--json")  # the first run of one built-in job
+        after = home.cli("run-now", "report", "--wait", "--json")
+    finally:
+        daemon.stop()
+    assert purge.returncode == 0, purge.stdout + purge.stderr[-2000:]
+    summaries = []
+    for result in (before, after):
+        assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+        summaries.append(json.loads(result.stdout)["run"]["summary"])
+    assert summaries[0] == "loaded: ", summaries[0]  # six jobs scheduled, none of their code imported
+    # log_purge's implementation and its helpers now, and still nothing of the five others.
+    loaded = set(summaries[1].removeprefix("loaded: ").split(","))
+    assert {"pmjobsd.jobs.logs.log_purge", "pmjobsd.jobs.logs.retention", "pmjobsd.jobs.logs.archives"} <= loaded
+    assert not {name for name in loaded if not name.startswith("pmjobsd.jobs.logs.")}, sorted(loaded)
+    assert "pmjobsd.jobs.logs.log_rotation" not in loaded
+
+
+def test_reading_settings_imports_no_job_implementation_but_config_validate_checks_them(home):
+    """``status`` (offline) reads the declarations only; ``config validate`` imports each implementation."""
+    home.write_settings({"definitions": {name: {"enabled": True} for name in BUILTIN_JOBS}})
+    probe = (
+        "import sys, pmjobsd.cli as cli\n"
+        "code = cli.main(sys.argv[1:])\n"
+        "print('job modules:', *sorted(m for m in sys.modules if m.startswith('pmjobsd.jobs.')), file=sys.stderr)\n"
+        "raise SystemExit(code)\n"
+    )
+    found = {}
+    for command in (["status", "--json"], ["config", "validate"]):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *command], env=home.env(), capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode in (0, 1), result.stderr[-2000:]
+        line = next(line for line in result.stderr.splitlines() if line.startswith("job modules:"))
+        found[command[0]] = set(line.split()[2:])
+    specs = set(BUILTIN_JOBS.values())
+    assert specs <= found["status"] and found["status"].isdisjoint(JOB_IMPLEMENTATIONS), sorted(found["status"])
+    implementations = {spec.removesuffix(SPEC_SUFFIX) for spec in specs}
+    assert implementations <= found["config"], sorted(implementations - found["config"])
 
 
 def test_status_group_reads_redis_without_the_daemon_or_prometheus(home, redis_server):

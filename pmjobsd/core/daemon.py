@@ -31,7 +31,6 @@ from pmjobsd import __version__
 from pmjobsd.alerts.manager import AlertManager
 from pmjobsd.app.paths import AppPaths, check_local_state_folder
 from pmjobsd.coord import daemon_hooks as coordination
-from pmjobsd.coord.state import CoordinationState
 from pmjobsd.core import control
 from pmjobsd.core.held import HeldJobs, Hold
 from pmjobsd.core.history import RunHistory, open_history
@@ -53,6 +52,7 @@ from pmjobsd.system.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from pmjobsd.coord.coordinator import Coordinator
+    from pmjobsd.coord.state import CoordinationState
     from pmjobsd.observe.status import StatusCache, StatusDocument, StatusSnapshot
     from pmjobsd.observe.web import StatusServer
 
@@ -171,7 +171,6 @@ class Daemon:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.loaded = self._load_settings()
-        self._watch = open_watch(self.base_paths.settings_path)
         self.paths = resolve_paths(self.base_paths, self.loaded, self.cli_overrides)
         try:
             check_not_root_on_user_home()
@@ -294,6 +293,9 @@ class Daemon:
             gc.freeze()
             if self.on_ready is not None:
                 self.on_ready()
+            # After READY (inotify_simple and ctypes cost ~10 ms); the loop's first look at the file's
+            # fingerprint catches a change made since it was read.
+            self._watch = open_watch(self.base_paths.settings_path)
             self._loop()
         finally:
             signal.set_wakeup_fd(old_wakeup)
@@ -391,6 +393,7 @@ class Daemon:
         if coordination is not None:  # the heartbeat and the run stream (redis-py is imported only here)
             from pmjobsd.coord.engine import display_url
             from pmjobsd.coord.group import GroupMember
+            from pmjobsd.coord.state import CoordinationState
 
             if self.coordination is None:
                 self.coordination = CoordinationState(

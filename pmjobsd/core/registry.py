@@ -1,8 +1,13 @@
 """The job registry: built-in jobs by name, user jobs by ``module:function``.
 
-Built-in jobs live one per module in :mod:`pmjobsd.jobs`; each module exposes
-``JOB = JobSpec(...)``.  They are listed explicitly in ``BUILTIN_JOBS`` and
-imported on first use, so a broken job module breaks only that job.
+A built-in job is two modules side by side in :mod:`pmjobsd.jobs`: its declaration
+``<name>_spec.py`` (``JOB = JobSpec(...)``: defaults, options model, metrics; it imports
+nothing but :mod:`pmjobsd.api`) and its implementation ``<name>.py``, which ``JobSpec.func``
+names as ``"module:function"``.  The declarations are listed in ``BUILTIN_JOBS`` and imported
+when the settings are read; an implementation is imported at the job's first run (or by
+:meth:`LazyJobFunction.load`), so reading the settings costs none of the jobs' helpers, and a
+broken job module breaks only that job: a broken declaration disables it, a broken
+implementation makes its runs FAIL saying why.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import enum
 import importlib
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,15 +27,16 @@ if TYPE_CHECKING:  # msgspec is loaded by what validates settings, not by every 
 
 JobFunction = Callable[[JobContext], "JobResult | None"]
 
-# name -> module that defines ``JOB``.  Add a line here when a job lands.
+# name -> the declaration module that defines ``JOB``.  Add a line here when a job lands.
 BUILTIN_JOBS: dict[str, str] = {
-    "browser_bridge_health": "pmjobsd.jobs.browser_bridge_health",
-    "log_rotation": "pmjobsd.jobs.logs.log_rotation",
-    "log_purge": "pmjobsd.jobs.logs.log_purge",
-    "expiring_password_digest": "pmjobsd.jobs.expiring_password_digest",
-    "backup_integrity_check": "pmjobsd.jobs.backup.backup_integrity_check",
-    "breach_cache_refresh": "pmjobsd.jobs.breach.breach_cache_refresh",
+    "browser_bridge_health": "pmjobsd.jobs.browser_bridge_health_spec",
+    "log_rotation": "pmjobsd.jobs.logs.log_rotation_spec",
+    "log_purge": "pmjobsd.jobs.logs.log_purge_spec",
+    "expiring_password_digest": "pmjobsd.jobs.expiring_password_digest_spec",
+    "backup_integrity_check": "pmjobsd.jobs.backup.backup_integrity_check_spec",
+    "breach_cache_refresh": "pmjobsd.jobs.breach.breach_cache_refresh_spec",
 }
+SPEC_SUFFIX = "_spec"  # a declaration module's name: its implementation's, plus this
 
 
 class RegistryError(Exception):
@@ -81,6 +88,8 @@ class PathRule(str, enum.Enum):
 class JobSpec:
     """A built-in job: its function, its default definition and its options model.
 
+    ``func`` is the function itself or ``"package.module:function"``, imported at the job's
+    first run (:func:`job_function`), so that declaring a job costs none of its helpers.
     ``defaults`` holds definition keys (``cron``, ``timeout``, ``retries``,
     ``backoff``, ``jitter``, ``overlap``, ``catch_up``...) that the user's
     settings override key by key.  ``metrics`` declares the numbers of
@@ -88,7 +97,7 @@ class JobSpec:
     """
 
     name: str
-    func: JobFunction
+    func: JobFunction | str
     description: str
     defaults: Mapping[str, Any]
     options_model: type[msgspec.Struct] | None = None  # frozen, forbid_unknown_fields
@@ -120,6 +129,48 @@ def load_builtin(name: str) -> JobSpec:
     if not isinstance(spec, JobSpec) or spec.name != name:
         raise RegistryError(f"{module_name} does not define JOB = JobSpec(name={name!r}, ...)")
     return spec
+
+
+class LazyJobFunction:
+    """A built-in job's function named ``"module:function"``, imported at its first call.
+
+    Until it imports, every call tries again and raises :class:`RegistryError` naming the
+    job, its module and the import's own error (the run's FAIL); once imported it is kept.
+    """
+
+    def __init__(self, job: str, reference: str):
+        self.job = job
+        self.reference = reference
+        self.__name__ = self.__qualname__ = reference
+        self._function: JobFunction | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> JobFunction:
+        """Import the function now (once); raise RegistryError."""
+        function = self._function
+        if function is None:
+            with self._lock:  # two first runs at once import it once
+                function = self._function
+                if function is None:
+                    try:
+                        function = load_callable(self.reference)
+                    except RegistryError as exc:
+                        raise RegistryError(f"built-in job {self.job!r}: {exc}") from exc
+                    self._function = function
+        return function
+
+    def __call__(self, ctx: JobContext) -> JobResult | None:
+        return self.load()(ctx)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.reference}>"
+
+
+def job_function(spec: JobSpec) -> JobFunction:
+    """The function of ``spec``: itself, or a :class:`LazyJobFunction` of its ``"module:function"``."""
+    if isinstance(spec.func, str):
+        return LazyJobFunction(spec.name, spec.func)
+    return spec.func
 
 
 def load_callable(reference: str) -> JobFunction:

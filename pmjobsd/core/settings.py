@@ -368,7 +368,9 @@ def _foreign_owner(path: str) -> int | None:
 
 def _path_issues(spec: JobSpec, options: Any, prefix: str, folders: AppPaths) -> list[ConfigIssue]:
     """Entries of ``spec.path_options`` that reach outside the app's folders or into another user's."""
-    issues = []
+    issues: list[ConfigIssue] = []
+    if not spec.path_options:
+        return issues
     roots = [os.path.realpath(p) for p in (folders.data_dir, folders.config_dir, folders.cache_dir, folders.log_dir)]
     opt_in = f"set {prefix}.allow_outside_paths to true to allow it"
     for key, rule in spec.path_options.items():
@@ -387,7 +389,7 @@ def _path_issues(spec: JobSpec, options: Any, prefix: str, folders: AppPaths) ->
 
 
 def _resolve_job(
-    name: str, raw: Any, settings: JobsSettings, folders: AppPaths, import_jobs: bool
+    name: str, raw: Any, settings: JobsSettings, folders: AppPaths, import_jobs: bool, check_builtins: bool = False
 ) -> tuple[ResolvedJob | None, list[ConfigIssue]]:
     prefix = f"jobs.definitions.{name}"
     if not isinstance(raw, Mapping):
@@ -420,7 +422,12 @@ def _resolve_job(
         issues += _path_issues(spec, options, prefix, folders)
     # A job that is not built in has a callable (checked above): `or ""` only tells mypy so.
     reference = definition.callable or ""
-    func: JobFunction | None = spec.func if spec else None
+    func: JobFunction | None = registry.job_function(spec) if spec else None
+    if isinstance(func, registry.LazyJobFunction) and check_builtins:
+        try:
+            func.load()
+        except RegistryError as exc:
+            issues.append(ConfigIssue(prefix, str(exc)))
     if func is None and not import_jobs:
         func = registry.deferred_callable(reference)  # its syntax is checked; importing it is run/run-now's
     elif func is None:
@@ -474,6 +481,7 @@ def load_settings(
     base: AppPaths | None = None,
     cli_overrides: Mapping[str, str | None] | None = None,
     import_jobs: bool = True,
+    check_builtins: bool = False,
 ) -> LoadedSettings:
     """Read and validate ``path``; report every problem, never raise.
 
@@ -482,6 +490,9 @@ def load_settings(
     ``base`` (default: the XDG folders) and ``cli_overrides`` give the app's
     folders that path options must stay in.  With ``import_jobs`` false, a user
     job's module is not imported (its ``callable`` is checked by syntax only).
+    A built-in job's implementation is imported at its first run; ``check_builtins``
+    imports each one now, so that one that does not import is that job's issue
+    (``config validate``, ``doctor``).
     """
     read = read_settings_file(path)
     app_settings = read.data
@@ -514,7 +525,8 @@ def load_settings(
     jobs: dict[str, ResolvedJob] = {}
     job_errors: dict[str, tuple[ConfigIssue, ...]] = {}
     for name in names:
-        job, job_issues = _resolve_job(name, settings.definitions.get(name, {}), settings, folders, import_jobs)
+        raw = settings.definitions.get(name, {})
+        job, job_issues = _resolve_job(name, raw, settings, folders, import_jobs, check_builtins)
         if job is not None:
             jobs[name] = job
         else:
@@ -592,9 +604,8 @@ def issue_text(issue: ConfigIssue, source: Path | str) -> str:
 
 
 # Keys whose values are credentials; "api"/"url" are not among them: a public API base stays readable.
-_CREDENTIAL_KEY = re.compile(
-    r"(secret|token|pass|pwd|bearer|private|key|auth|credential|cookie|webhook|target|smtp|dsn)", re.I
-)
+# Compiled at its first use (config show, the bundle; re keeps it), not at every start.
+_CREDENTIAL_KEY = r"(?i)(secret|token|pass|pwd|bearer|private|key|auth|credential|cookie|webhook|target|smtp|dsn)"
 
 
 def _public_url(value: str) -> bool:
@@ -617,7 +628,7 @@ def redact_credentials(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [redact_credentials(item, key) for item in value]
     if isinstance(value, str) and value:
-        if _CREDENTIAL_KEY.search(key) or ("://" in value and not _public_url(value)) or EMAIL.search(value):
+        if re.search(_CREDENTIAL_KEY, key) or ("://" in value and not _public_url(value)) or EMAIL.search(value):
             return "<redacted>"
     return value
 

@@ -57,37 +57,40 @@ def _user(uid: int) -> str:
         return str(uid)
 
 
+def _quote(path: Path) -> str:
+    import shlex  # only an untrusted file needs its commands quoted: not imported by every start
+
+    return shlex.quote(str(path))
+
+
 def _trusted_owner(uid: int) -> bool:
     return uid in (os.getuid(), 0)
 
 
 def trust_problems(path: Path, info: os.stat_result, folder: os.stat_result | None) -> list[tuple[str, str]]:
     """(why, the command that fixes it) for each way others could change the file (empty: it is the user's own)."""
-    import shlex  # only an untrusted file needs its commands quoted
-
-    problems = []
+    problems: list[tuple[str, str]] = []
     me = _user(os.getuid())
     if not _trusted_owner(info.st_uid):
         problems.append(
             (
                 f"owned by {_user(info.st_uid)}, not by {me}: another user could add jobs to it",
-                f"chown {me} {shlex.quote(str(path))}",
+                f"chown {me} {_quote(path)}",
             )
         )
     if info.st_mode & 0o022:
         problems.append(
             (
                 f"writable by group/others ({stat.S_IMODE(info.st_mode):04o}): another user could add jobs to it",
-                f"chmod 600 {shlex.quote(str(path))}",
+                f"chmod 600 {_quote(path)}",
             )
         )
     if folder is not None:
-        parent = shlex.quote(str(path.parent))
         if not _trusted_owner(folder.st_uid):
             problems.append(
                 (
                     f"its folder is owned by {_user(folder.st_uid)}, not by {me}: the file could be replaced",
-                    f"chown {me} {parent}",
+                    f"chown {me} {_quote(path.parent)}",
                 )
             )
         # A sticky folder (/tmp) lets nobody else rename or remove our file.
@@ -96,7 +99,7 @@ def trust_problems(path: Path, info: os.stat_result, folder: os.stat_result | No
                 (
                     f"its folder is writable by group/others ({stat.S_IMODE(folder.st_mode):04o}): "
                     "the file could be replaced",
-                    f"chmod 700 {parent}",
+                    f"chmod 700 {_quote(path.parent)}",
                 )
             )
     return problems

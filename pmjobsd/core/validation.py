@@ -48,6 +48,13 @@ def after(func: Callable[[Any], Any]) -> msgspec.Meta:
 
 def validate(cls: type[T], data: Any) -> T:
     """``data`` (JSON-shaped, lax: ``"5"`` is 5) as a ``cls``; raise ValidationError with every problem."""
+    if type(data) is dict and not data and isinstance(cls, type) and issubclass(cls, msgspec.Struct):
+        # Nothing given (a job's options left out): its defaults, without working out a plan for every field.
+        # A required field or a failing __post_init__ raises here; the walk below then says which.
+        try:
+            return cls()
+        except (TypeError, ValueError):
+            pass
     problems: list[tuple[Loc, str]] = []
     value = _value(_plan(cls), data, (), problems)
     if problems:
@@ -56,42 +63,71 @@ def validate(cls: type[T], data: Any) -> T:
 
 
 class _Plan:
-    """How to walk one annotation, worked out once: its hooks, its shape, its fields or items."""
+    """How to walk one annotation, worked out once: its hooks, its shape, its fields or items.
 
-    __slots__ = ("after", "before", "box", "cls", "fields", "forbid", "hooked", "inner", "kind", "names", "tp")
-    fields: tuple[tuple[str, str, bool, _Plan], ...]  # name, JSON name, required, plan
-    inner: _Plan  # an optional's, a dict's value, a list's item
-    hooked: bool
+    What lies below (a Struct's fields, an item's plan, whether any hook is below) is worked out
+    when a walk first needs it: settings that leave out ``metrics`` or ``coordination`` never pay
+    for evaluating those Structs' annotations.
+    """
+
+    __slots__ = ("_box", "_fields", "_hooked", "_inner", "after", "before", "cls", "forbid", "kind", "names", "tp")
 
     def __init__(self, tp: Any):
         self.tp = tp
-        # msgspec caches what it worked out about a type on a Struct class only: convert({"value": raw},
-        # box) costs 1-2 µs where convert(raw, Annotated[...]) costs 5-30 µs, every time.
-        self.box: type[msgspec.Struct] = msgspec.defstruct("Value", [("value", tp)])
+        self._box: type[msgspec.Struct] | None = None
+        self._fields: tuple[tuple[str, str, bool, Any], ...] | None = None  # name, JSON name, required, annotation
+        self._hooked: bool | None = None
         base, metas = (typing.get_args(tp)[0], tp.__metadata__) if typing.get_origin(tp) is Annotated else (tp, ())
         extras = [meta.extra for meta in metas if isinstance(meta, msgspec.Meta) and meta.extra]
         self.before = tuple(extra["before"] for extra in extras if "before" in extra)
         self.after = tuple(extra["after"] for extra in extras if "after" in extra)
         origin, args = typing.get_origin(base), typing.get_args(base)
         arms = [arm for arm in args if arm is not type(None)]
-        self.kind, self.fields = "leaf", ()
+        self.kind, self._inner = "leaf", None  # _inner: an optional's, a dict's value, a list's item annotation
         if isinstance(base, type) and issubclass(base, msgspec.Struct):
             self.kind, self.cls = "struct", base
-            fields = msgspec.structs.fields(base)
-            self.fields = tuple((f.name, f.encode_name, f.required, _plan(f.type)) for f in fields)
-            self.names = dict.fromkeys(f.encode_name for f in fields)  # ordered, for the message
-            self.forbid = bool(base.__struct_config__.forbid_unknown_fields)
         elif origin in (Union, types.UnionType) and len(arms) == 1:
-            self.kind, self.inner = "optional", _plan(arms[0])
+            self.kind, self._inner = "optional", arms[0]
         elif origin is dict:
-            self.kind, self.inner = "dict", _plan(args[1])
+            self.kind, self._inner = "dict", args[1]
         elif origin is list or (origin is tuple and args[-1] is Ellipsis):
-            self.kind, self.inner = "list", _plan(args[0])
-        children = [field[3] for field in self.fields] + (
-            [self.inner] if self.kind in ("optional", "dict", "list") else []
-        )
-        # Without hooks anywhere below, one msgspec.convert does it all; the walk only finds every problem.
-        self.hooked = bool(self.before or self.after) or any(child.hooked for child in children)
+            self.kind, self._inner = "list", args[0]
+
+    @property
+    def fields(self) -> tuple[tuple[str, str, bool, Any], ...]:
+        """A Struct's fields (with ``names`` and ``forbid``), read at the first walk into it."""
+        if self._fields is None:
+            fields = msgspec.structs.fields(self.cls)
+            self.names = dict.fromkeys(f.encode_name for f in fields)  # ordered, for the message
+            self.forbid = bool(self.cls.__struct_config__.forbid_unknown_fields)
+            self._fields = tuple((f.name, f.encode_name, f.required, f.type) for f in fields)
+        return self._fields
+
+    @property
+    def inner(self) -> _Plan:
+        return _plan(self._inner)
+
+    @property
+    def hooked(self) -> bool:
+        """A hook here or anywhere below; without one, one msgspec.convert does it all (the walk only finds
+        every problem)."""
+        if self._hooked is None:
+            below = [field[3] for field in self.fields] if self.kind == "struct" else []
+            if self._inner is not None:
+                below.append(self._inner)
+            self._hooked = bool(self.before or self.after) or any(_plan(tp).hooked for tp in below)
+        return self._hooked
+
+    @property
+    def box(self) -> type[msgspec.Struct]:
+        """A one-field Struct of ``tp``, made when a value is first converted through it.
+
+        msgspec caches what it worked out about a type on a Struct class only: convert({"value": raw},
+        box) costs 1-2 µs where convert(raw, Annotated[...]) costs 5-30 µs, every time.
+        """
+        if self._box is None:
+            self._box = msgspec.defstruct("Value", [("value", self.tp)])
+        return self._box
 
 
 _PLANS: dict[int, _Plan] = {}  # id(annotation) -> plan; the plan holds the annotation, so the id stays its own
@@ -145,9 +181,9 @@ def _after(plan: _Plan, value: Any, loc: Loc, problems: list[tuple[Loc, str]]) -
 def _struct(plan: _Plan, raw: dict[str, Any], loc: Loc, problems: list[tuple[Loc, str]]) -> Any:
     found = len(problems)
     values: dict[str, Any] = {}
-    for name, key, required, field in plan.fields:
+    for name, key, required, tp in plan.fields:
         if key in raw:
-            values[name] = _value(field, raw[key], (*loc, key), problems)
+            values[name] = _value(_plan(tp), raw[key], (*loc, key), problems)
         elif required:
             problems.append(((*loc, key), "Object missing required field"))
     if plan.forbid:

@@ -18,9 +18,10 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pmjobsd.api import Duration, JobContext, JobMetric, JobResult, JobSpec, Meta, Struct, validate
+from pmjobsd.api import JobContext, JobResult, validate
+from pmjobsd.jobs.browser_bridge_health_spec import APP_COMMANDS, BridgeHealthOptions
 
 # The app's defaults (secure_password_manager/utils/config.py, DEFAULT_SETTINGS["browser_bridge"]).
 APP_DEFAULTS = {
@@ -30,25 +31,8 @@ APP_DEFAULTS = {
     "enable_tls": False,
     "enable_domain_socket": False,
 }
-# Console scripts and modules of secure-password-manager 1.11 (its wheel's entry_points.txt).
-APP_COMMANDS = ("password-manager", "password-manager-gui")
-APP_MODULES = ("secure_password_manager",)
+APP_MODULES = ("secure_password_manager",)  # the app's modules (APP_COMMANDS: its console scripts)
 _WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-
-
-class BridgeHealthOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Options of ``browser_bridge_health``."""
-
-    expect: Annotated[
-        Literal["when_app_running", "always"],
-        Meta(description="when the bridge must answer: only while the app runs, or always"),
-    ] = "when_app_running"
-    timeout: Annotated[Duration, Meta(gt=0, le=60, description="timeout of each probe")] = 3.0
-    slow_after: Annotated[Duration | None, Meta(description="WARN when /v1/status takes longer than this")] = 1.0
-    app_commands: Annotated[
-        tuple[str, ...],
-        Meta(description="program names (argv[0] or the script a Python runs) that mean the app is running"),
-    ] = APP_COMMANDS
 
 
 class ProbeFailure(Exception):
@@ -258,15 +242,4 @@ def make_job(is_app_running: Callable[[BridgeHealthOptions], bool] | None = None
     return browser_bridge_health
 
 
-JOB = JobSpec(
-    name="browser_bridge_health",
-    func=make_job(),
-    description="Check that the app's browser bridge answers /v1/status (and its domain socket)",
-    defaults={"cron": "0 * * * *", "timeout": 30, "retries": 1, "backoff": {"initial": 60}, "jitter": 30},
-    options_model=BridgeHealthOptions,
-    metrics=(
-        JobMetric(
-            "reachable", "pmjobsd_browser_bridge_reachable", "1 when the app's browser bridge answered its health check"
-        ),
-    ),
-)
+run = make_job()  # what JOB.func names

@@ -94,3 +94,24 @@ def test_a_wrong_shape_is_one_problem_at_its_path():
     with pytest.raises(ValidationError) as caught:
         validate(Outer, [])
     assert caught.value.problems == [((), "Expected `object`, got `array`")]
+
+
+class Defaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    low: int = 3
+    high: int = 1
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError("low is above high")
+
+
+def test_nothing_given_is_the_defaults_and_their_problems_are_still_reported():
+    # {} (a job's options left out) takes a short way; it must say what the walk says.
+    assert validate(Outer, {}) == Outer()
+    with pytest.raises(ValidationError) as caught:
+        validate(Inner, {})
+    assert caught.value.problems == [(("name",), "Object missing required field")]
+    with pytest.raises(ValidationError) as caught:
+        validate(Defaults, {})
+    assert caught.value.problems == [((), "low is above high")]
+    assert validate(dict[str, int], {}) == {}  # not a Struct: the walk as before

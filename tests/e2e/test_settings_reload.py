@@ -120,3 +120,17 @@ def test_a_saved_change_applies_within_a_second(home, daemon_factory):
     took = time.monotonic() - saved
     assert took < 1.0, f"the change applied after {took:.2f} s"
     assert _jobs_in_status(home) == {"mine", "other"}
+
+
+def test_a_change_saved_while_the_daemon_starts_applies_within_a_second(home, daemon_factory):
+    # Saved once the settings were read, before daemon.ready (the watch on the folder opens after READY).
+    home.write_settings({"wake_interval": "60s", "definitions": {"mine": MINE}})
+    daemon = daemon_factory(ready=False)
+    wait_for(lambda: home.events("config.loaded"), timeout=20, interval=0.005, message="config.loaded")
+    saved = time.monotonic()
+    home.write_settings({"wake_interval": "60s", "definitions": {"mine": MINE, "other": MINE}})
+    daemon.wait_ready()
+    wait_for(lambda: home.events("config.reloaded"), timeout=10, interval=0.02, message="config.reloaded")
+    took = time.monotonic() - saved
+    assert took < 1.0, f"the change applied after {took:.2f} s"
+    assert _jobs_in_status(home) == {"mine", "other"}

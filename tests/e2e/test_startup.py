@@ -6,6 +6,7 @@ Real processes, real file systems: a full 1 MB tmpfs, a read-only tmpfs, 10 simu
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,21 @@ def test_pidfile_in_the_foreground_is_honoured(home, daemon_factory):
     assert int(pidfile.read_text()) == daemon.pid and holder_pid(pidfile) == daemon.pid
     assert daemon.stop() == 0
     assert not pidfile.exists()
+
+
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+def test_the_garbage_collector_is_on_once_the_daemon_is_ready(home, daemon_factory, detach):
+    # The start runs with the cyclic collector off (cli.cmd_run); from READY on the daemon has it back.
+    job = {"cron": "0 0 1 1 *", "catch_up": False, "callable": "tests.support.sample_jobs:collector_state"}
+    home.write_settings({"definitions": {"gc": job}})
+    try:
+        if detach:
+            started = home.cli("run", "--detach", "--no-console", timeout=60)
+            assert started.returncode == 0, started.stderr
+        else:
+            daemon_factory()
+        result = home.cli("run-now", "gc", "--wait", "--json")
+    finally:
+        stop_all(home)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert json.loads(result.stdout)["run"]["summary"] == "gc enabled: True"

@@ -16,14 +16,15 @@ import pytest
 from pmjobsd.api import validate
 from pmjobsd.core import registry
 from pmjobsd.core.context import Status
+from pmjobsd.jobs import browser_bridge_health
 from pmjobsd.jobs.browser_bridge_health import (
     APP_COMMANDS,
-    JOB,
     BridgeHealthOptions,
     app_running,
     is_app_command_line,
     make_job,
 )
+from pmjobsd.jobs.browser_bridge_health_spec import JOB
 from tests.support.alert_fixtures import SilentServer, free_port, make_self_signed, recording_proxy, start_http_server
 from tests.support.helpers import app_paths, make_context
 
@@ -60,6 +61,7 @@ def run(tmp_path, app_settings, running=False, **options):
 
 def test_registered_with_hourly_default():
     assert registry.load_builtin("browser_bridge_health") is JOB
+    assert registry.job_function(JOB).load() is browser_bridge_health.run
     assert JOB.defaults["cron"] == "0 * * * *"
 
 

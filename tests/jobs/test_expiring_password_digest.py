@@ -11,7 +11,7 @@ import pytest
 
 from pmjobsd.api import ValidationError, validate
 from pmjobsd.core.context import Notice, Status
-from pmjobsd.core.registry import load_builtin
+from pmjobsd.core.registry import job_function, load_builtin
 from pmjobsd.jobs import expiring_password_digest as digest
 from pmjobsd.jobs.expiring_password_digest import DigestOptions
 from tests.support.appfixtures import CANARY, AppProcess, assert_no_canary, canary_entry, create_vault
@@ -147,7 +147,7 @@ def test_vault_never_consistent_fails_after_the_lock_timeout(home: Path, jobs_lo
 
 def test_registered_with_its_defaults():
     spec = load_builtin("expiring_password_digest")
-    assert spec.func is digest.run and spec.defaults["cron"] == "0 9 * * *"
+    assert job_function(spec).load() is digest.run and spec.defaults["cron"] == "0 9 * * *"
     assert spec.options_model is DigestOptions
     assert validate(DigestOptions, {"window_days": 30}).show_sites is True
     with pytest.raises(ValidationError):

@@ -79,3 +79,10 @@ def loaded_modules(ctx: JobContext) -> JobResult:
 
     names = [name for name in ctx.options.get("modules", []) if name in sys.modules]
     return JobResult.ok("loaded: " + ",".join(names))
+
+
+def collector_state(ctx: JobContext) -> JobResult:
+    """Reports whether the cyclic garbage collector of the process running it is on."""
+    import gc
+
+    return JobResult.ok(f"gc enabled: {gc.isenabled()}")

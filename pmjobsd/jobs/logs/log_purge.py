@@ -11,20 +11,10 @@ deadline (or until it is cancelled): a backlog larger than one run can delete (a
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pmjobsd.api import JobContext, JobResult, JobSpec, Meta, Overlap, Struct, validate
+from pmjobsd.api import JobContext, JobResult, validate
 from pmjobsd.jobs.logs.archives import log_files
+from pmjobsd.jobs.logs.log_purge_spec import LogPurgeOptions
 from pmjobsd.jobs.logs.retention import purge, retention_settings
-
-
-class LogPurgeOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    log_days: Annotated[Annotated[int, Meta(ge=1)] | None, Meta(description="default: jobs.retention.log_days")] = None
-    history_days: Annotated[
-        Annotated[int, Meta(ge=1)] | None, Meta(description="default: jobs.retention.history_days")
-    ] = None
-    files: Annotated[list[str], Meta(description="extra logs whose archives are purged")] = []
-
 
 STOP_MARGIN = 10.0  # seconds before the deadline the history purge stops (its last batch, the report)
 
@@ -53,12 +43,3 @@ def run(ctx: JobContext) -> JobResult:
     if report.errors:
         return JobResult.warn(report.summary(), details=report.as_dict(), metrics=metrics)
     return JobResult.ok(report.summary(), details=report.as_dict(), metrics=metrics)
-
-
-JOB = JobSpec(
-    name="log_purge",
-    func=run,
-    description="Delete log archives and run history older than the retention settings",
-    defaults={"cron": "@daily", "timeout": 900, "retries": 1, "overlap": Overlap.SKIP, "catch_up": True},
-    options_model=LogPurgeOptions,
-)

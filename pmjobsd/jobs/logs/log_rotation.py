@@ -12,46 +12,15 @@ A file that fails is reported by path and the others are still done (WARN).
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated
 
-from cronsim import CronSim, CronSimError
-
-from pmjobsd.api import ByteSize, JobContext, JobResult, JobSpec, Meta, Overlap, PathRule, Struct, after, validate
+from pmjobsd.api import JobContext, JobResult, validate
 from pmjobsd.jobs.logs.archives import log_files, reopening_files
 from pmjobsd.jobs.logs.compression import archives_to_compress, clean_partials, compress_archive
+from pmjobsd.jobs.logs.log_rotation_spec import LogRotationOptions
 from pmjobsd.jobs.logs.retention import retention_settings
 from pmjobsd.jobs.logs.rotate import RotationError, rotate_file, rotation_in_flight
 from pmjobsd.jobs.logs.triggers import Rotations, job_zone, last_slot
-
-DEFAULT_MAX_SIZE = 50_000_000
-
-
-def _cron_readable(value: str) -> str:
-    try:
-        CronSim(value, datetime(2026, 1, 1))
-    except CronSimError as exc:
-        raise ValueError(f"{exc}; expected 5 cron fields such as '30 3 * * 0'") from None
-    return value
-
-
-class LogRotationOptions(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    files: Annotated[list[str], Meta(description="extra log files; relative names are in the log folder")] = []
-    min_size: Annotated[ByteSize, Meta(ge=1, description="rotate only files at least this big, e.g. 1, '10MB'")] = 1
-    compress_after_days: Annotated[
-        Annotated[int, Meta(ge=0)] | None,
-        Meta(description="gzip archives older than this; default: jobs.retention.compress_after_days"),
-    ] = None
-    max_size: Annotated[
-        Annotated[ByteSize, Meta(ge=1)] | None,
-        Meta(description="rotate a log as soon as it is this big, e.g. '50MB'; null: never"),
-    ] = DEFAULT_MAX_SIZE
-    every: Annotated[
-        str,
-        after(_cron_readable),
-        Meta(description="cron: rotate every log of min_size once a slot of this has passed"),
-    ] = "30 3 * * 0"
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -128,14 +97,3 @@ def _compress_old(ctx: JobContext, live: Path, older_than: float, errors: dict[s
             errors[str(archive)] = str(exc)
             ctx.log.warning("log.compress_failed", path=str(archive), error=str(exc))
     return done
-
-
-JOB = JobSpec(
-    name="log_rotation",
-    func=run,
-    description="Rotate the app's log and jobs.log (rename or copy-truncate) and gzip old archives",
-    defaults={"cron": "*/5 * * * *", "timeout": 3600, "retries": 1, "overlap": Overlap.SKIP, "catch_up": True},
-    options_model=LogRotationOptions,
-    run_at_first_start=False,
-    path_options={"files": PathRule.INSIDE_APP},
-)

@@ -14,7 +14,7 @@ import pytest
 
 from pmjobsd.api import ValidationError, validate
 from pmjobsd.core.context import Status
-from pmjobsd.core.registry import load_builtin
+from pmjobsd.core.registry import job_function, load_builtin
 from pmjobsd.jobs.backup import backup_integrity_check as job
 from pmjobsd.jobs.backup.backup_integrity_check import BackupCheckOptions
 from pmjobsd.jobs.backup.checksums import ChecksumFile, sha256_file
@@ -301,7 +301,7 @@ def test_live_vault_problems_fail(home: Path, vault: Path):
 
 def test_registered_with_its_defaults():
     spec = load_builtin("backup_integrity_check")
-    assert spec.func is job.run and spec.defaults["cron"] == "0 3 * * 0"
+    assert job_function(spec).load() is job.run and spec.defaults["cron"] == "0 3 * * 0"
     options = validate(BackupCheckOptions, {"backup_dirs": ["~/b"], "check": "quick", "verify_latest": 1})
     assert options.max_age_days == 8
     with pytest.raises(ValidationError):

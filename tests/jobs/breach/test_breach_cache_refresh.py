@@ -17,8 +17,10 @@ import pytest
 
 from pmjobsd.api import ValidationError, validate
 from pmjobsd.core.context import Status
-from pmjobsd.core.registry import load_builtin
-from pmjobsd.jobs.breach.breach_cache_refresh import JOB, STATE_FILE, BreachCacheRefreshOptions, run_refresh
+from pmjobsd.core.registry import job_function, load_builtin
+from pmjobsd.jobs.breach import breach_cache_refresh
+from pmjobsd.jobs.breach.breach_cache_refresh import STATE_FILE, BreachCacheRefreshOptions, run_refresh
+from pmjobsd.jobs.breach.breach_cache_refresh_spec import JOB
 from pmjobsd.jobs.breach.cache import encode_entry, merge_entries, read_cache
 from pmjobsd.jobs.breach.hibp import RangeFormatError, RateGate, parse_range_body, parse_retry_after
 from tests.support.fake_hibp import FakeHIBP
@@ -222,7 +224,7 @@ def test_rate_gate_spaces_requests_and_pauses_everyone():
 
 def test_registered_with_defaults_and_options_validated():
     spec = load_builtin("breach_cache_refresh")
-    assert spec is JOB
+    assert spec is JOB and job_function(spec).load() is breach_cache_refresh.run
     assert spec.defaults["cron"] == "0 */6 * * *" and spec.defaults["timeout"] == "30m"
     assert spec.defaults["retries"] == 1
     assert BreachCacheRefreshOptions().rate_limit == 10 and BreachCacheRefreshOptions().max_age == 86400

@@ -33,7 +33,7 @@ def run_job(home: Path, name: str, options, seed_rotations: bool = True, **kw):
     ctx = make_context(home, name, options, **kw)
     if name == "log_rotation" and seed_rotations:
         _rotated_long_ago(ctx)
-    return spec.func(ctx), ctx
+    return registry.job_function(spec)(ctx), ctx
 
 
 def _rotated_long_ago(ctx) -> None:

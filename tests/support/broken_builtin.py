@@ -1,0 +1,3 @@
+"""An implementation that cannot be imported, as one whose library is missing."""
+
+raise ImportError("libfoo.so.3: cannot open shared object file")
