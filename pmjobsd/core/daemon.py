@@ -287,7 +287,6 @@ class Daemon:
             enabled = sum(1 for job in self.jobs.values() if job.definition.enabled)
             self.log.info("daemon.ready", jobs=enabled, control_socket=str(self.control.path))
             self.notifier.ready(status=f"{enabled} jobs scheduled")
-            self.recorder.prepare()
             # What start-up made lives as long as the daemon: out of the collector's sight, so that
             # the collections that every few thousand runs' allocations set off do not walk it again.
             gc.freeze()

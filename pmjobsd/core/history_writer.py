@@ -159,14 +159,6 @@ class HistoryWriter:
             return None
         return journal
 
-    def prepare(self) -> None:
-        """Load, on a thread of its own, what the first start needs (psutil, for the writer's start time).
-
-        The daemon calls it once it is ready: imported at the first start instead, it made
-        the first run of a burst, and every run queued behind it, ~30 ms late.
-        """
-        threading.Thread(target=_own_start_time, name="pmjobsd-prepare", daemon=True).start()
-
     # --- submitting (any thread; never raises, never blocks on SQLite) ------------------
     def record_start(self, record: RunRecord) -> None:
         """Submit a starting attempt; when this returns it is on disk (call from a worker).

@@ -258,3 +258,12 @@ def test_the_slot_index_is_added_once_after_an_upgrade_and_the_long_step_is_repo
     with RunHistory(path, on_long_step=lambda: calls.append(1)):
         pass
     assert calls == []  # done: opening is O(1) again
+
+
+def test_the_own_start_time_read_from_proc_is_psutils():
+    import psutil
+
+    from pmjobsd.core.history import _proc_start_time
+
+    own = _proc_start_time()
+    assert own is not None and abs(own - psutil.Process().create_time()) < 0.02
