@@ -332,8 +332,8 @@ class RunHistory:
         # was committed is in the OS's page cache and in the -wal file, and the next open
         # replays it. Only a power loss or a kernel crash can lose the last transactions, and
         # those are whole transactions (never a torn row): their runs then look like runs that
-        # never started, while the database stays sound. FULL would put an fsync in every
-        # group commit, which is what every start of a run waits for.
+        # never started, while the database stays sound (the start journal is no safer against
+        # a power loss either). FULL would put an fsync in every group commit.
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._migrate()
         try:
@@ -463,7 +463,7 @@ class RunHistory:
         that came in while the last transaction was written share one commit.  The rows
         go in as multi-row statements (``_UPSERT_ROWS`` to each), not one statement per
         row: each statement lets go of the GIL and takes it back, and a writer that
-        queues for the GIL once per row is what every waiting start waits for.
+        takes the GIL back once per row competes with the workers that many times.
         """
         pid, pid_started = os.getpid(), _own_start_time()
         params = [_upsert_params(record, pid, pid_started) for record in records]
