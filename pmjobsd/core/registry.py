@@ -132,16 +132,20 @@ def load_builtin(name: str) -> JobSpec:
 
 
 class LazyJobFunction:
-    """A built-in job's function named ``"module:function"``, imported at its first call.
+    """A job's function named ``"module:function"``, imported at its first call.
 
-    Until it imports, every call tries again and raises :class:`RegistryError` naming the
-    job, its module and the import's own error (the run's FAIL); once imported it is kept.
+    A built-in job's implementation (imported at the job's first run), and a user job's callable
+    in the read-only commands (status, config, doctor, bundle: they never call it, so no module's
+    import-time code runs for them; only ``run`` and ``run-now`` import user jobs).  Until it
+    imports, every call tries again and raises :class:`RegistryError` naming the job, its module
+    and the import's own error (the run's FAIL); once imported it is kept.
     """
 
-    def __init__(self, job: str, reference: str):
+    def __init__(self, job: str, reference: str, *, builtin: bool = True):
         self.job = job
         self.reference = reference
         self.__name__ = self.__qualname__ = reference
+        self._what = f"built-in job {job!r}" if builtin else f"job {job!r}"
         self._function: JobFunction | None = None
         self._lock = threading.Lock()
 
@@ -155,7 +159,7 @@ class LazyJobFunction:
                     try:
                         function = load_callable(self.reference)
                     except RegistryError as exc:
-                        raise RegistryError(f"built-in job {self.job!r}: {exc}") from exc
+                        raise RegistryError(f"{self._what}: {exc}") from exc
                     self._function = function
         return function
 
@@ -191,19 +195,3 @@ def load_callable(reference: str) -> JobFunction:
         raise RegistryError(f"{reference!r} is not callable")
     function: JobFunction = target  # what it returns is checked by the runner at each run
     return function
-
-
-def deferred_callable(reference: str) -> JobFunction:
-    """A stand-in for ``reference`` that imports it only when called.
-
-    Read-only commands (status, config, doctor, bundle) resolve user jobs with
-    this, so that no module's import-time code runs for them; only ``run`` and
-    ``run-now`` import the job.
-    """
-
-    def call(ctx: JobContext) -> JobResult | None:
-        return load_callable(reference)(ctx)
-
-    call.__doc__ = ""
-    call.__qualname__ = call.__name__ = reference
-    return call

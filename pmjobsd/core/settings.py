@@ -429,7 +429,7 @@ def _resolve_job(
         except RegistryError as exc:
             issues.append(ConfigIssue(prefix, str(exc)))
     if func is None and not import_jobs:
-        func = registry.deferred_callable(reference)  # its syntax is checked; importing it is run/run-now's
+        func = registry.LazyJobFunction(name, reference, builtin=False)  # its syntax is checked; run/run-now import it
     elif func is None:
         try:
             func = registry.load_callable(reference)
