@@ -101,6 +101,40 @@ def test_a_history_locked_by_another_process_neither_kills_nor_stalls_the_daemon
         server.shutdown()
 
 
+def test_kill_9_while_the_history_takes_no_writes_still_leaves_the_started_runs_interrupted(home, daemon_factory):
+    """The start journal alone: nothing reached history.db before the kill, every started run is shown."""
+    home.write_settings({"definitions": {"tick": TICK}})
+    daemon = daemon_factory()
+    wait_for(lambda: home.events("job.succeeded", job="tick"), message="a first run")
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(home.history_path), "60"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        before = len(home.events("job.started", job="tick"))
+        wait_for(lambda: len(home.events("job.started", job="tick")) >= before + 3, message="runs while locked")
+        daemon.kill()  # SIGKILL: the runs since the lock are in the journal only
+    finally:
+        locker.kill()
+        locker.wait()
+    started = {line["run_id"] for line in home.events("job.started", job="tick")}
+    assert not started <= {run_id for run_id, _ in history_rows(home)}  # some never reached the database
+    code, document = home.status()  # no daemon: the reader takes the journal in
+    rows = history_rows(home)
+    assert started <= {run_id for run_id, _ in rows}
+    assert {row["status"] for row in rows.values()} <= {"OK", "RUNNING"}  # RUNNING rows of a dead pid...
+    (job,) = [j for j in document["jobs"] if j["name"] == "tick"]
+    shown = [run["status"] for run in job["recent"]]
+    assert job["last_run"]["status"] == "INTERRUPTED" and code in (1, 2)
+    assert "RUNNING" not in shown and shown.count("INTERRUPTED") >= 3  # ...shown INTERRUPTED
+    daemon = daemon_factory()  # the next owner marks them and frees the journal
+    wait_for(lambda: home.events("history.interrupted_runs"), message="the interrupted runs marked")
+    rows = history_rows(home)
+    assert started <= {run_id for run_id, _ in rows}
+    assert "RUNNING" not in {row["status"] for row in rows.values() if row["run_id"] in started}
+    assert daemon.stop() == 0
+
+
 def _damage(home, how: str) -> None:
     """A history with rows, then truncated in the middle or overwritten with garbage."""
     home.history_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
