@@ -128,6 +128,7 @@ class Daemon:
         self._watch: SettingsWatch | None = None
         self._check_settings_at: float | None = None  # look at the file then (after an event, or to settle)
         self._settings_poll_at = float("-inf")  # with a watch: look at the file then anyway
+        self._upgrade_logged = False  # history.upgrading said (once per start)
         self._read_error: str | None = None  # the last settings read that failed for an OS reason, said once
         self._bad_since: float | None = None  # the file has been empty/missing/undecodable, unchanged, since
         self._bad_stamp: tuple[int, int, int] | None = None
@@ -329,7 +330,7 @@ class Daemon:
 
     def _upgrading_history(self) -> None:
         """A migration reads every row of a big history (once after an upgrade): keep systemd waiting."""
-        if not getattr(self, "_upgrade_logged", False):
+        if not self._upgrade_logged:
             self._upgrade_logged = True
             self.log.info("history.upgrading", path=str(self.paths.history_path))
         self.notifier.notify(EXTEND_TIMEOUT_USEC=30_000_000, STATUS="upgrading the run history")
@@ -733,7 +734,7 @@ class Daemon:
     def status_snapshot(self) -> StatusSnapshot:
         """The status now (what the metrics and the status page read)."""
         # Imported at the first status request, scrape or textfile write, not before daemon.ready.
-        from pmjobsd.observe.status import DaemonState  # at the first status request
+        from pmjobsd.observe.status import DaemonState
 
         daemon = DaemonState(
             running=True,

@@ -327,8 +327,7 @@ class Runner:
                 reason = self._admit(request, overlap)
                 if reason is _TO_POOL:
                     # Counted as queued at once: a later offer of the same job in this batch sees it busy.
-                    self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
-                    self._queued_total += 1
+                    self._queued_one(request.job.name)
                     admitted.append(request)
                     reason = None
                 reasons.append(reason)
@@ -355,9 +354,13 @@ class Runner:
         return _TO_POOL
 
     def _enqueue(self, request: RunRequest) -> None:
-        self._queued[request.job.name] = self._queued.get(request.job.name, 0) + 1
-        self._queued_total += 1
+        self._queued_one(request.job.name)
         self._queue.put(request)
+
+    def _queued_one(self, job: str) -> None:
+        """A request of ``job`` goes to the pool queue (hold _lock)."""
+        self._queued[job] = self._queued.get(job, 0) + 1
+        self._queued_total += 1
 
     def _dequeued(self, job: str) -> None:
         """A request of ``job`` left the pool queue (hold _lock)."""
